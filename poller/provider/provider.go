@@ -1,0 +1,133 @@
+// Package provider is the contract between the poller and the provider adapters
+// (one sub-package of poller per provider): what an adapter is given, what it returns,
+// and how it reports provider errors. Adapters map provider responses to diff.Items;
+// they never retry, sleep or keep state between calls beyond their configuration.
+package provider
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/payments-watcher/watcher/diff"
+)
+
+// Request asks for one page of a provider list, newest first.
+type Request struct {
+	// Cursor is the opaque value a previous Page returned in Next; "" asks for the
+	// newest page and starts a walk (the adapter pins the walk's upper time bound then,
+	// where the provider supports one).
+	Cursor string
+	// From is an inclusive lower bound on creation time; zero means none. It is only
+	// read when Cursor is "" (a cursor carries the walk's filters).
+	From time.Time
+}
+
+// Page is one page of a list.
+type Page struct {
+	// Items are the well-formed items of the page, in the provider's order (newest first).
+	Items []diff.Item
+	// Skipped are the malformed items of the page, which the poller logs and counts.
+	Skipped []Skipped
+	// Next is the cursor of the following (older) page; "" when this is the last page.
+	Next string
+}
+
+// Skipped is an item an adapter could not map.
+type Skipped struct {
+	ID     string // "" when the item has no usable id
+	Reason string
+}
+
+// Source lists one provider endpoint's items, newest first, one page per call.
+// Implementations must be safe for use by one goroutine at a time; they do not retry.
+type Source interface {
+	Page(ctx context.Context, req Request) (Page, error)
+}
+
+// Getter is implemented by sources whose provider can read one item by id.
+type Getter interface {
+	// Get reads one top-level item. It returns an error wrapping ErrNotFound when the
+	// provider says the item does not exist.
+	Get(ctx context.Context, id string) (diff.Item, error)
+}
+
+// ErrNotFound means the provider answered 404 for an item.
+var ErrNotFound = errors.New("item not found")
+
+// Settings is one configured source as an adapter needs it. Secrets are plain strings
+// here: the adapter puts them on the wire and nowhere else.
+type Settings struct {
+	Name     string // the configured source name
+	BaseURL  string // without a trailing slash
+	APIKey   string
+	PageSize int
+	// TerminalStatuses, when set, replaces the provider's terminal set (only for
+	// providers whose statuses are undocumented).
+	TerminalStatuses []string
+	StripeVersion    string
+	HawkID           string
+	HawkKey          string
+	MerchantID       string
+	SignQuery        bool
+}
+
+// Provider describes one provider id of the configuration.
+type Provider struct {
+	// Kind is the kind of the top-level items ("payment").
+	Kind string
+	// DefaultBaseURL is used when the source configures none.
+	DefaultBaseURL string
+	// MaxPageSize is the largest page the provider serves; DefaultPageSize is used
+	// when the source configures none.
+	MaxPageSize, DefaultPageSize int
+	// Credentials lists the configuration keys holding this provider's credentials,
+	// for error messages ("api_key").
+	Credentials []string
+	// New builds the source. It returns an error naming the setting when one is
+	// missing or invalid.
+	New func(s Settings, c *Client) (Source, error)
+}
+
+// StatusError reports a non-2xx provider response.
+type StatusError struct {
+	Code int
+	// RetryAfter is the provider's Retry-After; 0 when absent.
+	RetryAfter time.Duration
+	// Message is the provider's own explanation, from its error body; may be "".
+	Message string
+	// RequestID is the provider's request id header, when it sends one.
+	RequestID string
+}
+
+func (e *StatusError) Error() string {
+	s := "HTTP " + strconv.Itoa(e.Code) + " " + http.StatusText(e.Code)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	if e.RequestID != "" {
+		s += " (request id " + e.RequestID + ")"
+	}
+	return s
+}
+
+// Temporary reports whether the same request may succeed later.
+func (e *StatusError) Temporary() bool {
+	return e.Code == http.StatusTooManyRequests || e.Code == http.StatusRequestTimeout || e.Code >= 500
+}
+
+// Auth reports whether the provider rejected the credentials.
+func (e *StatusError) Auth() bool {
+	return e.Code == http.StatusUnauthorized || e.Code == http.StatusForbidden
+}
+
+// MalformedError reports a response the adapter could not parse as a page at all.
+// The cycle fails and state is untouched; a later poll may succeed.
+type MalformedError struct {
+	Err error
+}
+
+func (e *MalformedError) Error() string { return "malformed response: " + e.Err.Error() }
+func (e *MalformedError) Unwrap() error { return e.Err }
