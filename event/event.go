@@ -70,10 +70,30 @@ type Status struct {
 	Addendum string `json:"addendum,omitempty"`
 }
 
-// Money is an exact amount: Value is encoded as a decimal string.
+// Money is an exact amount. Value is encoded as a decimal string with the scale the
+// provider sent ("110.270000" stays so; "1E+4" becomes "10000").
 type Money struct {
 	Value    decimal.Decimal `json:"value"`
 	Currency string          `json:"currency"`
+}
+
+// MarshalJSON keeps the provider's scale: trailing zeros are significant in amounts
+// whose currency has a fixed number of decimals.
+func (m Money) MarshalJSON() ([]byte, error) {
+	v := m.Value.String()
+	if exp := m.Value.Exponent(); exp < 0 {
+		v = m.Value.StringFixed(-exp)
+	}
+	cur, err := json.Marshal(m.Currency)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(v)+len(cur)+24)
+	out = append(out, `{"value":"`...)
+	out = append(out, v...)
+	out = append(out, `","currency":`...)
+	out = append(out, cur...)
+	return append(out, '}'), nil
 }
 
 // Failure is the provider's reason for a failure.

@@ -1,0 +1,353 @@
+// Package config reads watcher's YAML configuration file: strict keys, ${VAR}
+// expansion from the environment in any value, *_file twins for secrets, defaults,
+// and validation that reports every problem at once, each naming its key path and
+// the offending value.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/payments-watcher/watcher/poller"
+	"github.com/payments-watcher/watcher/poller/provider"
+	"github.com/payments-watcher/watcher/publish"
+)
+
+// Config is the effective configuration: defaults applied, secrets resolved.
+type Config struct {
+	State   State
+	NATS    publish.Config
+	HTTP    HTTP
+	Sources []Source
+}
+
+// State is the `state:` section.
+type State struct {
+	Backend string // "bbolt"
+	Path    string
+}
+
+// HTTP is the `http:` section.
+type HTTP struct {
+	// Listen is the address of /metrics, /healthz and /readyz; "" disables them.
+	Listen string
+}
+
+// Source is one entry of `sources:`.
+type Source struct {
+	poller.Config
+	// Settings are what the provider adapter is built from (secrets included).
+	Settings provider.Settings
+	// Provider is the descriptor of Config.Provider.
+	Provider provider.Provider
+	// RequestTimeout bounds one provider request.
+	RequestTimeout time.Duration
+}
+
+// Load reads and validates the file at path, expanding ${VAR} from the process
+// environment and reading *_file secrets relative to the working directory.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(data, os.LookupEnv, os.ReadFile)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Defaults of the keys a file may leave out.
+const (
+	DefaultStatePath       = "data/watcher.db"
+	DefaultListen          = "127.0.0.1:4222"
+	DefaultStoreDir        = "data/nats"
+	DefaultStream          = "PAYMENT_EVENTS"
+	DefaultSubjectPrefix   = "payments"
+	DefaultDuplicateWindow = 10 * time.Minute
+	DefaultHTTPListen      = "127.0.0.1:9464"
+	DefaultMaxOutbox       = 1_000_000
+	DefaultRetainAcked     = 0
+)
+
+// Source defaults.
+var sourceDefaults = rawSource{
+	Interval:         "15s",
+	DiscoveryOverlap: "10m",
+	Lookback:         "720h",
+	OpenRefresh:      "5m",
+	OpenMaxAge:       "720h",
+	SettleWindow:     "24h",
+	RequestTimeout:   "30s",
+	Baseline:         "silent",
+	RateLimit:        5,
+	MaxPages:         10000,
+}
+
+var sourceName = regexp.MustCompile(`^[a-z0-9_-]+$`)
+
+// Parse validates a configuration document. env looks up ${VAR}s and readFile reads
+// *_file secrets; both are parameters so that tests need no process state.
+func Parse(data []byte, env func(string) (string, bool), readFile func(string) ([]byte, error)) (*Config, error) {
+	var raw rawFile
+	if err := decodeStrict(data, &raw, env); err != nil {
+		return nil, err
+	}
+	v := &validator{readFile: readFile}
+	cfg := &Config{}
+
+	cfg.State.Backend = or(raw.State.Backend, "bbolt")
+	if cfg.State.Backend != "bbolt" {
+		v.addf("state.backend", "%q is not supported (want bbolt)", raw.State.Backend)
+	}
+	cfg.State.Path = or(raw.State.Path, DefaultStatePath)
+
+	n := raw.NATS
+	cfg.NATS = publish.Config{
+		URL:             n.URL,
+		Embedded:        publish.Embedded{Listen: or(n.Embedded.Listen, DefaultListen), StoreDir: or(n.Embedded.StoreDir, DefaultStoreDir)},
+		Stream:          or(n.Stream, DefaultStream),
+		SubjectPrefix:   or(n.SubjectPrefix, DefaultSubjectPrefix),
+		DuplicateWindow: v.duration("nats.duplicate_window", n.DuplicateWindow, DefaultDuplicateWindow),
+		CredsFile:       n.CredsFile,
+		User:            n.User,
+		NKeyFile:        n.NKeyFile,
+		Replicas:        n.Replicas,
+		MaxOutbox:       n.MaxOutbox,
+	}
+	cfg.NATS.Token = v.secret("nats.token", n.Token, n.TokenFile)
+	cfg.NATS.Password = v.secret("nats.password", n.Password, n.PasswordFile)
+	cfg.NATS.TLS.CA, cfg.NATS.TLS.Cert, cfg.NATS.TLS.Key = n.TLS.CA, n.TLS.Cert, n.TLS.Key
+	if cfg.NATS.Replicas == 0 {
+		cfg.NATS.Replicas = 1
+	}
+	if cfg.NATS.MaxOutbox == 0 {
+		cfg.NATS.MaxOutbox = DefaultMaxOutbox
+	}
+	v.errs = append(v.errs, cfg.NATS.Validate()...)
+
+	cfg.HTTP.Listen = DefaultHTTPListen
+	if raw.HTTP.Listen != nil {
+		cfg.HTTP.Listen = *raw.HTTP.Listen
+	}
+	if cfg.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(cfg.HTTP.Listen); err != nil {
+			v.addf("http.listen", "%q is not a host:port address", cfg.HTTP.Listen)
+		}
+	}
+
+	if len(raw.Sources) == 0 {
+		v.addf("sources", "at least one source is required")
+	}
+	names := map[string]int{}
+	for i, rs := range raw.Sources {
+		key := fmt.Sprintf("sources[%d]", i)
+		if j, dup := names[rs.Name]; dup && rs.Name != "" {
+			v.addf(key+".name", "%q is already used by sources[%d]", rs.Name, j)
+		}
+		names[rs.Name] = i
+		if s, ok := v.source(key, rs); ok {
+			cfg.Sources = append(cfg.Sources, s)
+		}
+	}
+	if err := errors.Join(v.errs...); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (v *validator) source(key string, rs rawSource) (Source, bool) {
+	before := len(v.errs)
+	var s Source
+	s.Name = rs.Name
+	switch {
+	case rs.Name == "":
+		v.addf(key+".name", "is required")
+	case !sourceName.MatchString(rs.Name):
+		v.addf(key+".name", "%q must match [a-z0-9_-]+", rs.Name)
+	}
+	p, known := poller.Providers[rs.Provider]
+	switch {
+	case rs.Provider == "":
+		v.addf(key+".provider", "is required (one of %s)", strings.Join(poller.ProviderIDs(), ", "))
+	case !known:
+		v.addf(key+".provider", "unknown provider %q (want one of %s)", rs.Provider, strings.Join(poller.ProviderIDs(), ", "))
+	}
+	s.Provider = p
+	s.Config.Provider = rs.Provider
+	s.Kind = p.Kind
+
+	d := func(name, val, def string) time.Duration {
+		dd, _ := time.ParseDuration(def)
+		return v.duration(key+"."+name, val, dd)
+	}
+	s.Interval = d("interval", rs.Interval, sourceDefaults.Interval)
+	s.DiscoveryOverlap = d("discovery_overlap", rs.DiscoveryOverlap, sourceDefaults.DiscoveryOverlap)
+	s.Lookback = d("lookback", rs.Lookback, sourceDefaults.Lookback)
+	s.OpenRefresh = d("open_refresh", rs.OpenRefresh, sourceDefaults.OpenRefresh)
+	s.OpenMaxAge = d("open_max_age", rs.OpenMaxAge, sourceDefaults.OpenMaxAge)
+	s.SettleWindow = d("settle_window", rs.SettleWindow, sourceDefaults.SettleWindow)
+	s.RequestTimeout = d("request_timeout", rs.RequestTimeout, sourceDefaults.RequestTimeout)
+	for _, c := range []struct {
+		name string
+		val  time.Duration
+		raw  string
+	}{{"interval", s.Interval, rs.Interval}, {"lookback", s.Lookback, rs.Lookback}, {"open_refresh", s.OpenRefresh, rs.OpenRefresh},
+		{"open_max_age", s.OpenMaxAge, rs.OpenMaxAge}, {"request_timeout", s.RequestTimeout, rs.RequestTimeout}} {
+		if c.val <= 0 && c.raw != "" && len(v.errs) == before {
+			v.addf(key+"."+c.name, "%q must be positive", c.raw)
+		}
+	}
+	if s.DiscoveryOverlap < 0 {
+		v.addf(key+".discovery_overlap", "%q must not be negative", rs.DiscoveryOverlap)
+	}
+	if s.SettleWindow < 0 {
+		v.addf(key+".settle_window", "%q must not be negative", rs.SettleWindow)
+	}
+	s.RateLimit = sourceDefaults.RateLimit
+	if rs.RateLimit != 0 {
+		s.RateLimit = rs.RateLimit
+	}
+	if s.RateLimit <= 0 {
+		v.addf(key+".rate_limit", "%v must be a positive number of requests per second", rs.RateLimit)
+	}
+	s.MaxPages = sourceDefaults.MaxPages
+	if rs.MaxPages != 0 {
+		s.MaxPages = rs.MaxPages
+	}
+	if s.MaxPages < 1 {
+		v.addf(key+".max_pages", "%d must be at least 1", rs.MaxPages)
+	}
+	s.Baseline = or(rs.Baseline, sourceDefaults.Baseline)
+	if s.Baseline != "silent" && s.Baseline != "emit" {
+		v.addf(key+".baseline", "%q must be silent or emit", rs.Baseline)
+	}
+
+	st := provider.Settings{
+		Name:             rs.Name,
+		BaseURL:          strings.TrimRight(or(rs.BaseURL, p.DefaultBaseURL), "/"),
+		PageSize:         rs.PageSize,
+		TerminalStatuses: rs.TerminalStatuses,
+		StripeVersion:    rs.StripeVersion,
+		HawkID:           rs.HawkID,
+		MerchantID:       rs.MerchantID,
+		SignQuery:        rs.SignQuery == nil || *rs.SignQuery,
+	}
+	st.APIKey = v.secret(key+".api_key", rs.APIKey, rs.APIKeyFile)
+	st.HawkKey = v.secret(key+".hawk_key", rs.HawkKey, rs.HawkKeyFile)
+	if known {
+		if st.PageSize == 0 {
+			st.PageSize = p.DefaultPageSize
+		}
+		if st.PageSize < 1 || st.PageSize > p.MaxPageSize {
+			v.addf(key+".page_size", "%d is outside 1..%d for %s", rs.PageSize, p.MaxPageSize, rs.Provider)
+		}
+		if u, err := url.Parse(st.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.addf(key+".base_url", "%q is not an absolute http(s) URL", rs.BaseURL)
+		}
+		for _, c := range p.Credentials {
+			if credential(st, c) == "" && !v.has(key+"."+c) {
+				v.addf(key+"."+c, "is required for %s (or %s_file)", rs.Provider, c)
+			}
+		}
+		if len(v.errs) == before {
+			// The adapter checks what is specific to it; its message names the key.
+			if _, err := p.New(st, &provider.Client{}); err != nil {
+				v.addf(key, "%v", err)
+			}
+		}
+	}
+	s.Settings = st
+	return s, len(v.errs) == before
+}
+
+func credential(s provider.Settings, key string) string {
+	switch key {
+	case "api_key":
+		return s.APIKey
+	case "hawk_id":
+		return s.HawkID
+	case "hawk_key":
+		return s.HawkKey
+	case "merchant_id":
+		return s.MerchantID
+	}
+	return ""
+}
+
+type validator struct {
+	errs     []error
+	readFile func(string) ([]byte, error)
+}
+
+func (v *validator) addf(key, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) has(key string) bool {
+	return slices.ContainsFunc(v.errs, func(e error) bool { return strings.HasPrefix(e.Error(), key+":") || strings.HasPrefix(e.Error(), key+"_file:") })
+}
+
+func (v *validator) duration(key, val string, def time.Duration) time.Duration {
+	if val == "" {
+		return def
+	}
+	d, err := time.ParseDuration(val)
+	if err != nil {
+		v.addf(key, "%q is not a duration (e.g. 15s, 10m, 720h)", val)
+		return def
+	}
+	return d
+}
+
+// secret returns the inline value or the trimmed content of the file; both set is an
+// error. The value itself never appears in an error.
+func (v *validator) secret(key, inline, file string) string {
+	if inline != "" && file != "" {
+		v.addf(key, "set either %s or %s_file, not both", lastKey(key), lastKey(key))
+		return ""
+	}
+	if file == "" {
+		return inline
+	}
+	b, err := v.readFile(file)
+	if err != nil {
+		v.addf(key+"_file", "%q cannot be read: %v", file, pathErr(err))
+		return ""
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		v.addf(key+"_file", "%q is empty", file)
+	}
+	return s
+}
+
+func lastKey(key string) string {
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		return key[i+1:]
+	}
+	return key
+}
+
+func pathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,263 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The file as written. Durations are strings so that a bad one is reported with its
+// key path; every struct is checked for unknown keys.
+type rawFile struct {
+	State   rawState    `yaml:"state"`
+	NATS    rawNATS     `yaml:"nats"`
+	HTTP    rawHTTP     `yaml:"http"`
+	Sources []rawSource `yaml:"sources"`
+}
+
+type rawState struct {
+	Backend string `yaml:"backend"`
+	Path    string `yaml:"path"`
+}
+
+type rawNATS struct {
+	URL      string `yaml:"url"`
+	Embedded struct {
+		Listen   string `yaml:"listen"`
+		StoreDir string `yaml:"store_dir"`
+	} `yaml:"embedded"`
+	Stream          string `yaml:"stream"`
+	SubjectPrefix   string `yaml:"subject_prefix"`
+	DuplicateWindow string `yaml:"duplicate_window"`
+	Replicas        int    `yaml:"replicas"`
+	MaxOutbox       int    `yaml:"max_outbox"`
+	CredsFile       string `yaml:"creds_file"`
+	Token           string `yaml:"token"`
+	TokenFile       string `yaml:"token_file"`
+	User            string `yaml:"user"`
+	Password        string `yaml:"password"`
+	PasswordFile    string `yaml:"password_file"`
+	NKeyFile        string `yaml:"nkey_file"`
+	TLS             struct {
+		CA   string `yaml:"ca"`
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+	} `yaml:"tls"`
+}
+
+type rawHTTP struct {
+	Listen *string `yaml:"listen"` // nil: default; "": disabled
+}
+
+type rawSource struct {
+	Name               string            `yaml:"name"`
+	Provider           string            `yaml:"provider"`
+	BaseURL            string            `yaml:"base_url"`
+	APIKey             string            `yaml:"api_key"`
+	APIKeyFile         string            `yaml:"api_key_file"`
+	Interval           string            `yaml:"interval"`
+	PageSize           int               `yaml:"page_size"`
+	DiscoveryOverlap   string            `yaml:"discovery_overlap"`
+	Lookback           string            `yaml:"lookback"`
+	OpenRefresh        string            `yaml:"open_refresh"`
+	RateLimit          float64           `yaml:"rate_limit"`
+	Baseline           string            `yaml:"baseline"`
+	OpenMaxAge         string            `yaml:"open_max_age"`
+	SettleWindow       string            `yaml:"settle_window"`
+	RequestTimeout     string            `yaml:"request_timeout"`
+	MaxPages           int               `yaml:"max_pages"`
+	TerminalStatuses   []string          `yaml:"terminal_statuses"`
+	StripeVersion      string            `yaml:"stripe_version"`
+	HawkID             string            `yaml:"hawk_id"`
+	HawkKey            string            `yaml:"hawk_key"`
+	HawkKeyFile        string            `yaml:"hawk_key_file"`
+	MerchantID         string            `yaml:"merchant_id"`
+	SignQuery          *bool             `yaml:"sign_query"`
+}
+
+var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// decodeStrict parses data into out: ${VAR} references in scalar values are expanded
+// ("$$" is a literal "$"), keys out does not declare are errors, and every error names
+// the key path.
+func decodeStrict(data []byte, out any, env func(string) (string, bool)) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("not valid YAML: %w", err)
+	}
+	if len(doc.Content) == 0 {
+		return errors.New("the file is empty")
+	}
+	w := &walker{env: env, lines: map[int]string{}}
+	w.walk(doc.Content[0], reflect.TypeOf(out).Elem(), "")
+	if len(w.errs) > 0 {
+		return errors.Join(w.errs...)
+	}
+	if err := doc.Content[0].Decode(out); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			var errs []error
+			for _, msg := range te.Errors {
+				errs = append(errs, w.locate(msg))
+			}
+			return errors.Join(errs...)
+		}
+		return err
+	}
+	return nil
+}
+
+type walker struct {
+	env   func(string) (string, bool)
+	errs  []error
+	lines map[int]string // line -> key path of the value on it, for decode errors
+}
+
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	w.lines[n.Line] = path
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if strings.Contains(n.Value, "$") {
+			w.expand(n, path)
+			if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+				n.Tag = "" // re-resolve: "${PAGE_SIZE}" may expand to an integer
+			}
+		}
+	case yaml.MappingNode:
+		switch t.Kind() {
+		case reflect.Struct:
+			fields := yamlFields(t)
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, val := n.Content[i], n.Content[i+1]
+				child := join(path, k.Value)
+				f, ok := fields[k.Value]
+				if !ok {
+					w.errs = append(w.errs, fmt.Errorf("%s: unknown key (line %d)", child, k.Line))
+					continue
+				}
+				w.walk(val, f, child)
+			}
+		case reflect.Map:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				w.walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))
+			}
+		default:
+			w.errs = append(w.errs, fmt.Errorf("%s: want a %s, got a mapping (line %d)", orRoot(path), kindName(t), n.Line))
+		}
+	case yaml.SequenceNode:
+		if t.Kind() != reflect.Slice {
+			w.errs = append(w.errs, fmt.Errorf("%s: want a %s, got a list (line %d)", orRoot(path), kindName(t), n.Line))
+			return
+		}
+		for i, c := range n.Content {
+			w.walk(c, t.Elem(), path+"["+strconv.Itoa(i)+"]")
+		}
+	}
+}
+
+func (w *walker) expand(n *yaml.Node, path string) {
+	var missing []string
+	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+		if m == "$$" {
+			return "$"
+		}
+		name := m[2 : len(m)-1]
+		v, ok := w.env(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return v
+	})
+	for _, name := range missing {
+		w.errs = append(w.errs, fmt.Errorf("%s: environment variable %s is not set", path, name))
+	}
+}
+
+var lineRef = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// locate rewrites a yaml decode message "line N: cannot unmarshal …" to start with the
+// key path of line N.
+func (w *walker) locate(msg string) error {
+	m := lineRef.FindStringSubmatch(msg)
+	if m == nil {
+		return errors.New(msg)
+	}
+	line, _ := strconv.Atoi(m[1])
+	detail := strings.Replace(m[2], "cannot unmarshal ", "", 1)
+	if path, ok := w.lines[line]; ok && path != "" {
+		return fmt.Errorf("%s: %s (line %d)", path, readableType(detail), line)
+	}
+	return fmt.Errorf("line %d: %s", line, readableType(detail))
+}
+
+var typeRef = regexp.MustCompile(`!!(\w+) ` + "`" + `([^` + "`" + `]*)` + "`" + ` into (\S+)`)
+
+func readableType(s string) string {
+	m := typeRef.FindStringSubmatch(s)
+	if m == nil {
+		return s
+	}
+	want := m[3]
+	switch {
+	case strings.HasPrefix(want, "int"):
+		want = "an integer"
+	case strings.HasPrefix(want, "float"):
+		want = "a number"
+	case want == "bool":
+		want = "true or false"
+	case strings.HasPrefix(want, "[]"):
+		want = "a list"
+	default:
+		want = "a " + want
+	}
+	return fmt.Sprintf("%q is not %s", m[2], want)
+}
+
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "mapping"
+	case reflect.Slice:
+		return "list"
+	default:
+		return "single value"
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func orRoot(path string) string {
+	if path == "" {
+		return "(top level)"
+	}
+	return path
+}

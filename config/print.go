@@ -1,0 +1,108 @@
+package config
+
+import (
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Redacted is what `watcher config check` prints.
+const Redacted = "<redacted>"
+
+// Effective renders the configuration with defaults applied, in the file's own
+// layout, every secret replaced by Redacted.
+func (c *Config) Effective() ([]byte, error) {
+	secret := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return Redacted
+	}
+	dur := func(d time.Duration) string { return d.String() }
+	type tls struct {
+		CA   string `yaml:"ca,omitempty"`
+		Cert string `yaml:"cert,omitempty"`
+		Key  string `yaml:"key,omitempty"`
+	}
+	type embedded struct {
+		Listen   string `yaml:"listen"`
+		StoreDir string `yaml:"store_dir"`
+	}
+	type natsOut struct {
+		URL             string   `yaml:"url"`
+		Embedded        embedded `yaml:"embedded"`
+		Stream          string   `yaml:"stream"`
+		SubjectPrefix   string   `yaml:"subject_prefix"`
+		DuplicateWindow string   `yaml:"duplicate_window"`
+		Replicas        int      `yaml:"replicas"`
+		MaxOutbox       int      `yaml:"max_outbox"`
+		CredsFile       string   `yaml:"creds_file,omitempty"`
+		Token           string   `yaml:"token,omitempty"`
+		User            string   `yaml:"user,omitempty"`
+		Password        string   `yaml:"password,omitempty"`
+		NKeyFile        string   `yaml:"nkey_file,omitempty"`
+		TLS             *tls     `yaml:"tls,omitempty"`
+	}
+	type sourceOut struct {
+		Name               string            `yaml:"name"`
+		Provider           string            `yaml:"provider"`
+		BaseURL            string            `yaml:"base_url"`
+		APIKey             string            `yaml:"api_key,omitempty"`
+		Interval           string            `yaml:"interval"`
+		PageSize           int               `yaml:"page_size"`
+		DiscoveryOverlap   string            `yaml:"discovery_overlap"`
+		Lookback           string            `yaml:"lookback"`
+		OpenRefresh        string            `yaml:"open_refresh"`
+		RateLimit          float64           `yaml:"rate_limit"`
+		Baseline           string            `yaml:"baseline"`
+		OpenMaxAge         string            `yaml:"open_max_age"`
+		SettleWindow       string            `yaml:"settle_window"`
+		RequestTimeout     string            `yaml:"request_timeout"`
+		MaxPages           int               `yaml:"max_pages"`
+		TerminalStatuses   []string          `yaml:"terminal_statuses,omitempty"`
+		StripeVersion      string            `yaml:"stripe_version,omitempty"`
+		HawkID             string            `yaml:"hawk_id,omitempty"`
+		HawkKey            string            `yaml:"hawk_key,omitempty"`
+		MerchantID         string            `yaml:"merchant_id,omitempty"`
+		SignQuery          *bool             `yaml:"sign_query,omitempty"`
+	}
+	out := struct {
+		State struct {
+			Backend string `yaml:"backend"`
+			Path    string `yaml:"path"`
+		} `yaml:"state"`
+		NATS natsOut `yaml:"nats"`
+		HTTP struct {
+			Listen string `yaml:"listen"`
+		} `yaml:"http"`
+		Sources []sourceOut `yaml:"sources"`
+	}{}
+	out.State.Backend, out.State.Path = c.State.Backend, c.State.Path
+	n := c.NATS
+	out.NATS = natsOut{
+		URL: n.URL, Embedded: embedded{Listen: n.Embedded.Listen, StoreDir: n.Embedded.StoreDir},
+		Stream: n.Stream, SubjectPrefix: n.SubjectPrefix, DuplicateWindow: dur(n.DuplicateWindow),
+		Replicas: n.Replicas, MaxOutbox: n.MaxOutbox, CredsFile: n.CredsFile, Token: secret(n.Token),
+		User: n.User, Password: secret(n.Password), NKeyFile: n.NKeyFile,
+	}
+	if n.TLS.CA != "" || n.TLS.Cert != "" || n.TLS.Key != "" {
+		out.NATS.TLS = &tls{CA: n.TLS.CA, Cert: n.TLS.Cert, Key: n.TLS.Key}
+	}
+	out.HTTP.Listen = c.HTTP.Listen
+	for _, s := range c.Sources {
+		so := sourceOut{
+			Name: s.Name, Provider: s.Config.Provider, BaseURL: s.Settings.BaseURL, APIKey: secret(s.Settings.APIKey),
+			Interval: dur(s.Interval), PageSize: s.Settings.PageSize, DiscoveryOverlap: dur(s.DiscoveryOverlap),
+			Lookback: dur(s.Lookback), OpenRefresh: dur(s.OpenRefresh), RateLimit: s.RateLimit, Baseline: s.Baseline,
+			OpenMaxAge: dur(s.OpenMaxAge), SettleWindow: dur(s.SettleWindow), RequestTimeout: dur(s.RequestTimeout),
+			MaxPages: s.MaxPages, TerminalStatuses: s.Settings.TerminalStatuses, StripeVersion: s.Settings.StripeVersion,
+			HawkID: s.Settings.HawkID, HawkKey: secret(s.Settings.HawkKey), MerchantID: s.Settings.MerchantID,
+		}
+		if s.Config.Provider == "coindirect_payments" {
+			sq := s.Settings.SignQuery
+			so.SignQuery = &sq
+		}
+		out.Sources = append(out.Sources, so)
+	}
+	return yaml.Marshal(&out)
+}

@@ -1,0 +1,597 @@
+// Package poller runs one loop per configured source: it walks the provider's list
+// newest first down to what it has already seen, re-reads items that are still open,
+// compares every observed item with its stored record (package diff) and commits the
+// new records together with the resulting events (package state), page by page.
+//
+// Provider adapters live in sub-packages and are chosen from Providers.
+package poller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"golang.org/x/time/rate"
+
+	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/poller/provider"
+	"github.com/payments-watcher/watcher/state"
+)
+
+// Config is one source's polling behaviour (DESIGN §4).
+type Config struct {
+	Name     string // source name: subjects, state buckets, logs
+	Provider string // provider id
+	Kind     string // top-level kind
+	// Interval is the discovery period; each wait is jittered by ±10%.
+	Interval time.Duration
+	// DiscoveryOverlap re-reads this far below the high-water mark.
+	DiscoveryOverlap time.Duration
+	// Lookback is the oldest creation time any walk reaches.
+	Lookback time.Duration
+	// OpenRefresh is how often an open item is re-read.
+	OpenRefresh time.Duration
+	// OpenMaxAge: open items created longer ago are no longer re-read (stalled).
+	OpenMaxAge time.Duration
+	// SettleWindow keeps final items that may still gain nested items open.
+	SettleWindow time.Duration
+	// RateLimit is the source's request budget per second.
+	RateLimit float64
+	// Baseline is "silent" (first walk records only) or "emit".
+	Baseline string
+	// MaxPages bounds one walk.
+	MaxPages int
+	// RequestTimeout bounds one provider request; RetryFor bounds the retries of one
+	// request before the cycle is given up (0: 2 minutes).
+	RequestTimeout, RetryFor time.Duration
+}
+
+// Store is the part of state.Store the poller uses.
+type Store interface {
+	Load(source string, ids []string) (map[string]*diff.Record, error)
+	Commit(source string, b state.Batch) error
+	Meta(source string) (state.Meta, error)
+	OpenItems(source string) ([]state.OpenItem, error)
+}
+
+// Health is a source's condition as the last cycles left it.
+type Health struct {
+	LastSuccess time.Time
+	LastAttempt time.Time
+	// Err is the last cycle's error; nil after a successful cycle.
+	Err error
+	// Failures counts consecutive failed cycles.
+	Failures int
+}
+
+// Poller polls one source.
+type Poller struct {
+	cfg     Config
+	src     provider.Source
+	store   Store
+	prefix  string
+	log     *slog.Logger
+	limiter *rate.Limiter
+	now     func() time.Time
+
+	refreshed map[string]time.Time // open item id -> last re-read; owned by the Run goroutine
+
+	mu     sync.Mutex
+	health Health
+}
+
+// New returns a poller of src that commits to store and addresses its events under
+// subject prefix.
+func New(cfg Config, src provider.Source, store Store, prefix string, log *slog.Logger) *Poller {
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = 2 * time.Minute
+	}
+	if cfg.MaxPages <= 0 {
+		cfg.MaxPages = 10000
+	}
+	burst := max(1, int(cfg.RateLimit))
+	return &Poller{
+		cfg:       cfg,
+		src:       src,
+		store:     store,
+		prefix:    prefix,
+		log:       log,
+		limiter:   rate.NewLimiter(rate.Limit(cfg.RateLimit), burst),
+		now:       func() time.Time { return time.Now().UTC() },
+		refreshed: map[string]time.Time{},
+	}
+}
+
+// Name returns the source name.
+func (p *Poller) Name() string { return p.cfg.Name }
+
+// Health returns the source's current health.
+func (p *Poller) Health() Health {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.health
+}
+
+// Run polls at once, then every Interval (±10%) until ctx is cancelled; it returns
+// nil then. A failed cycle is logged and retried at the next interval, or after the
+// provider's Retry-After when that is longer. A page fetched before cancellation is
+// still committed; a request in flight is abandoned (nothing of it was stored).
+func (p *Poller) Run(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		err := p.Poll(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := jitter(p.cfg.Interval)
+		if err != nil {
+			p.logFailure(err)
+			var se *provider.StatusError
+			if errors.As(err, &se) && se.RetryAfter > wait {
+				wait = se.RetryAfter
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+func (p *Poller) logFailure(err error) {
+	var se *provider.StatusError
+	if errors.As(err, &se) && se.Auth() {
+		p.log.Error("provider rejected the source's credentials; fix them and restart (other sources keep running)",
+			"provider", p.cfg.Provider, "err", err)
+		return
+	}
+	p.log.Warn("poll failed; state unchanged for the failed page, retrying next interval", "err", err)
+}
+
+// jitter spreads d by ±10%.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	span := int64(d) / 5
+	if span <= 0 {
+		return d
+	}
+	return d - time.Duration(span/2) + time.Duration(rand.Int64N(span+1))
+}
+
+// Poll runs one cycle: discovery, then the re-reading of due open items. A failed
+// page ends the cycle with an error; the pages committed before it stay committed,
+// which is safe because a later cycle reads them again and finds nothing new.
+func (p *Poller) Poll(ctx context.Context) (err error) {
+	start := p.now()
+	defer func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.health.LastAttempt = start
+		p.health.Err = err
+		if err == nil {
+			p.health.LastSuccess = p.now()
+			p.health.Failures = 0
+		} else if ctx.Err() == nil {
+			p.health.Failures++
+		}
+	}()
+	meta, err := p.store.Meta(p.cfg.Name)
+	if err != nil {
+		return err
+	}
+	seen := map[string]struct{}{}
+	if err := p.discover(ctx, &meta, seen); err != nil {
+		return err
+	}
+	if err := p.refresh(ctx, seen); err != nil {
+		return err
+	}
+	meta.LastPoll = p.now()
+	return p.store.Commit(p.cfg.Name, state.Batch{Now: meta.LastPoll, Meta: &meta})
+}
+
+// discover walks the list newest first down to the high-water mark minus the overlap
+// (the whole lookback on the first walk), committing page by page, then records the
+// new high-water mark.
+func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string]struct{}) error {
+	start := p.now()
+	floor := start.Add(-p.cfg.Lookback)
+	baseline := !meta.BaselineDone
+	if !baseline && !meta.HighWater.IsZero() {
+		if hw := meta.HighWater.Add(-p.cfg.DiscoveryOverlap); hw.After(floor) {
+			floor = hw
+		}
+	}
+	silent := baseline && p.cfg.Baseline != "emit"
+	high := meta.HighWater
+	n, err := p.walk(ctx, "discovery", floor, seen, silent, false, func(it *diff.Item) {
+		if it.CreatedAt.After(high) {
+			high = it.CreatedAt
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if baseline {
+		p.log.Info("baseline walk complete", "pages", n, "items", len(seen), "silent", silent)
+	}
+	meta.BaselineDone = true
+	meta.HighWater = high
+	return p.store.Commit(p.cfg.Name, state.Batch{Now: p.now(), Meta: meta})
+}
+
+// walk pages newest first from the first page down to floor and applies every item
+// not in seen (adding it). It returns the number of pages read.
+func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen map[string]struct{}, silent, refreshing bool, each func(*diff.Item)) (int, error) {
+	cursor := ""
+	cursors := map[string]struct{}{}
+	for pages := 0; ; pages++ {
+		if pages >= p.cfg.MaxPages {
+			return pages, fmt.Errorf("%s walk: stopped after %d pages (max_pages); raise max_pages or shorten lookback", purpose, pages)
+		}
+		if pages > 0 && ctx.Err() != nil {
+			return pages, ctx.Err()
+		}
+		var page provider.Page
+		err := p.call(ctx, func(ctx context.Context) error {
+			var err error
+			page, err = p.src.Page(ctx, provider.Request{Cursor: cursor, From: floor})
+			return err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return pages, ctx.Err()
+			}
+			return pages, fmt.Errorf("%s page %d: %w", purpose, pages+1, err)
+		}
+		for _, s := range page.Skipped {
+			p.log.Warn("skipped malformed item", "id", s.ID, "reason", s.Reason)
+		}
+		reached := false
+		items := page.Items[:0:0]
+		for i := range page.Items {
+			it := &page.Items[i]
+			if it.CreatedAt.Before(floor) {
+				reached = true
+				continue
+			}
+			if _, dup := seen[it.ID]; dup {
+				continue // offset paging shifts items onto the next page; one reading per cycle
+			}
+			seen[it.ID] = struct{}{}
+			if each != nil {
+				each(it)
+			}
+			items = append(items, *it)
+		}
+		if err := p.apply(items, silent, refreshing); err != nil {
+			return pages + 1, err
+		}
+		if reached || page.Next == "" {
+			return pages + 1, nil
+		}
+		if _, again := cursors[page.Next]; again || page.Next == cursor {
+			return pages + 1, fmt.Errorf("%s walk: the provider repeated cursor %q; stopping the walk", purpose, page.Next)
+		}
+		cursors[page.Next] = struct{}{}
+		cursor = page.Next
+	}
+}
+
+// refresh re-reads the open items that discovery did not see and that are due: by
+// id where the provider can, else by listing the window from the oldest due item.
+func (p *Poller) refresh(ctx context.Context, seen map[string]struct{}) error {
+	now := p.now()
+	open, err := p.store.OpenItems(p.cfg.Name)
+	if err != nil {
+		return err
+	}
+	live := make(map[string]time.Time, len(open))
+	var due, stalled []state.OpenItem
+	for _, o := range open {
+		last := p.refreshed[o.ID]
+		live[o.ID] = last
+		if _, ok := seen[o.ID]; ok {
+			live[o.ID] = now
+			continue
+		}
+		if p.cfg.OpenMaxAge > 0 && o.CreatedAt.Before(now.Add(-p.cfg.OpenMaxAge)) {
+			stalled = append(stalled, o)
+			continue
+		}
+		if now.Sub(last) >= p.cfg.OpenRefresh {
+			due = append(due, o)
+		}
+	}
+	p.refreshed = live
+	if err := p.stall(stalled, now); err != nil {
+		return err
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	if g, ok := p.src.(provider.Getter); ok {
+		return p.refreshByID(ctx, g, due)
+	}
+	// One window list from the oldest due item covers them all.
+	_, err = p.walk(ctx, "refresh", due[0].CreatedAt, seen, false, true, nil)
+	if err != nil {
+		return err
+	}
+	for _, o := range due {
+		if _, ok := seen[o.ID]; ok {
+			p.refreshed[o.ID] = now
+		} else {
+			p.log.Warn("open item missing from its creation window; it will be looked for again", "id", o.ID, "created_at", o.CreatedAt)
+		}
+	}
+	return nil
+}
+
+const refreshBatch = 50
+
+func (p *Poller) refreshByID(ctx context.Context, g provider.Getter, due []state.OpenItem) error {
+	batch := make([]diff.Item, 0, refreshBatch)
+	flush := func() error {
+		err := p.apply(batch, false, true)
+		batch = batch[:0]
+		return err
+	}
+	for _, o := range due {
+		if ctx.Err() != nil {
+			break
+		}
+		var it diff.Item
+		err := p.call(ctx, func(ctx context.Context) error {
+			var err error
+			it, err = g.Get(ctx, o.ID)
+			return err
+		})
+		switch {
+		case errors.Is(err, provider.ErrNotFound):
+			p.log.Warn("open item not found by id; keeping its record and trying again later", "id", o.ID)
+			p.refreshed[o.ID] = p.now()
+			continue
+		case err != nil:
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("refresh %s: %w", o.ID, err)
+		}
+		p.refreshed[o.ID] = p.now()
+		batch = append(batch, it)
+		if len(batch) == refreshBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// stall marks open items past open_max_age as stalled: they leave the open index and
+// are no longer re-read, unless discovery sees them move.
+func (p *Poller) stall(items []state.OpenItem, now time.Time) error {
+	if len(items) == 0 {
+		return nil
+	}
+	ids := make([]string, len(items))
+	for i, o := range items {
+		ids[i] = o.ID
+	}
+	recs, err := p.store.Load(p.cfg.Name, ids)
+	if err != nil {
+		return err
+	}
+	var out []diff.Record
+	for _, id := range ids {
+		r, ok := recs[id]
+		if !ok || r.Stalled {
+			continue
+		}
+		r.Stalled = true
+		out = append(out, *r)
+		p.log.Warn("open item exceeded open_max_age; no longer re-read", "id", id, "status", r.Status.Raw, "created_at", r.CreatedAt)
+		delete(p.refreshed, id)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return p.store.Commit(p.cfg.Name, state.Batch{Now: now, Records: out})
+}
+
+// apply compares items with their records and commits the changed records and the
+// events in one transaction. silent records without events (baseline); refreshing
+// also rewrites records that stopped being open so that they leave the open index.
+func (p *Poller) apply(items []diff.Item, silent, refreshing bool) error {
+	if len(items) == 0 {
+		return nil
+	}
+	now := p.now()
+	ids := make([]string, len(items))
+	for i := range items {
+		ids[i] = items[i].ID
+	}
+	prev, err := p.store.Load(p.cfg.Name, ids)
+	if err != nil {
+		return err
+	}
+	opt := diff.Options{Now: now, SettleWindow: p.cfg.SettleWindow}
+	var recs []diff.Record
+	var msgs []event.Message
+	for i := range items {
+		it := &items[i]
+		before := prev[it.ID]
+		rec, trs, changed := diff.Compare(before, it, opt)
+		if changed || (refreshing && !rec.Open(now)) {
+			recs = append(recs, rec)
+		}
+		if silent {
+			continue
+		}
+		for j := range trs {
+			m, err := p.message(&trs[j], now)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, m)
+			if trs[j].Current.State == diff.Unknown {
+				p.log.Warn("status not in the provider's table; published with state unknown",
+					"kind", trs[j].Kind, "id", trs[j].ID, "status", trs[j].Current.Raw)
+			}
+		}
+	}
+	if len(recs) == 0 && len(msgs) == 0 {
+		return nil
+	}
+	return p.store.Commit(p.cfg.Name, state.Batch{Now: now, Records: recs, Messages: msgs})
+}
+
+// message renders one transition as the event of DESIGN §5.
+func (p *Poller) message(tr *diff.Transition, now time.Time) (event.Message, error) {
+	cur := event.Status{Status: tr.Current.Raw, State: string(tr.Current.State), Addendum: tr.Current.Addendum}
+	var prev *event.Status
+	if tr.Previous != nil {
+		prev = &event.Status{Status: tr.Previous.Raw, State: string(tr.Previous.State), Addendum: tr.Previous.Addendum}
+	}
+	id := event.ID(p.cfg.Name, tr.Kind, tr.ParentID, tr.ID, tr.Sequence, prev, cur)
+	it := tr.Item
+	d := event.Data{
+		Source: p.cfg.Name, Provider: p.cfg.Provider, Kind: tr.Kind, ID: tr.ID,
+		Previous: prev, Current: cur, Terminal: tr.Current.Terminal, Sequence: tr.Sequence,
+		CreatedAt: it.CreatedAt.UTC(), ObservedAt: now, Refs: it.Refs, Item: json.RawMessage(it.Raw),
+	}
+	if tr.ParentID != "" {
+		parent := tr.ParentID
+		d.ParentID = &parent
+	}
+	if !it.UpdatedAt.IsZero() {
+		u := it.UpdatedAt.UTC()
+		d.UpdatedAt = &u
+	}
+	if it.Amount != nil {
+		d.Amount = &event.Money{Value: it.Amount.Value, Currency: it.Amount.Currency}
+	}
+	if it.Failure != nil {
+		d.Failure = &event.Failure{Reason: it.Failure.Reason, Code: it.Failure.Code}
+	}
+	if len(d.Item) == 0 {
+		d.Item = json.RawMessage("{}")
+	}
+	body, err := json.Marshal(event.Event{
+		SpecVersion: event.SpecVersion, ID: id, Source: "watcher/" + p.cfg.Name, Type: event.Type,
+		Subject: tr.ID, Time: now, DataContentType: "application/json", Data: d,
+	})
+	if err != nil {
+		return event.Message{}, fmt.Errorf("encode event for %s %s: %w", tr.Kind, tr.ID, err)
+	}
+	return event.Message{ID: id, Subject: event.Subject(p.prefix, p.cfg.Name, tr.Kind, string(tr.Current.State)), Body: body}, nil
+}
+
+// call runs one provider request under the rate limit, retrying temporary failures
+// with exponential backoff and jitter for up to RetryFor, and honouring Retry-After.
+// A 429 also halves the source's request rate until requests succeed again.
+func (p *Poller) call(ctx context.Context, req func(context.Context) error) error {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(500*time.Millisecond),
+		backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(p.cfg.RetryFor),
+	)
+	for {
+		if err := p.limiter.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if p.cfg.RequestTimeout > 0 {
+			rctx, cancel = context.WithTimeoutCause(ctx, p.cfg.RequestTimeout, errRequestTimeout)
+		}
+		err := req(rctx)
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(rctx), errRequestTimeout) {
+			err = fmt.Errorf("%w after %s", errRequestTimeout, p.cfg.RequestTimeout)
+		}
+		cancel()
+		if err == nil {
+			p.recover()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !temporary(err) {
+			return err
+		}
+		wait := b.NextBackOff()
+		if wait == backoff.Stop {
+			return err
+		}
+		var se *provider.StatusError
+		if errors.As(err, &se) && se.Code == 429 {
+			p.slowDown()
+			if ra := min(se.RetryAfter, maxRetryAfter); ra > wait {
+				wait = ra
+			}
+		}
+		p.log.Debug("provider request failed; retrying", "err", err, "wait", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+var errRequestTimeout = errors.New("provider request timed out")
+
+// maxRetryAfter caps the wait inside one cycle; a longer Retry-After ends the cycle and
+// delays the next one instead.
+const maxRetryAfter = 2 * time.Minute
+
+// temporary reports whether a failed request may succeed if repeated.
+func temporary(err error) bool {
+	var se *provider.StatusError
+	if errors.As(err, &se) {
+		return se.Temporary()
+	}
+	var me *provider.MalformedError
+	var ne net.Error
+	return errors.As(err, &me) || errors.As(err, &ne) || errors.Is(err, errRequestTimeout) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// slowDown halves the request rate, down to a sixteenth of the configured one.
+func (p *Poller) slowDown() {
+	floor := rate.Limit(p.cfg.RateLimit / 16)
+	p.limiter.SetLimit(max(p.limiter.Limit()/2, floor))
+}
+
+// recover raises a slowed rate by 10% per successful request back to the configured one.
+func (p *Poller) recover() {
+	if l, want := p.limiter.Limit(), rate.Limit(p.cfg.RateLimit); l < want {
+		p.limiter.SetLimit(min(l*1.1, want))
+	}
+}

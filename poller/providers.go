@@ -1,0 +1,24 @@
+package poller
+
+import (
+	"slices"
+
+	"github.com/payments-watcher/watcher/poller/circle"
+	"github.com/payments-watcher/watcher/poller/provider"
+)
+
+// Providers maps the configuration's provider ids to their adapters. A new provider
+// is a sub-package, its tests, and one line here.
+var Providers = map[string]provider.Provider{
+	"circle_cpn_payments": circle.CPN,
+}
+
+// ProviderIDs returns the provider ids, sorted.
+func ProviderIDs() []string {
+	ids := make([]string, 0, len(Providers))
+	for id := range Providers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
