@@ -293,7 +293,9 @@ func (v *validator) addf(key, format string, args ...any) {
 }
 
 func (v *validator) has(key string) bool {
-	return slices.ContainsFunc(v.errs, func(e error) bool { return strings.HasPrefix(e.Error(), key+":") || strings.HasPrefix(e.Error(), key+"_file:") })
+	return slices.ContainsFunc(v.errs, func(e error) bool {
+		return strings.HasPrefix(e.Error(), key+":") || strings.HasPrefix(e.Error(), key+"_file:")
+	})
 }
 
 func (v *validator) duration(key, val string, def time.Duration) time.Duration {
