@@ -1,0 +1,396 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsserver "github.com/nats-io/nats-server/v2/test"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payments-watcher/watcher/event"
+)
+
+const cpnKey = "TEST_API_KEY:e2e-id:e2e-very-secret"
+
+// cpnServer is a small CPN-shaped provider: createDate DESC, exclusive pageAfter,
+// inclusive from/to, Bearer auth, single-item reads.
+type cpnServer struct {
+	mu       sync.Mutex
+	payments []map[string]any // newest first
+	requests atomic.Int64
+	served   chan struct{} // receives after every answered request
+}
+
+func (s *cpnServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		s.requests.Add(1)
+		select {
+		case s.served <- struct{}{}:
+		default:
+		}
+	}()
+	w.Header().Set("Content-Type", "application/json")
+	if r.Header.Get("Authorization") != "Bearer "+cpnKey {
+		w.WriteHeader(401)
+		fmt.Fprint(w, `{"code":401,"message":"Malformed authorization."}`)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id, ok := strings.CutPrefix(r.URL.Path, "/v1/cpn/payments/"); ok {
+		for _, p := range s.payments {
+			if p["id"] == id {
+				json.NewEncoder(w).Encode(map[string]any{"data": p})
+				return
+			}
+		}
+		w.WriteHeader(404)
+		fmt.Fprint(w, `{"code":404,"message":"Not found."}`)
+		return
+	}
+	q := r.URL.Query()
+	size, _ := strconv.Atoi(q.Get("pageSize"))
+	if size <= 0 || size > 200 {
+		size = 50
+	}
+	var list []map[string]any
+	after := q.Get("pageAfter")
+	for _, p := range s.payments {
+		created, _ := time.Parse(time.RFC3339, p["createDate"].(string))
+		if from, err := time.Parse(time.RFC3339, q.Get("from")); err == nil && created.Before(from) {
+			continue
+		}
+		if to, err := time.Parse(time.RFC3339, q.Get("to")); err == nil && created.After(to) {
+			continue
+		}
+		list = append(list, p)
+	}
+	if after != "" {
+		i := slices.IndexFunc(list, func(p map[string]any) bool { return p["id"] == after })
+		list = list[i+1:]
+	}
+	list = list[:min(size, len(list))]
+	json.NewEncoder(w).Encode(map[string]any{"data": list})
+}
+
+func (s *cpnServer) set(id string, fn func(p map[string]any)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.payments {
+		if p["id"] == id {
+			fn(p)
+			return
+		}
+	}
+	panic(id)
+}
+
+func payment(id, status string, created time.Time, amount string) map[string]any {
+	return map[string]any{
+		"type": "payment", "id": id, "status": status, "createDate": created.Format(time.RFC3339),
+		"sourceAmount": map[string]any{"amount": amount, "currency": "USDC"}, "customerRefId": "cust-" + id,
+		"refunds": []any{}, "rfis": []any{}, "onChainTransactions": []any{},
+	}
+}
+
+// lockedBuffer collects log output written from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func runNATS(t *testing.T) *server.Server {
+	t.Helper()
+	opts := natsserver.DefaultTestOptions
+	opts.Port, opts.JetStream, opts.StoreDir = -1, true, t.TempDir()
+	srv := natsserver.RunServer(&opts)
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
+}
+
+type daemon struct {
+	cancel context.CancelFunc
+	done   chan error
+	logs   *lockedBuffer
+}
+
+func startDaemon(t *testing.T, cfgPath string) *daemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &daemon{cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
+	go func() { d.done <- run(ctx, []string{"run", "-config", cfgPath, "--log-level", "debug"}, d.logs, d.logs) }()
+	return d
+}
+
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	d.cancel()
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("run returned %v\nlogs:\n%s", err, d.logs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("run did not stop\nlogs:\n%s", d.logs)
+	}
+}
+
+// collector reads the stream in order.
+type collector struct {
+	t    *testing.T
+	cons jetstream.Consumer
+	msgs []jetstream.Msg
+}
+
+func newCollector(t *testing.T, js jetstream.JetStream) *collector {
+	t.Helper()
+	ctx := t.Context()
+	var stream jetstream.Stream
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var err error
+		stream, err = js.Stream(ctx, "PAYMENT_EVENTS")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream never created: %v", err)
+		}
+		// The daemon creates the stream at start; ask again once the server has answered.
+		time.Sleep(50 * time.Millisecond)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &collector{t: t, cons: cons}
+}
+
+// await reads until n messages in all have arrived.
+func (c *collector) await(n int) []event.Event {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(c.msgs) < n {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("got %d events, want %d", len(c.msgs), n)
+		}
+		batch, err := c.cons.Fetch(n-len(c.msgs), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			c.msgs = append(c.msgs, m)
+		}
+	}
+	var out []event.Event
+	for _, m := range c.msgs {
+		e, err := event.Decode(m.Data())
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if m.Headers().Get(event.HeaderMsgID) != e.ID {
+			c.t.Fatalf("Nats-Msg-Id %q, event id %q", m.Headers().Get(event.HeaderMsgID), e.ID)
+		}
+		if m.Subject() != event.Subject("payments", e.Data.Source, e.Data.Kind, e.Data.Current.State) {
+			c.t.Fatalf("subject %s for %+v", m.Subject(), e.Data)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func summarize(evs []event.Event) []string {
+	var out []string
+	for _, e := range evs {
+		prev := "nil"
+		if e.Data.Previous != nil {
+			prev = e.Data.Previous.Status + "+" + e.Data.Previous.Addendum
+		}
+		out = append(out, fmt.Sprintf("%s/%s %s>%s+%s #%d", e.Data.Kind, e.Data.ID, prev, e.Data.Current.Status, e.Data.Current.Addendum, e.Data.Sequence))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	cpn := &cpnServer{served: make(chan struct{}, 1)}
+	failed := payment("p-failed", "FAILED", now.Add(-3*time.Hour), "110.270000")
+	failed["failureReason"], failed["failureCode"] = "CANCELLED", "PM01001"
+	failed["refunds"] = []any{map[string]any{"id": "r1", "status": "CREATED", "amount": map[string]any{"amount": "110.270000", "currency": "USDC"}}}
+	cpn.payments = []map[string]any{
+		payment("p-new", "CREATED", now.Add(-1*time.Hour), "326992.940222420597939290"),
+		payment("p-pending", "CRYPTO_FUNDS_PENDING", now.Add(-2*time.Hour), "5.000000"),
+		failed,
+	}
+	provider := httptest.NewServer(cpn)
+	defer provider.Close()
+	ns := runNATS(t)
+
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "watcher.yaml")
+	t.Setenv("E2E_CPN_KEY", cpnKey)
+	cfg := fmt.Sprintf(`
+state:
+  path: %s/state/watcher.db
+nats:
+  url: %s
+http:
+  listen: 127.0.0.1:0
+sources:
+  - name: cpn
+    provider: circle_cpn_payments
+    base_url: %s
+    api_key: ${E2E_CPN_KEY}
+    interval: 200ms
+    open_refresh: 1ms
+    page_size: 2
+    baseline: emit
+`, dir, ns.ClientURL(), provider.URL)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	d := startDaemon(t, cfgPath)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	col := newCollector(t, js)
+
+	first := col.await(4)
+	if got, want := summarize(first), []string{
+		"payment/p-failed nil>FAILED+ #1",
+		"payment/p-new nil>CREATED+ #1",
+		"payment/p-pending nil>CRYPTO_FUNDS_PENDING+ #1",
+		"payment_refund/r1 nil>CREATED+ #1",
+	}; !slices.Equal(got, want) {
+		t.Fatalf("first events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, e := range first {
+		if e.Data.ID == "p-new" {
+			if e.Data.Amount == nil || e.Data.Amount.Value.String() != "326992.94022242059793929" || e.Data.Amount.Currency != "USDC" {
+				t.Errorf("amount %+v", e.Data.Amount)
+			}
+			if e.Data.Refs["customer_ref_id"] != "cust-p-new" || e.Data.Terminal || e.Data.Current.State != "pending" {
+				t.Errorf("data %+v", e.Data)
+			}
+		}
+		if e.Data.ID == "p-failed" && (e.Data.Failure == nil || e.Data.Failure.Code != "PM01001" || !e.Data.Terminal) {
+			t.Errorf("failed payment data %+v", e.Data)
+		}
+		if e.Data.ID == "r1" && (e.Data.ParentID == nil || *e.Data.ParentID != "p-failed") {
+			t.Errorf("refund parent %v", e.Data.ParentID)
+		}
+	}
+	var raw struct {
+		Data struct {
+			Amount struct{ Value string } `json:"amount"`
+		} `json:"data"`
+	}
+	for _, m := range col.msgs {
+		if e, _ := event.Decode(m.Data()); e.Data.ID == "p-new" {
+			json.Unmarshal(m.Data(), &raw)
+		}
+	}
+	if raw.Data.Amount.Value != "326992.940222420597939290" {
+		t.Errorf("amount on the wire %q, want the provider's exact text", raw.Data.Amount.Value)
+	}
+
+	// A second process on the same state file is refused with a clear message.
+	err = run(context.Background(), []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "state", "watcher.db")) || !strings.Contains(err.Error(), "another process") {
+		t.Fatalf("second process: %v", err)
+	}
+
+	// Status changes on old items, a nested change, and an addendum alone.
+	cpn.set("p-pending", func(p map[string]any) { p["status"] = "FIAT_PAYMENT_INITIATED" })
+	cpn.set("p-new", func(p map[string]any) { p["statusAddendum"] = "IN_MANUAL_REVIEW" })
+	cpn.set("p-failed", func(p map[string]any) {
+		p["refunds"] = []any{map[string]any{"id": "r1", "status": "COMPLETED", "transactionHash": "0xabc", "amount": map[string]any{"amount": "110.270000", "currency": "USDC"}}}
+	})
+	all := col.await(7)
+	if got, want := summarize(all[4:]), []string{
+		"payment/p-new CREATED+>CREATED+IN_MANUAL_REVIEW #2",
+		"payment/p-pending CRYPTO_FUNDS_PENDING+>FIAT_PAYMENT_INITIATED+ #2",
+		"payment_refund/r1 CREATED+>COMPLETED+ #2",
+	}; !slices.Equal(got, want) {
+		t.Fatalf("change events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	d.stop(t)
+
+	// A restart publishes nothing new: wait for it to poll the provider a few times.
+	d = startDaemon(t, cfgPath)
+	before := cpn.requests.Load()
+	for cpn.requests.Load() < before+6 {
+		select {
+		case <-cpn.served:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("restarted watcher stopped polling\nlogs:\n%s", d.logs)
+		}
+	}
+	d.stop(t)
+	stream, _ := js.Stream(t.Context(), "PAYMENT_EVENTS")
+	info, _ := stream.Info(t.Context())
+	if info.State.Msgs != 7 {
+		t.Fatalf("stream holds %d messages after restart, want 7", info.State.Msgs)
+	}
+	for _, m := range col.msgs {
+		if bytes.Contains(m.Data(), []byte("e2e-very-secret")) {
+			t.Fatalf("event carries the API key: %s", m.Data())
+		}
+	}
+	if strings.Contains(d.logs.String(), "e2e-very-secret") {
+		t.Fatal("logs carry the API key")
+	}
+}
+
+func TestConfigCheckRedacts(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "w.yaml")
+	t.Setenv("CHECK_KEY", "sk-do-not-print")
+	os.WriteFile(path, []byte("sources:\n  - name: cpn\n    provider: circle_cpn_payments\n    api_key: ${CHECK_KEY}\n"), 0o600)
+	var out, errOut bytes.Buffer
+	if err := run(t.Context(), []string{"config", "check", "--config", path}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "sk-do-not-print") || !strings.Contains(out.String(), "api_key: <redacted>") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	os.WriteFile(path, []byte("sources:\n  - name: cpn\n    provider: paypal_payouts\n    interval: \"5\"\n"), 0o600)
+	err := run(t.Context(), []string{"config", "check", "-config", path}, &out, &errOut)
+	for _, want := range []string{`sources[0].interval: "5" is not a duration`, `sources[0].provider: unknown provider "paypal_payouts"`, path} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
