@@ -145,7 +145,9 @@ func startDaemon(t *testing.T, cfgPath string) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
-	go func() { d.done <- run(ctx, []string{"run", "-config", cfgPath, "--log-level", "debug"}, d.logs, d.logs) }()
+	go func() {
+		d.done <- run(ctx, []string{"run", "-config", cfgPath, "--log-level", "debug"}, d.logs, d.logs)
+	}()
 	return d
 }
 
