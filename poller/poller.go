@@ -53,6 +53,9 @@ type Config struct {
 	// RequestTimeout bounds one provider request; RetryFor bounds the retries of one
 	// request before the cycle is given up (0: 2 minutes).
 	RequestTimeout, RetryFor time.Duration
+	// MaxOutbox pauses polling while the outbox holds this many events or more (NATS
+	// is away); 0 means no limit. Nothing is dropped: the cycle is only put off.
+	MaxOutbox int
 }
 
 // Store is the part of state.Store the poller uses.
@@ -61,7 +64,11 @@ type Store interface {
 	Commit(source string, b state.Batch) error
 	Meta(source string) (state.Meta, error)
 	OpenItems(source string) ([]state.OpenItem, error)
+	OutboxStats() (n int, oldest time.Time, err error)
 }
+
+// ErrOutboxFull means a cycle was put off because the outbox reached nats.max_outbox.
+var ErrOutboxFull = errors.New("outbox full; polling paused until NATS accepts events again")
 
 // Health is a source's condition as the last cycles left it.
 type Health struct {
@@ -189,6 +196,15 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 			p.health.Failures++
 		}
 	}()
+	if p.cfg.MaxOutbox > 0 {
+		n, _, err := p.store.OutboxStats()
+		if err != nil {
+			return err
+		}
+		if n >= p.cfg.MaxOutbox {
+			return fmt.Errorf("%w: %d events wait for NATS (nats.max_outbox %d)", ErrOutboxFull, n, p.cfg.MaxOutbox)
+		}
+	}
 	meta, err := p.store.Meta(p.cfg.Name)
 	if err != nil {
 		return err

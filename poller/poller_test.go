@@ -511,3 +511,34 @@ func TestOpenItemsPastMaxAgeStall(t *testing.T) {
 		t.Fatalf("ancient record %+v, want stalled", r)
 	}
 }
+
+func TestFullOutboxPutsOffTheCycle(t *testing.T) {
+	src := &fakeSource{pageSize: 10}
+	src.add("a", "NEW", now0.Add(-time.Hour))
+	src.add("b", "NEW", now0.Add(-2*time.Hour))
+	cfg := testConfig()
+	cfg.Baseline = "emit"
+	cfg.MaxOutbox = 2
+	tp := newTestPoller(t, cfg, src)
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	src.set("a", "DONE")
+	*tp.clock = now0.Add(time.Minute)
+	pages := src.pages.Load()
+	if err := tp.Poll(t.Context()); !errors.Is(err, ErrOutboxFull) {
+		t.Fatalf("err = %v, want ErrOutboxFull", err)
+	}
+	if src.pages.Load() != pages {
+		t.Fatal("polled the provider with a full outbox")
+	}
+	if evs := tp.drained(t); len(evs) != 2 {
+		t.Fatalf("%d events, want the 2 first sights", len(evs))
+	}
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := transitions(tp.drained(t)); got != "a:NEW>DONE#2" {
+		t.Fatalf("events after the outbox drained: %s", got)
+	}
+}

@@ -59,7 +59,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 
-	stopHTTP, err := serveHTTP(cfg.HTTP.Listen, pub, pollers, log)
+	stopHTTP, err := serveHTTP(cfg.HTTP.Listen, readiness(pub, store, cfg.NATS.MaxOutbox, pollers), log)
 	if err != nil {
 		return err
 	}
@@ -108,13 +108,35 @@ func buildPollers(cfg *config.Config, store *state.Store, log *slog.Logger) ([]*
 		}
 		pc := s.Config
 		pc.RequestTimeout = s.RequestTimeout
+		pc.MaxOutbox = cfg.NATS.MaxOutbox
 		out = append(out, poller.New(pc, src, store, cfg.NATS.SubjectPrefix, log.With("source", s.Name)))
 	}
 	return out, nil
 }
 
+// readiness lists what keeps the daemon from being ready; empty when it is.
+func readiness(pub *publish.Publisher, store *state.Store, maxOutbox int, pollers []*poller.Poller) func() []string {
+	return func() []string {
+		var failing []string
+		if err := pub.Healthy(); err != nil {
+			failing = append(failing, "nats: "+err.Error())
+		}
+		if n, oldest, err := store.OutboxStats(); err != nil {
+			failing = append(failing, "outbox: "+err.Error())
+		} else if maxOutbox > 0 && n >= maxOutbox {
+			failing = append(failing, fmt.Sprintf("outbox: %d events waiting since %s (limit %d)", n, oldest.Format(time.RFC3339), maxOutbox))
+		}
+		for _, p := range pollers {
+			if h := p.Health(); h.Err != nil && h.Failures >= 3 {
+				failing = append(failing, fmt.Sprintf("source %s: %d failed polls: %v", p.Name(), h.Failures, h.Err))
+			}
+		}
+		return failing
+	}
+}
+
 // serveHTTP serves /healthz and /readyz on listen ("" disables it).
-func serveHTTP(listen string, pub *publish.Publisher, pollers []*poller.Poller, log *slog.Logger) (func(), error) {
+func serveHTTP(listen string, notReady func() []string, log *slog.Logger) (func(), error) {
 	if listen == "" {
 		return func() {}, nil
 	}
@@ -123,16 +145,7 @@ func serveHTTP(listen string, pub *publish.Publisher, pollers []*poller.Poller, 
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		var failing []string
-		if err := pub.Healthy(); err != nil {
-			failing = append(failing, "nats: "+err.Error())
-		}
-		for _, p := range pollers {
-			if h := p.Health(); h.Err != nil && h.Failures >= 3 {
-				failing = append(failing, fmt.Sprintf("source %s: %d failed polls: %v", p.Name(), h.Failures, h.Err))
-			}
-		}
-		if len(failing) > 0 {
+		if failing := notReady(); len(failing) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			for _, f := range failing {
 				fmt.Fprintln(w, f)
