@@ -1,0 +1,84 @@
+package publish
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestConfigValidate(t *testing.T) {
+	valid := func() Config {
+		return Config{
+			Embedded:        Embedded{Listen: "127.0.0.1:4222", StoreDir: "data/nats"},
+			Stream:          "PAYMENT_EVENTS",
+			SubjectPrefix:   "payments",
+			DuplicateWindow: 10 * time.Minute,
+		}
+	}
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   []string
+	}{
+		{"valid embedded", func(*Config) {}, nil},
+		{"valid remote without embedded settings", func(c *Config) {
+			c.URL, c.Embedded, c.Replicas, c.SubjectPrefix = "nats://a:4222,nats://b:4222", Embedded{}, 3, "acme.payments"
+		}, nil},
+		{"any port, any interface", func(c *Config) { c.Embedded.Listen = ":0" }, nil},
+		{"empty stream", func(c *Config) { c.Stream = "" }, []string{`nats.stream: "" is empty`}},
+		{"stream with a dot", func(c *Config) { c.Stream = "PAY.EVENTS" }, []string{
+			`nats.stream: "PAY.EVENTS" contains '.'; a stream name cannot contain '.', '*', '>', '/', '\' or whitespace`}},
+		{"stream with a space", func(c *Config) { c.Stream = "PAY EVENTS" }, []string{
+			`nats.stream: "PAY EVENTS" contains ' '; a stream name cannot contain '.', '*', '>', '/', '\' or whitespace`}},
+		{"prefix with a wildcard", func(c *Config) { c.SubjectPrefix = "a.b*" }, []string{
+			`nats.subject_prefix: "a.b*" is not a subject prefix: want dot-separated tokens without wildcards or whitespace`}},
+		{"prefix with an empty token", func(c *Config) { c.SubjectPrefix = "a..b" }, []string{
+			`nats.subject_prefix: "a..b" is not a subject prefix: want dot-separated tokens without wildcards or whitespace`}},
+		{"prefix ending in a dot", func(c *Config) { c.SubjectPrefix = "payments." }, []string{
+			`nats.subject_prefix: "payments." is not a subject prefix: want dot-separated tokens without wildcards or whitespace`}},
+		{"prefix with a space", func(c *Config) { c.SubjectPrefix = "pay ments" }, []string{
+			`nats.subject_prefix: "pay ments" is not a subject prefix: want dot-separated tokens without wildcards or whitespace`}},
+		{"prefix with >", func(c *Config) { c.SubjectPrefix = ">" }, []string{
+			`nats.subject_prefix: ">" is not a subject prefix: want dot-separated tokens without wildcards or whitespace`}},
+		{"empty prefix", func(c *Config) { c.SubjectPrefix = "" }, []string{
+			`nats.subject_prefix: "" is not a subject prefix: want dot-separated tokens without wildcards or whitespace`}},
+		{"zero duplicate window", func(c *Config) { c.DuplicateWindow = 0 }, []string{`nats.duplicate_window: 0s must be positive`}},
+		{"negative duplicate window", func(c *Config) { c.DuplicateWindow = -time.Minute }, []string{`nats.duplicate_window: -1m0s must be positive`}},
+		{"listen without port", func(c *Config) { c.Embedded.Listen = "localhost" }, []string{
+			`nats.embedded.listen: "localhost" is not host:port (port 0..65535, 0 picks a free one); it is required when nats.url is empty`}},
+		{"listen port out of range", func(c *Config) { c.Embedded.Listen = "127.0.0.1:65536" }, []string{
+			`nats.embedded.listen: "127.0.0.1:65536" is not host:port (port 0..65535, 0 picks a free one); it is required when nats.url is empty`}},
+		{"listen port not a number", func(c *Config) { c.Embedded.Listen = "127.0.0.1:nats" }, []string{
+			`nats.embedded.listen: "127.0.0.1:nats" is not host:port (port 0..65535, 0 picks a free one); it is required when nats.url is empty`}},
+		{"embedded without store", func(c *Config) { c.Embedded.StoreDir = "" }, []string{
+			`nats.embedded.store_dir: "" is empty; it is required when nats.url is empty`}},
+		{"replicas negative", func(c *Config) { c.Replicas = -1 }, []string{`nats.replicas: -1 must be between 1 and 5 (0 means 1)`}},
+		{"replicas too many", func(c *Config) { c.URL, c.Replicas = "nats://a:4222", 7 }, []string{`nats.replicas: 7 must be between 1 and 5 (0 means 1)`}},
+		{"replicas on the embedded server", func(c *Config) { c.Replicas = 3 }, []string{
+			`nats.replicas: 3 needs a NATS cluster; the embedded server is a single node`}},
+		{"negative outbox limit", func(c *Config) { c.MaxOutbox = -5 }, []string{`nats.max_outbox: -5 must not be negative`}},
+		{"password without user, value not shown", func(c *Config) { c.Password = "hunter2" }, []string{`nats.password: set without nats.user`}},
+		{"cert without key", func(c *Config) { c.TLS.Cert = "client.pem" }, []string{`nats.tls.key: "" is empty while nats.tls.cert is set`}},
+		{"key without cert", func(c *Config) { c.TLS.Key = "client.key" }, []string{`nats.tls.cert: "" is empty while nats.tls.key is set`}},
+		{"every problem at once", func(c *Config) { *c = Config{} }, []string{
+			`nats.stream: "" is empty`,
+			`nats.subject_prefix: "" is not a subject prefix: want dot-separated tokens without wildcards or whitespace`,
+			`nats.duplicate_window: 0s must be positive`,
+			`nats.embedded.listen: "" is not host:port (port 0..65535, 0 picks a free one); it is required when nats.url is empty`,
+			`nats.embedded.store_dir: "" is empty; it is required when nats.url is empty`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			tt.change(&c)
+			var got []string
+			for _, err := range c.Validate() {
+				got = append(got, err.Error())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Validate:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
