@@ -77,13 +77,18 @@ type Money struct {
 	Currency string          `json:"currency"`
 }
 
+// Text renders Value with the provider's scale.
+func (m Money) Text() string {
+	if exp := m.Value.Exponent(); exp < 0 {
+		return m.Value.StringFixed(-exp)
+	}
+	return m.Value.String()
+}
+
 // MarshalJSON keeps the provider's scale: trailing zeros are significant in amounts
 // whose currency has a fixed number of decimals.
 func (m Money) MarshalJSON() ([]byte, error) {
-	v := m.Value.String()
-	if exp := m.Value.Exponent(); exp < 0 {
-		v = m.Value.StringFixed(-exp)
-	}
+	v := m.Text()
 	cur, err := json.Marshal(m.Currency)
 	if err != nil {
 		return nil, err

@@ -65,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("config: unknown subcommand %q (want: watcher config check --config FILE)", strings.Join(args[1:], " "))
 		}
 		return configCheck(args[2:], stdout, stderr)
+	case "tail":
+		return tailCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		printVersion(stdout)
 		return nil
