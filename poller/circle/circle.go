@@ -19,9 +19,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
-
-	"github.com/shopspring/decimal"
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller/provider"
@@ -192,7 +189,7 @@ func decodeCircleError(body []byte, apiKey string) string {
 	if apiKey != "" {
 		msg = strings.ReplaceAll(msg, apiKey, "[api_key]")
 	}
-	msg = clip(strings.Map(func(r rune) rune {
+	msg = provider.Clip(strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '
 		}
@@ -225,7 +222,7 @@ func (l *lister) nextURL(cur *url.URL, h http.Header, data []json.RawMessage) (s
 		u, err := cur.Parse(ref)
 		if err != nil {
 			return "", fmt.Errorf("GET %s: %w", cur.Redacted(), &provider.MalformedError{
-				Err: fmt.Errorf("Link rel=\"next\" <%s>: %w", clip(ref, 200), err)})
+				Err: fmt.Errorf("Link rel=\"next\" <%s>: %w", provider.Clip(ref, 200), err)})
 		}
 		if !sameOrigin(u, l.base) {
 			return "", fmt.Errorf("GET %s: refusing Link rel=\"next\" to %s://%s: the api_key is only sent to base_url %s",
@@ -285,7 +282,7 @@ type link struct {
 // parseLinks parses one Link header value: `<uri>; param=value; param="quoted", ...`.
 func parseLinks(s string) ([]link, error) {
 	bad := func(i int, what string) error {
-		return fmt.Errorf("Link header %q: %s at offset %d", clip(s, 200), what, i)
+		return fmt.Errorf("Link header %q: %s at offset %d", provider.Clip(s, 200), what, i)
 	}
 	var out []link
 	i := 0
@@ -493,7 +490,7 @@ func circleTime(field, s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s %q: not an RFC 3339 time", field, clip(s, 64))
+		return time.Time{}, fmt.Errorf("%s %q: not an RFC 3339 time", field, provider.Clip(s, 64))
 	}
 	return t.UTC(), nil
 }
@@ -511,161 +508,12 @@ func (m *circleMoney) money(field string) (*diff.Money, error) {
 	if m == nil {
 		return nil, nil
 	}
-	raw := bytes.TrimSpace(m.Amount)
-	if len(raw) == 0 || string(raw) == "null" {
+	d, ok, err := provider.ParseAmountJSON(m.Amount)
+	if err != nil {
+		return nil, fmt.Errorf("%s.amount %w", field, err)
+	}
+	if !ok {
 		return nil, nil
 	}
-	var s string
-	switch {
-	case raw[0] == '"':
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, fmt.Errorf("%s.amount: %w", field, err)
-		}
-	case raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9'):
-		s = string(raw)
-	default:
-		return nil, fmt.Errorf("%s.amount %s: not a decimal", field, clip(string(raw), 64))
-	}
-	d, err := parseAmount(s)
-	if err != nil {
-		return nil, fmt.Errorf("%s.amount %q: %w", field, clip(s, 64), err)
-	}
 	return &diff.Money{Value: d, Currency: m.Currency}, nil
-}
-
-// Bounds on an amount's text and exponent. Real amounts are far inside them; they keep
-// a hostile or broken response from producing a decimal whose printed form would take
-// gigabytes (1e-2000000000 parses, and prints as two billion digits).
-const (
-	maxAmountLen = 100
-	maxAmountExp = 100
-)
-
-// parseAmount parses a decimal amount exactly as written.
-func parseAmount(s string) (decimal.Decimal, error) {
-	if len(s) > maxAmountLen {
-		return decimal.Decimal{}, fmt.Errorf("longer than %d characters", maxAmountLen)
-	}
-	d, err := decimal.NewFromString(s)
-	if err != nil {
-		return decimal.Decimal{}, errors.New("not a decimal")
-	}
-	if e := d.Exponent(); e < -maxAmountExp || e > maxAmountExp {
-		return decimal.Decimal{}, fmt.Errorf("exponent %d outside ±%d", e, maxAmountExp)
-	}
-	return d, nil
-}
-
-// redact returns obj compacted, with every object member whose name is in fields
-// removed at any depth. Member order and all other values are kept as sent.
-func redact(obj json.RawMessage, fields []string) ([]byte, error) {
-	var buf bytes.Buffer
-	if len(fields) == 0 {
-		if err := json.Compact(&buf, obj); err != nil {
-			return nil, err
-		}
-		return buf.Bytes(), nil
-	}
-	drop := make(map[string]bool, len(fields))
-	for _, f := range fields {
-		drop[f] = true
-	}
-	if err := stripMembers(&buf, obj, drop); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// stripMembers writes v to buf, compacted, without the object members named in drop.
-func stripMembers(buf *bytes.Buffer, v json.RawMessage, drop map[string]bool) error {
-	v = bytes.TrimSpace(v)
-	if len(v) == 0 || (v[0] != '{' && v[0] != '[') {
-		return json.Compact(buf, v)
-	}
-	dec := json.NewDecoder(bytes.NewReader(v))
-	if _, err := dec.Token(); err != nil { // the opening delimiter
-		return err
-	}
-	buf.WriteByte(v[0])
-	first := true
-	for dec.More() {
-		var key string
-		if v[0] == '{' {
-			t, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			key, _ = t.(string)
-		}
-		var elem json.RawMessage
-		if err := dec.Decode(&elem); err != nil {
-			return err
-		}
-		if v[0] == '{' && drop[key] {
-			continue
-		}
-		if !first {
-			buf.WriteByte(',')
-		}
-		first = false
-		if v[0] == '{' {
-			k, err := json.Marshal(key)
-			if err != nil {
-				return err
-			}
-			buf.Write(k)
-			buf.WriteByte(':')
-		}
-		if err := stripMembers(buf, elem, drop); err != nil {
-			return err
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing delimiter
-		return err
-	}
-	if v[0] == '{' {
-		buf.WriteByte('}')
-	} else {
-		buf.WriteByte(']')
-	}
-	return nil
-}
-
-// refs builds a Refs map from name, value pairs, leaving out empty values; nil when
-// all are empty.
-func refs(kv ...string) map[string]string {
-	var m map[string]string
-	for i := 0; i+1 < len(kv); i += 2 {
-		if kv[i+1] == "" {
-			continue
-		}
-		if m == nil {
-			m = make(map[string]string, len(kv)/2)
-		}
-		m[kv[i]] = kv[i+1]
-	}
-	return m
-}
-
-// decodeReason describes a json.Unmarshal failure of one item without Go type names.
-func decodeReason(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		if te.Field != "" {
-			return fmt.Sprintf("field %s: unexpected JSON %s", te.Field, te.Value)
-		}
-		return fmt.Sprintf("unexpected JSON %s", te.Value)
-	}
-	return err.Error()
-}
-
-// clip shortens s to at most n bytes for messages, marking the cut.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }

@@ -114,7 +114,7 @@ func (s *cpnSource) Get(ctx context.Context, id string) (diff.Item, error) {
 	}
 	if it.ID != id {
 		return diff.Item{}, fmt.Errorf("GET %s: %w", u.Redacted(), &provider.MalformedError{
-			Err: fmt.Errorf("asked for payment %q, got %q", id, clip(it.ID, 100))})
+			Err: fmt.Errorf("asked for payment %q, got %q", id, provider.Clip(it.ID, 100))})
 	}
 	return it, nil
 }
@@ -191,7 +191,7 @@ func parseCPNPayment(raw json.RawMessage, where string) (it diff.Item, skipped [
 	}
 	var p cpnPayment
 	if err := json.Unmarshal(raw, &p); err != nil {
-		return fail(p.ID, decodeReason(err))
+		return fail(p.ID, provider.DecodeReason(err))
 	}
 	if p.ID == "" {
 		return fail("", "no id")
@@ -207,7 +207,7 @@ func parseCPNPayment(raw json.RawMessage, where string) (it diff.Item, skipped [
 	if err != nil {
 		return fail(p.ID, err.Error())
 	}
-	rawOut, err := redact(raw, cpnSecretFields)
+	rawOut, err := provider.Redact(raw, cpnSecretFields)
 	if err != nil {
 		return fail(p.ID, err.Error())
 	}
@@ -218,7 +218,7 @@ func parseCPNPayment(raw json.RawMessage, where string) (it diff.Item, skipped [
 		Status:    status,
 		CreatedAt: created,
 		Amount:    amount,
-		Refs:      refs("customer_ref_id", p.CustomerRefID, "ref_code", p.RefCode, "quote_id", p.QuoteID),
+		Refs:      provider.Refs("customer_ref_id", p.CustomerRefID, "ref_code", p.RefCode, "quote_id", p.QuoteID),
 		Raw:       rawOut,
 		// Refunds can still be added to a failed payment.
 		Settling: p.Status == "FAILED",
@@ -307,7 +307,7 @@ func (n *nestedParser) entry(raw json.RawMessage, kind string, m diff.Mapping) (
 		e.ID, e.Status = b.ID, b.Status
 	}
 	if err != nil {
-		return it, decodeReason(err)
+		return it, provider.DecodeReason(err)
 	}
 	if e.ID == "" {
 		return it, "no id"
@@ -319,7 +319,7 @@ func (n *nestedParser) entry(raw json.RawMessage, kind string, m diff.Mapping) (
 	if err != nil {
 		return it, fmt.Sprintf("id %q: %v", e.ID, err)
 	}
-	rawOut, err := redact(raw, cpnSecretFields)
+	rawOut, err := provider.Redact(raw, cpnSecretFields)
 	if err != nil {
 		return it, err.Error()
 	}
@@ -330,7 +330,7 @@ func (n *nestedParser) entry(raw json.RawMessage, kind string, m diff.Mapping) (
 		Status:    status,
 		CreatedAt: n.parent.CreatedAt, // nested entries carry no date of their own
 		Amount:    amount,
-		Refs:      refs("tx_hash", e.TransactionHash),
+		Refs:      provider.Refs("tx_hash", e.TransactionHash),
 		Raw:       rawOut,
 	}, ""
 }

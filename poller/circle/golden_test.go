@@ -171,7 +171,7 @@ func FuzzParseCPNPage(f *testing.F) {
 				t.Fatalf("unfit item %+v", it)
 			}
 			if it.Amount != nil {
-				if e := it.Amount.Value.Exponent(); e < -maxAmountExp || e > maxAmountExp {
+				if e := it.Amount.Value.Exponent(); e < -provider.MaxAmountExp || e > provider.MaxAmountExp {
 					t.Fatalf("amount exponent %d", e)
 				}
 			}
