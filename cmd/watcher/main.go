@@ -44,6 +44,7 @@ func main() {
 const usage = `watcher turns payment providers' list endpoints into status-transition events on NATS JetStream.
 
 Usage:
+  watcher demo                         embedded NATS + provider simulator + watcher, printing every event
   watcher run --config FILE            poll the configured sources and publish events
   watcher config check --config FILE   validate FILE and print the effective configuration (secrets redacted)
   watcher version                      print version, commit and Go version
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("config: unknown subcommand %q (want: watcher config check --config FILE)", strings.Join(args[1:], " "))
 		}
 		return configCheck(args[2:], stdout, stderr)
+	case "demo":
+		return demoCommand(ctx, args[1:], stdout, stderr)
 	case "tail":
 		return tailCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/payments-watcher/watcher/config"
+	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/poller"
+	"github.com/payments-watcher/watcher/publish"
+	"github.com/payments-watcher/watcher/sim"
+)
+
+// demoSource is how the demo configures one simulated provider.
+type demoSource struct {
+	name, provider string
+	keys           map[string]string
+}
+
+var demoSources = []demoSource{
+	{"cpn", sim.ProviderCPN, map[string]string{"api_key": sim.DefaultCircleCPNKey}},
+	{"ramp", sim.ProviderRamp, map[string]string{"api_key": sim.DefaultCircleRampKey}},
+	{"settlements", sim.ProviderSettlements, map[string]string{"api_key": sim.DefaultCircleSettlementsKey}},
+	{"onramp", sim.ProviderStripe, map[string]string{"api_key": sim.DefaultStripeSecretKey, "stripe_version": sim.DefaultStripeVersion}},
+	{"coindirect", sim.ProviderCoindirect, map[string]string{
+		"hawk_id": sim.DefaultCoindirectHawkID, "hawk_key": sim.DefaultCoindirectHawkKey, "merchant_id": sim.DefaultCoindirectMerchantID}},
+}
+
+// demoConfig renders the configuration of a demo: every simulated provider that has
+// an adapter, polled fast, publishing first sights so that every kind shows at once.
+func demoConfig(dataDir, natsURL, simURL, httpListen string) ([]byte, []string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dataDir, "watcher.db"))
+	fmt.Fprintf(&b, "nats:\n  url: %q\n", natsURL)
+	fmt.Fprintf(&b, "http:\n  listen: %q\n", httpListen)
+	b.WriteString("sources:\n")
+	var names []string
+	for _, s := range demoSources {
+		if _, ok := poller.Providers[s.provider]; !ok {
+			continue
+		}
+		names = append(names, s.name)
+		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.name, s.provider, simURL)
+		fmt.Fprintf(&b, "    interval: 2s\n    open_refresh: 2s\n    rate_limit: 20\n    baseline: emit\n")
+		for _, k := range []string{"api_key", "stripe_version", "hawk_id", "hawk_key", "merchant_id"} {
+			if v, ok := s.keys[k]; ok {
+				fmt.Fprintf(&b, "    %s: %q\n", k, v)
+			}
+		}
+	}
+	return []byte(b.String()), names
+}
+
+func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("watcher demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rate := fs.Float64("rate", 0.2, "new items per second per provider")
+	history := fs.Int("history", 8, "items per provider that exist when the demo starts")
+	seed := fs.Int64("seed", time.Now().UnixNano(), "scenario seed (the same seed replays the same scenario)")
+	data := fs.String("data", "", "keep state and NATS data in this `directory` (default: a temporary one, removed at exit)")
+	natsListen := fs.String("nats-listen", "127.0.0.1:4222", "`address` of the embedded NATS server (watcher tail connects here)")
+	simListen := fs.String("sim-listen", "127.0.0.1:0", "`address` of the provider simulator (port 0: any free port)")
+	httpListen := fs.String("http-listen", "127.0.0.1:9464", "`address` of /healthz and /readyz (\"\" disables)")
+	colorFlag := fs.String("color", "auto", "colour: auto, always or never")
+	logLevel := fs.String("log-level", "warn", "log level of watcher's own messages (on stderr)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	color := *colorFlag == "always" || (*colorFlag == "auto" && isTerminal(stdout) && os.Getenv("NO_COLOR") == "")
+	log, err := newLogger(stderr, "text", *logLevel)
+	if err != nil {
+		return err
+	}
+
+	dir := *data
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "watcher-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+
+	srv, err := publish.StartEmbedded(publish.Embedded{Listen: *natsListen, StoreDir: filepath.Join(dir, "nats")}, log.With("component", "nats"))
+	if err != nil {
+		return fmt.Errorf("%w (choose another address with --nats-listen)", err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+
+	simulator, err := sim.New(sim.Config{Seed: *seed, Rate: *rate, History: *history, HistorySpan: time.Hour, OpenShare: 0.6,
+		FailureRate: 0.3, Delays: sim.Delays{Min: time.Second, Mean: 4 * time.Second, Max: 20 * time.Second}})
+	if err != nil {
+		return fmt.Errorf("demo simulator: %w", err)
+	}
+	ln, err := net.Listen("tcp", *simListen)
+	if err != nil {
+		return fmt.Errorf("--sim-listen %s: %w", *simListen, err)
+	}
+	simURL := "http://" + ln.Addr().String()
+	simServer := &http.Server{Handler: simulator.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go simServer.Serve(ln)
+	defer simServer.Close()
+
+	nc, err := nats.Connect(srv.ClientURL(), nats.Name("watcher demo printer"))
+	if err != nil {
+		return fmt.Errorf("demo: connect to the embedded NATS server: %w", err)
+	}
+	defer nc.Close()
+	var printMu sync.Mutex
+	sub, err := nc.Subscribe("payments.>", func(m *nats.Msg) {
+		e, err := event.Decode(m.Data)
+		printMu.Lock()
+		defer printMu.Unlock()
+		if err != nil {
+			fmt.Fprintf(stdout, "%s: %v\n", m.Subject, err)
+			return
+		}
+		fmt.Fprintln(stdout, formatEvent(e, color))
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+
+	raw, names := demoConfig(dir, srv.ClientURL(), simURL, *httpListen)
+	cfg, err := config.Parse(raw, os.LookupEnv, os.ReadFile)
+	if err != nil {
+		return fmt.Errorf("demo configuration: %w", err)
+	}
+	fmt.Fprintf(stderr, "watcher demo: simulator on %s, NATS on %s (stream %s), sources %s; data in %s\n",
+		simURL, srv.ClientURL(), cfg.NATS.Stream, strings.Join(names, ", "), dir)
+	fmt.Fprintf(stderr, "watcher demo: in another terminal: go run ./cmd/watcher tail --nats %s --state failed\n", srv.ClientURL())
+	fmt.Fprintln(stderr, "watcher demo: press Ctrl-C to stop")
+
+	var wg sync.WaitGroup
+	simCtx, stopSim := context.WithCancel(ctx)
+	defer stopSim()
+	wg.Go(func() {
+		if err := simulator.Run(simCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("simulator stopped", "err", err)
+		}
+	})
+	err = serve(ctx, cfg, log)
+	stopSim()
+	wg.Wait()
+	return err
+}
