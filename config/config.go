@@ -253,6 +253,9 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 		if u, err := url.Parse(st.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			v.addf(key+".base_url", "%q is not an absolute http(s) URL", rs.BaseURL)
 		}
+		if len(st.TerminalStatuses) > 0 && !p.TerminalOverride {
+			v.addf(key+".terminal_statuses", "%s statuses are documented; terminal_statuses applies only to providers whose statuses are not", rs.Provider)
+		}
 		for _, c := range p.Credentials {
 			if credential(st, c) == "" && !v.has(key+"."+c) {
 				v.addf(key+"."+c, "is required for %s (or %s_file)", rs.Provider, c)

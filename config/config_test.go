@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/payments-watcher/watcher/poller"
 )
 
 func testEnv(vars map[string]string) func(string) (string, bool) {
@@ -83,7 +85,7 @@ func TestInvalid(t *testing.T) {
 			`nats.duplicate_window: "forever" is not a duration (e.g. 15s, 10m, 720h)`,
 			`sources[0].interval: "5" is not a duration (e.g. 15s, 10m, 720h)`,
 			`sources[1].name: "Bad.Name" must match [a-z0-9_-]+`,
-			`sources[1].provider: unknown provider "paypal_payouts" (want one of circle_cpn_payments)`,
+			`sources[1].provider: unknown provider "paypal_payouts" (want one of ` + strings.Join(poller.ProviderIDs(), ", ") + `)`,
 			`sources[2].name: "cpn" is already used by sources[0]`,
 			`sources[2].rate_limit: -1 must be a positive number of requests per second`,
 			`sources[2].baseline: "loud" must be silent or emit`,
@@ -140,5 +142,15 @@ func TestLoadNamesTheFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
 	if err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestTerminalStatusesOnlyWhereUndocumented(t *testing.T) {
+	doc := "sources:\n- name: a\n  provider: circle_cpn_payments\n  api_key: k\n  terminal_statuses: [CREATED]\n" +
+		"- name: b\n  provider: circle_ramp_sessions\n  api_key: TEST_API_KEY:id:secret\n  terminal_statuses: [PENDING, ARCHIVED]\n"
+	_, err := Parse([]byte(doc), testEnv(nil), readTestdata)
+	want := "sources[0].terminal_statuses: circle_cpn_payments statuses are documented; terminal_statuses applies only to providers whose statuses are not"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
 	}
 }

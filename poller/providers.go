@@ -10,7 +10,9 @@ import (
 // Providers maps the configuration's provider ids to their adapters. A new provider
 // is a sub-package, its tests, and one line here.
 var Providers = map[string]provider.Provider{
-	"circle_cpn_payments": circle.CPN,
+	"circle_cpn_payments":         circle.CPN,
+	"circle_ramp_sessions":        circle.Ramp,
+	"circle_exchange_settlements": circle.Settlements,
 }
 
 // ProviderIDs returns the provider ids, sorted.

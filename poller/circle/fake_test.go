@@ -17,13 +17,17 @@ import (
 // circleFake behaves like a Circle list endpoint and its single-item endpoint, as the
 // docs describe them: items in createDate DESC order (ties: the later insert first);
 // pageAfter and pageBefore exclusive (never together); from and to inclusive on
-// createDate, to defaulting to the request time; pageSize 1..200 (default 50, larger
-// values capped); a Link header with self, first, next (omitted on the last page) and
-// prev (omitted on the first page) that pins to and pageSize; Bearer authentication;
-// Circle's {"code","message"} error bodies and an X-Request-Id on every answer.
+// createDate, to defaulting to the request time; pageSize 1..maxPageSize (default
+// defaultPageSize, larger values capped; 200 and 50 unless set); a Link header with
+// self, first, next (omitted on the last page) and prev (omitted on the first page)
+// that pins to and pageSize; Bearer authentication; Circle's {"code","message"} error
+// bodies and an X-Request-Id on every answer.
 type circleFake struct {
 	path   string
 	apiKey string // set before the fake serves
+	// maxPageSize and defaultPageSize are the collection's page size limit and default;
+	// 0 means 200 and 50. Set them before the fake serves.
+	maxPageSize, defaultPageSize int
 
 	reqID atomic.Int64
 
@@ -169,14 +173,14 @@ func (f *circleFake) list(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	f.listReqs = append(f.listReqs, fakeRequest{query: q, header: r.Header.Clone()})
 
-	size := 50
+	size := cmp.Or(f.defaultPageSize, 50)
 	if v := q.Get("pageSize"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			writeCircleErrorMessage(w, http.StatusBadRequest, "Invalid pageSize.")
 			return
 		}
-		size = min(n, 200)
+		size = min(n, cmp.Or(f.maxPageSize, 200))
 	}
 	to := f.now().UTC()
 	if v := q.Get("to"); v != "" {

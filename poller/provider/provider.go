@@ -83,6 +83,9 @@ type Provider struct {
 	// MaxPageSize is the largest page the provider serves; DefaultPageSize is used
 	// when the source configures none.
 	MaxPageSize, DefaultPageSize int
+	// TerminalOverride reports that the provider's statuses are undocumented, so a
+	// source may replace the terminal set with terminal_statuses.
+	TerminalOverride bool
 	// Credentials lists the configuration keys holding this provider's credentials,
 	// for error messages ("api_key").
 	Credentials []string
