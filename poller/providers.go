@@ -5,14 +5,16 @@ import (
 
 	"github.com/payments-watcher/watcher/poller/circle"
 	"github.com/payments-watcher/watcher/poller/provider"
+	"github.com/payments-watcher/watcher/poller/stripe"
 )
 
 // Providers maps the configuration's provider ids to their adapters. A new provider
 // is a sub-package, its tests, and one line here.
 var Providers = map[string]provider.Provider{
-	"circle_cpn_payments":         circle.CPN,
-	"circle_ramp_sessions":        circle.Ramp,
-	"circle_exchange_settlements": circle.Settlements,
+	"circle_cpn_payments":           circle.CPN,
+	"circle_ramp_sessions":          circle.Ramp,
+	"circle_exchange_settlements":   circle.Settlements,
+	"stripe_crypto_onramp_sessions": stripe.OnrampSessions,
 }
 
 // ProviderIDs returns the provider ids, sorted.

@@ -103,6 +103,9 @@ type StatusError struct {
 	Message string
 	// RequestID is the provider's request id header, when it sends one.
 	RequestID string
+	// NoRetry records that the provider advised against repeating the request
+	// (Stripe-Should-Retry: false); it makes the error permanent whatever its code.
+	NoRetry bool
 }
 
 func (e *StatusError) Error() string {
@@ -118,7 +121,7 @@ func (e *StatusError) Error() string {
 
 // Temporary reports whether the same request may succeed later.
 func (e *StatusError) Temporary() bool {
-	return e.Code == http.StatusTooManyRequests || e.Code == http.StatusRequestTimeout || e.Code >= 500
+	return !e.NoRetry && (e.Code == http.StatusTooManyRequests || e.Code == http.StatusRequestTimeout || e.Code >= 500)
 }
 
 // Auth reports whether the provider rejected the credentials.
