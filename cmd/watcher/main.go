@@ -3,8 +3,11 @@
 //
 // Usage:
 //
+//	watcher demo                           embedded NATS + provider simulator + watcher, printing every event
 //	watcher run --config watcher.yaml      poll the configured sources and publish events
 //	watcher config check --config FILE     validate a file and print the effective config (secrets redacted)
+//	watcher tail [--state failed] …        print the event stream
+//	watcher sim --listen ADDR              serve the simulated provider APIs
 //	watcher version                        print version, commit and Go version
 package main
 
@@ -47,6 +50,10 @@ Usage:
   watcher demo                         embedded NATS + provider simulator + watcher, printing every event
   watcher run --config FILE            poll the configured sources and publish events
   watcher config check --config FILE   validate FILE and print the effective configuration (secrets redacted)
+  watcher tail [--nats URL] [--source S] [--state failed] [--since 1h | --all] [--json]
+                                       print the event stream as it arrives
+  watcher sim [--listen 127.0.0.1:8089] [--scenario FILE] [--truth FILE]
+                                       serve the simulated provider APIs
   watcher version                      print version, commit and Go version
 
 Run 'watcher COMMAND -h' for the flags of a command.
@@ -68,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return configCheck(args[2:], stdout, stderr)
 	case "demo":
 		return demoCommand(ctx, args[1:], stdout, stderr)
+	case "sim":
+		return simCommand(ctx, args[1:], stderr)
 	case "tail":
 		return tailCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
