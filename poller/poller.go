@@ -570,7 +570,7 @@ func (p *Poller) call(ctx context.Context, req func(context.Context) error) erro
 				wait = ra
 			}
 		}
-		p.log.Debug("provider request failed; retrying", "err", err, "wait", wait)
+		p.log.Debug("provider request failed; retrying", "err", err, "wait", wait.String())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -133,9 +133,9 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if err != nil {
 			wait := bo.NextBackOff()
 			if !failing {
-				p.log.Warn("Publishing to NATS failed; the outbox keeps the events, retrying", "err", err, "retry_in", wait)
+				p.log.Warn("Publishing to NATS failed; the outbox keeps the events, retrying", "err", err, "retry_in", wait.String())
 			} else {
-				p.log.Debug("Publishing to NATS failed again", "err", err, "retry_in", wait)
+				p.log.Debug("Publishing to NATS failed again", "err", err, "retry_in", wait.String())
 			}
 			failing = true
 			retry := time.NewTimer(wait)
