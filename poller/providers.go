@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/payments-watcher/watcher/poller/circle"
+	"github.com/payments-watcher/watcher/poller/coindirect"
 	"github.com/payments-watcher/watcher/poller/provider"
 	"github.com/payments-watcher/watcher/poller/stripe"
 )
@@ -15,6 +16,7 @@ var Providers = map[string]provider.Provider{
 	"circle_ramp_sessions":          circle.Ramp,
 	"circle_exchange_settlements":   circle.Settlements,
 	"stripe_crypto_onramp_sessions": stripe.OnrampSessions,
+	"coindirect_payments":           coindirect.Payments,
 }
 
 // ProviderIDs returns the provider ids, sorted.
