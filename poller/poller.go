@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -91,10 +92,24 @@ type Poller struct {
 	now     func() time.Time
 
 	refreshed map[string]time.Time // open item id -> last re-read; owned by the Run goroutine
+	obs       Observer
+	rebase    atomic.Bool // a rebaseline was requested
 
 	mu     sync.Mutex
 	health Health
 }
+
+// Observe makes o receive what the poller does; call it before Run.
+func (p *Poller) Observe(o Observer) {
+	if o == nil {
+		o = nopObserver{}
+	}
+	p.obs = o
+}
+
+// RequestRebaseline makes the next cycle a silent baseline (see state.Meta.Rebaseline).
+// It is safe to call from any goroutine.
+func (p *Poller) RequestRebaseline() { p.rebase.Store(true) }
 
 // New returns a poller of src that commits to store and addresses its events under
 // subject prefix.
@@ -115,6 +130,7 @@ func New(cfg Config, src provider.Source, store Store, prefix string, log *slog.
 		limiter:   rate.NewLimiter(rate.Limit(cfg.RateLimit), burst),
 		now:       func() time.Time { return time.Now().UTC() },
 		refreshed: map[string]time.Time{},
+		obs:       nopObserver{},
 	}
 }
 
@@ -226,13 +242,20 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string]struct{}) error {
 	start := p.now()
 	floor := start.Add(-p.cfg.Lookback)
-	baseline := !meta.BaselineDone
+	if p.rebase.Swap(false) && !meta.Rebaseline {
+		meta.Rebaseline = true
+		if err := p.store.Commit(p.cfg.Name, state.Batch{Now: start, Meta: meta}); err != nil {
+			p.rebase.Store(true)
+			return err
+		}
+	}
+	baseline := !meta.BaselineDone || meta.Rebaseline
 	if !baseline && !meta.HighWater.IsZero() {
 		if hw := meta.HighWater.Add(-p.cfg.DiscoveryOverlap); hw.After(floor) {
 			floor = hw
 		}
 	}
-	silent := baseline && p.cfg.Baseline != "emit"
+	silent := baseline && (meta.Rebaseline || p.cfg.Baseline != "emit")
 	high := meta.HighWater
 	n, err := p.walk(ctx, "discovery", floor, seen, silent, false, func(it *diff.Item) {
 		if it.CreatedAt.After(high) {
@@ -246,6 +269,7 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 		p.log.Info("baseline walk complete", "pages", n, "items", len(seen), "silent", silent)
 	}
 	meta.BaselineDone = true
+	meta.Rebaseline = false
 	meta.HighWater = high
 	return p.store.Commit(p.cfg.Name, state.Batch{Now: p.now(), Meta: meta})
 }

@@ -542,3 +542,40 @@ func TestFullOutboxPutsOffTheCycle(t *testing.T) {
 		t.Fatalf("events after the outbox drained: %s", got)
 	}
 }
+
+func TestRebaselineRecordsWithoutEvents(t *testing.T) {
+	src := &fakeSource{pageSize: 2}
+	for i := range 4 {
+		src.add(fmt.Sprintf("p%d", i), "NEW", now0.Add(-time.Duration(4-i)*time.Hour))
+	}
+	cfg := testConfig()
+	cfg.Baseline = "emit"
+	tp := newTestPoller(t, cfg, getterSource{src})
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tp.drained(t)); n != 4 {
+		t.Fatalf("%d first-sight events, want 4", n)
+	}
+	src.set("p0", "WORK")
+	src.set("p3", "DONE")
+	tp.RequestRebaseline()
+	*tp.clock = now0.Add(time.Minute)
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if evs := tp.drained(t); len(evs) != 0 {
+		t.Fatalf("rebaseline published %s", transitions(evs))
+	}
+	if meta, _ := tp.store.Meta("src"); meta.Rebaseline || !meta.BaselineDone {
+		t.Fatalf("meta after rebaseline %+v", meta)
+	}
+	src.set("p0", "DONE")
+	*tp.clock = now0.Add(2 * time.Minute)
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := transitions(tp.drained(t)); got != "p0:WORK>DONE#3" {
+		t.Fatalf("events after rebaseline: %s", got)
+	}
+}

@@ -40,6 +40,10 @@ type Meta struct {
 	HighWater time.Time `json:"high_water"`
 	// LastPoll is the end of the last successful cycle.
 	LastPoll time.Time `json:"last_poll"`
+	// Rebaseline asks for the next walk to be a silent baseline: every item is
+	// re-recorded as the provider shows it, and no event is published for what changed
+	// meanwhile. The poller clears it when that walk completes.
+	Rebaseline bool `json:"rebaseline,omitempty"`
 }
 
 // OpenItem is one entry of a source's open index.

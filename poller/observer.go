@@ -1,0 +1,60 @@
+package poller
+
+import (
+	"time"
+
+	"github.com/payments-watcher/watcher/diff"
+)
+
+// Observer receives what a poller does, for metrics. Implementations must be safe for
+// concurrent use by every poller and must not block. source is the configured source
+// name in every call.
+type Observer interface {
+	// Poll reports the end of a cycle; result is one of the Result* constants.
+	Poll(source, result string, took time.Duration)
+	// Request reports one provider request: purpose is PurposeDiscovery or
+	// PurposeRefresh, code the HTTP status (0 when no response arrived).
+	Request(source, purpose string, code int, took time.Duration)
+	// Wait reports a pause before retrying a request: reason is "rate_limited" for a
+	// 429 (Retry-After honoured) or "backoff" for other temporary failures.
+	Wait(source, reason string, d time.Duration)
+	// Items reports items read from the provider (nested ones not counted).
+	Items(source string, n int)
+	// Skipped reports a malformed item left out of a page.
+	Skipped(source string)
+	// Transition reports one published transition; unknown is true when the raw status
+	// is not in the provider's table.
+	Transition(source, kind string, state diff.State, unknown bool)
+	// Open reports, after each cycle, the open items, the stalled items found in the
+	// cycle, and the creation time of the oldest open item (zero when none).
+	Open(source string, open, stalled int, oldest time.Time)
+	// Success reports the end of a successful cycle.
+	Success(source string, at time.Time)
+}
+
+// Poll results.
+const (
+	ResultOK         = "ok"
+	ResultError      = "error"
+	ResultAuthError  = "auth_error"
+	ResultOutboxFull = "outbox_full"
+	ResultCanceled   = "canceled"
+)
+
+// Request purposes.
+const (
+	PurposeDiscovery = "discovery"
+	PurposeRefresh   = "refresh"
+)
+
+// nopObserver is used when none is given.
+type nopObserver struct{}
+
+func (nopObserver) Poll(string, string, time.Duration)          {}
+func (nopObserver) Request(string, string, int, time.Duration)  {}
+func (nopObserver) Wait(string, string, time.Duration)          {}
+func (nopObserver) Items(string, int)                           {}
+func (nopObserver) Skipped(string)                              {}
+func (nopObserver) Transition(string, string, diff.State, bool) {}
+func (nopObserver) Open(string, int, int, time.Time)            {}
+func (nopObserver) Success(string, time.Time)                   {}
