@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/poller/provider"
 	"github.com/payments-watcher/watcher/publish"
@@ -212,6 +214,23 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 	if s.SettleWindow < 0 {
 		v.addf(key+".settle_window", "%q must not be negative", rs.SettleWindow)
 	}
+	if len(rs.OpenRefreshByState) > 0 {
+		s.OpenRefreshByState = map[diff.State]time.Duration{}
+		for _, name := range slices.Sorted(maps.Keys(rs.OpenRefreshByState)) {
+			val, k, st := rs.OpenRefreshByState[name], key+".open_refresh_by_state."+name, diff.State(name)
+			dd, err := time.ParseDuration(val)
+			switch {
+			case !slices.Contains(openStates, st):
+				v.addf(k, "%q is not a state an open item is re-read in (want one of %s)", name, strings.Join(openStateNames(), ", "))
+			case err != nil:
+				v.addf(k, "%q is not a duration (e.g. 15s, 10m, 720h)", val)
+			case dd <= 0:
+				v.addf(k, "%q must be positive", val)
+			default:
+				s.OpenRefreshByState[st] = dd
+			}
+		}
+	}
 	s.RateLimit = sourceDefaults.RateLimit
 	if rs.RateLimit != 0 {
 		s.RateLimit = rs.RateLimit
@@ -269,7 +288,20 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 		}
 	}
 	s.Settings = st
+	s.PageSize = st.PageSize
 	return s, len(v.errs) == before
+}
+
+// openStates are the keys of open_refresh_by_state: the states an open item can be
+// re-read in.
+var openStates = []diff.State{diff.Pending, diff.ActionRequired, diff.Processing, diff.Unknown, poller.Settling}
+
+func openStateNames() []string {
+	out := make([]string, len(openStates))
+	for i, s := range openStates {
+		out[i] = string(s)
+	}
+	return out
 }
 
 func credential(s provider.Settings, key string) string {

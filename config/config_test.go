@@ -154,3 +154,25 @@ func TestTerminalStatusesOnlyWhereUndocumented(t *testing.T) {
 		t.Fatalf("err = %v\nwant %s", err, want)
 	}
 }
+
+func TestOpenRefreshByState(t *testing.T) {
+	doc := "sources:\n- name: a\n  provider: circle_cpn_payments\n  api_key: k\n  open_refresh_by_state: {processing: 1m, settling: 30m}\n"
+	cfg, err := Parse([]byte(doc), testEnv(nil), readTestdata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Sources[0].OpenRefreshByState; got["processing"] != time.Minute || got["settling"] != 30*time.Minute || len(got) != 2 {
+		t.Fatalf("open_refresh_by_state = %v", got)
+	}
+	if cfg.Sources[0].PageSize != 50 {
+		t.Fatalf("poller page size %d, want the provider default 50", cfg.Sources[0].PageSize)
+	}
+	doc = "sources:\n- name: a\n  provider: circle_cpn_payments\n  api_key: k\n  open_refresh_by_state: {completed: 1m, pending: soon, processing: 0s}\n"
+	_, err = Parse([]byte(doc), testEnv(nil), readTestdata)
+	want := `sources[0].open_refresh_by_state.completed: "completed" is not a state an open item is re-read in (want one of pending, action_required, processing, unknown, settling)
+sources[0].open_refresh_by_state.pending: "soon" is not a duration (e.g. 15s, 10m, 720h)
+sources[0].open_refresh_by_state.processing: "0s" must be positive`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant:\n%s", err, want)
+	}
+}

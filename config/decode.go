@@ -55,29 +55,30 @@ type rawHTTP struct {
 }
 
 type rawSource struct {
-	Name             string   `yaml:"name"`
-	Provider         string   `yaml:"provider"`
-	BaseURL          string   `yaml:"base_url"`
-	APIKey           string   `yaml:"api_key"`
-	APIKeyFile       string   `yaml:"api_key_file"`
-	Interval         string   `yaml:"interval"`
-	PageSize         int      `yaml:"page_size"`
-	DiscoveryOverlap string   `yaml:"discovery_overlap"`
-	Lookback         string   `yaml:"lookback"`
-	OpenRefresh      string   `yaml:"open_refresh"`
-	RateLimit        float64  `yaml:"rate_limit"`
-	Baseline         string   `yaml:"baseline"`
-	OpenMaxAge       string   `yaml:"open_max_age"`
-	SettleWindow     string   `yaml:"settle_window"`
-	RequestTimeout   string   `yaml:"request_timeout"`
-	MaxPages         int      `yaml:"max_pages"`
-	TerminalStatuses []string `yaml:"terminal_statuses"`
-	StripeVersion    string   `yaml:"stripe_version"`
-	HawkID           string   `yaml:"hawk_id"`
-	HawkKey          string   `yaml:"hawk_key"`
-	HawkKeyFile      string   `yaml:"hawk_key_file"`
-	MerchantID       string   `yaml:"merchant_id"`
-	SignQuery        *bool    `yaml:"sign_query"`
+	Name               string            `yaml:"name"`
+	Provider           string            `yaml:"provider"`
+	BaseURL            string            `yaml:"base_url"`
+	APIKey             string            `yaml:"api_key"`
+	APIKeyFile         string            `yaml:"api_key_file"`
+	Interval           string            `yaml:"interval"`
+	PageSize           int               `yaml:"page_size"`
+	DiscoveryOverlap   string            `yaml:"discovery_overlap"`
+	Lookback           string            `yaml:"lookback"`
+	OpenRefresh        string            `yaml:"open_refresh"`
+	OpenRefreshByState map[string]string `yaml:"open_refresh_by_state"`
+	RateLimit          float64           `yaml:"rate_limit"`
+	Baseline           string            `yaml:"baseline"`
+	OpenMaxAge         string            `yaml:"open_max_age"`
+	SettleWindow       string            `yaml:"settle_window"`
+	RequestTimeout     string            `yaml:"request_timeout"`
+	MaxPages           int               `yaml:"max_pages"`
+	TerminalStatuses   []string          `yaml:"terminal_statuses"`
+	StripeVersion      string            `yaml:"stripe_version"`
+	HawkID             string            `yaml:"hawk_id"`
+	HawkKey            string            `yaml:"hawk_key"`
+	HawkKeyFile        string            `yaml:"hawk_key_file"`
+	MerchantID         string            `yaml:"merchant_id"`
+	SignQuery          *bool             `yaml:"sign_query"`
 }
 
 var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)

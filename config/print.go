@@ -44,27 +44,28 @@ func (c *Config) Effective() ([]byte, error) {
 		TLS             *tls     `yaml:"tls,omitempty"`
 	}
 	type sourceOut struct {
-		Name             string   `yaml:"name"`
-		Provider         string   `yaml:"provider"`
-		BaseURL          string   `yaml:"base_url"`
-		APIKey           string   `yaml:"api_key,omitempty"`
-		Interval         string   `yaml:"interval"`
-		PageSize         int      `yaml:"page_size"`
-		DiscoveryOverlap string   `yaml:"discovery_overlap"`
-		Lookback         string   `yaml:"lookback"`
-		OpenRefresh      string   `yaml:"open_refresh"`
-		RateLimit        float64  `yaml:"rate_limit"`
-		Baseline         string   `yaml:"baseline"`
-		OpenMaxAge       string   `yaml:"open_max_age"`
-		SettleWindow     string   `yaml:"settle_window"`
-		RequestTimeout   string   `yaml:"request_timeout"`
-		MaxPages         int      `yaml:"max_pages"`
-		TerminalStatuses []string `yaml:"terminal_statuses,omitempty"`
-		StripeVersion    string   `yaml:"stripe_version,omitempty"`
-		HawkID           string   `yaml:"hawk_id,omitempty"`
-		HawkKey          string   `yaml:"hawk_key,omitempty"`
-		MerchantID       string   `yaml:"merchant_id,omitempty"`
-		SignQuery        *bool    `yaml:"sign_query,omitempty"`
+		Name               string            `yaml:"name"`
+		Provider           string            `yaml:"provider"`
+		BaseURL            string            `yaml:"base_url"`
+		APIKey             string            `yaml:"api_key,omitempty"`
+		Interval           string            `yaml:"interval"`
+		PageSize           int               `yaml:"page_size"`
+		DiscoveryOverlap   string            `yaml:"discovery_overlap"`
+		Lookback           string            `yaml:"lookback"`
+		OpenRefresh        string            `yaml:"open_refresh"`
+		OpenRefreshByState map[string]string `yaml:"open_refresh_by_state,omitempty"`
+		RateLimit          float64           `yaml:"rate_limit"`
+		Baseline           string            `yaml:"baseline"`
+		OpenMaxAge         string            `yaml:"open_max_age"`
+		SettleWindow       string            `yaml:"settle_window"`
+		RequestTimeout     string            `yaml:"request_timeout"`
+		MaxPages           int               `yaml:"max_pages"`
+		TerminalStatuses   []string          `yaml:"terminal_statuses,omitempty"`
+		StripeVersion      string            `yaml:"stripe_version,omitempty"`
+		HawkID             string            `yaml:"hawk_id,omitempty"`
+		HawkKey            string            `yaml:"hawk_key,omitempty"`
+		MerchantID         string            `yaml:"merchant_id,omitempty"`
+		SignQuery          *bool             `yaml:"sign_query,omitempty"`
 	}
 	out := struct {
 		State struct {
@@ -97,6 +98,12 @@ func (c *Config) Effective() ([]byte, error) {
 			OpenMaxAge: dur(s.OpenMaxAge), SettleWindow: dur(s.SettleWindow), RequestTimeout: dur(s.RequestTimeout),
 			MaxPages: s.MaxPages, TerminalStatuses: s.Settings.TerminalStatuses, StripeVersion: s.Settings.StripeVersion,
 			HawkID: s.Settings.HawkID, HawkKey: secret(s.Settings.HawkKey), MerchantID: s.Settings.MerchantID,
+		}
+		if len(s.OpenRefreshByState) > 0 {
+			so.OpenRefreshByState = map[string]string{}
+			for st, d := range s.OpenRefreshByState {
+				so.OpenRefreshByState[string(st)] = dur(d)
+			}
 		}
 		if s.Config.Provider == "coindirect_payments" {
 			sq := s.Settings.SignQuery

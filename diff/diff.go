@@ -84,6 +84,20 @@ func (r *Record) Final() bool {
 	return true
 }
 
+// OpenState is the state that keeps the item open: its own when it is not terminal,
+// else the first non-terminal nested item's; "" when all are terminal.
+func (r *Record) OpenState() State {
+	if !r.Status.Terminal {
+		return r.Status.State
+	}
+	for i := range r.Nested {
+		if !r.Nested[i].Status.Terminal {
+			return r.Nested[i].Status.State
+		}
+	}
+	return ""
+}
+
 // Open reports whether the item must still be re-read at time now: it or a nested item
 // is not final, or it may still gain nested items.
 func (r *Record) Open(now time.Time) bool {

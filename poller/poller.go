@@ -39,8 +39,12 @@ type Config struct {
 	DiscoveryOverlap time.Duration
 	// Lookback is the oldest creation time any walk reaches.
 	Lookback time.Duration
-	// OpenRefresh is how often an open item is re-read.
-	OpenRefresh time.Duration
+	// OpenRefresh is how often an open item is re-read; OpenRefreshByState overrides it
+	// per state (key Settling for final items kept open by their settle window).
+	OpenRefresh        time.Duration
+	OpenRefreshByState map[diff.State]time.Duration
+	// PageSize is the source's page size, for estimating what a window list costs.
+	PageSize int
 	// OpenMaxAge: open items created longer ago are no longer re-read (stalled).
 	OpenMaxAge time.Duration
 	// SettleWindow keeps final items that may still gain nested items open.
@@ -66,6 +70,7 @@ type Store interface {
 	Meta(source string) (state.Meta, error)
 	OpenItems(source string) ([]state.OpenItem, error)
 	OutboxStats() (n int, oldest time.Time, err error)
+	ForEach(source string, fn func(diff.Record) error) error
 }
 
 // ErrOutboxFull means a cycle was put off because the outbox reached nats.max_outbox.
@@ -92,6 +97,7 @@ type Poller struct {
 	now     func() time.Time
 
 	refreshed map[string]time.Time // open item id -> last re-read; owned by the Run goroutine
+	ages      ageIndex             // creation times of tracked items; owned by the Run goroutine
 	obs       Observer
 	rebase    atomic.Bool // a rebaseline was requested
 
@@ -200,7 +206,9 @@ func jitter(d time.Duration) time.Duration {
 // which is safe because a later cycle reads them again and finds nothing new.
 func (p *Poller) Poll(ctx context.Context) (err error) {
 	start := p.now()
+	began := time.Now()
 	defer func() {
+		p.obs.Poll(p.cfg.Name, result(ctx, err), time.Since(began))
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.health.LastAttempt = start
@@ -208,6 +216,7 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 		if err == nil {
 			p.health.LastSuccess = p.now()
 			p.health.Failures = 0
+			p.obs.Success(p.cfg.Name, p.health.LastSuccess)
 		} else if ctx.Err() == nil {
 			p.health.Failures++
 		}
@@ -226,10 +235,11 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 		return err
 	}
 	seen := map[string]struct{}{}
-	if err := p.discover(ctx, &meta, seen); err != nil {
+	pages, err := p.discover(ctx, &meta, seen)
+	if err != nil {
 		return err
 	}
-	if err := p.refresh(ctx, seen); err != nil {
+	if err := p.refresh(ctx, seen, p.refreshBudget(pages)); err != nil {
 		return err
 	}
 	meta.LastPoll = p.now()
@@ -239,14 +249,14 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 // discover walks the list newest first down to the high-water mark minus the overlap
 // (the whole lookback on the first walk), committing page by page, then records the
 // new high-water mark.
-func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string]struct{}) error {
+func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string]struct{}) (int, error) {
 	start := p.now()
 	floor := start.Add(-p.cfg.Lookback)
 	if p.rebase.Swap(false) && !meta.Rebaseline {
 		meta.Rebaseline = true
 		if err := p.store.Commit(p.cfg.Name, state.Batch{Now: start, Meta: meta}); err != nil {
 			p.rebase.Store(true)
-			return err
+			return 0, err
 		}
 	}
 	baseline := !meta.BaselineDone || meta.Rebaseline
@@ -257,13 +267,13 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 	}
 	silent := baseline && (meta.Rebaseline || p.cfg.Baseline != "emit")
 	high := meta.HighWater
-	n, err := p.walk(ctx, "discovery", floor, seen, silent, false, func(it *diff.Item) {
+	n, err := p.walk(ctx, PurposeDiscovery, floor, seen, silent, false, func(it *diff.Item) {
 		if it.CreatedAt.After(high) {
 			high = it.CreatedAt
 		}
 	})
 	if err != nil {
-		return err
+		return n, err
 	}
 	if baseline {
 		p.log.Info("baseline walk complete", "pages", n, "items", len(seen), "silent", silent)
@@ -271,7 +281,7 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 	meta.BaselineDone = true
 	meta.Rebaseline = false
 	meta.HighWater = high
-	return p.store.Commit(p.cfg.Name, state.Batch{Now: p.now(), Meta: meta})
+	return n, p.store.Commit(p.cfg.Name, state.Batch{Now: p.now(), Meta: meta})
 }
 
 // walk pages newest first from the first page down to floor and applies every item
@@ -287,7 +297,7 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 			return pages, ctx.Err()
 		}
 		var page provider.Page
-		err := p.call(ctx, func(ctx context.Context) error {
+		err := p.call(ctx, purpose, func(ctx context.Context) error {
 			var err error
 			page, err = p.src.Page(ctx, provider.Request{Cursor: cursor, From: floor})
 			return err
@@ -298,7 +308,9 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 			}
 			return pages, fmt.Errorf("%s page %d: %w", purpose, pages+1, err)
 		}
+		p.obs.Items(p.cfg.Name, len(page.Items))
 		for _, s := range page.Skipped {
+			p.obs.Skipped(p.cfg.Name)
 			p.log.Warn("skipped malformed item", "id", s.ID, "reason", s.Reason)
 		}
 		reached := false
@@ -332,134 +344,6 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 	}
 }
 
-// refresh re-reads the open items that discovery did not see and that are due: by
-// id where the provider can, else by listing the window from the oldest due item.
-func (p *Poller) refresh(ctx context.Context, seen map[string]struct{}) error {
-	now := p.now()
-	open, err := p.store.OpenItems(p.cfg.Name)
-	if err != nil {
-		return err
-	}
-	live := make(map[string]time.Time, len(open))
-	var due, stalled []state.OpenItem
-	for _, o := range open {
-		last := p.refreshed[o.ID]
-		live[o.ID] = last
-		if _, ok := seen[o.ID]; ok {
-			live[o.ID] = now
-			continue
-		}
-		if p.cfg.OpenMaxAge > 0 && o.CreatedAt.Before(now.Add(-p.cfg.OpenMaxAge)) {
-			stalled = append(stalled, o)
-			continue
-		}
-		if now.Sub(last) >= p.cfg.OpenRefresh {
-			due = append(due, o)
-		}
-	}
-	p.refreshed = live
-	if err := p.stall(stalled, now); err != nil {
-		return err
-	}
-	if len(due) == 0 {
-		return nil
-	}
-	if g, ok := p.src.(provider.Getter); ok {
-		return p.refreshByID(ctx, g, due)
-	}
-	// One window list from the oldest due item covers them all.
-	_, err = p.walk(ctx, "refresh", due[0].CreatedAt, seen, false, true, nil)
-	if err != nil {
-		return err
-	}
-	for _, o := range due {
-		if _, ok := seen[o.ID]; ok {
-			p.refreshed[o.ID] = now
-		} else {
-			p.log.Warn("open item missing from its creation window; it will be looked for again", "id", o.ID, "created_at", o.CreatedAt)
-		}
-	}
-	return nil
-}
-
-const refreshBatch = 50
-
-func (p *Poller) refreshByID(ctx context.Context, g provider.Getter, due []state.OpenItem) error {
-	batch := make([]diff.Item, 0, refreshBatch)
-	flush := func() error {
-		err := p.apply(batch, false, true)
-		batch = batch[:0]
-		return err
-	}
-	for _, o := range due {
-		if ctx.Err() != nil {
-			break
-		}
-		var it diff.Item
-		err := p.call(ctx, func(ctx context.Context) error {
-			var err error
-			it, err = g.Get(ctx, o.ID)
-			return err
-		})
-		switch {
-		case errors.Is(err, provider.ErrNotFound):
-			p.log.Warn("open item not found by id; keeping its record and trying again later", "id", o.ID)
-			p.refreshed[o.ID] = p.now()
-			continue
-		case err != nil:
-			if ferr := flush(); ferr != nil {
-				return ferr
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("refresh %s: %w", o.ID, err)
-		}
-		p.refreshed[o.ID] = p.now()
-		batch = append(batch, it)
-		if len(batch) == refreshBatch {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return err
-	}
-	return ctx.Err()
-}
-
-// stall marks open items past open_max_age as stalled: they leave the open index and
-// are no longer re-read, unless discovery sees them move.
-func (p *Poller) stall(items []state.OpenItem, now time.Time) error {
-	if len(items) == 0 {
-		return nil
-	}
-	ids := make([]string, len(items))
-	for i, o := range items {
-		ids[i] = o.ID
-	}
-	recs, err := p.store.Load(p.cfg.Name, ids)
-	if err != nil {
-		return err
-	}
-	var out []diff.Record
-	for _, id := range ids {
-		r, ok := recs[id]
-		if !ok || r.Stalled {
-			continue
-		}
-		r.Stalled = true
-		out = append(out, *r)
-		p.log.Warn("open item exceeded open_max_age; no longer re-read", "id", id, "status", r.Status.Raw, "created_at", r.CreatedAt)
-		delete(p.refreshed, id)
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return p.store.Commit(p.cfg.Name, state.Batch{Now: now, Records: out})
-}
-
 // apply compares items with their records and commits the changed records and the
 // events in one transaction. silent records without events (baseline); refreshing
 // also rewrites records that stopped being open so that they leave the open index.
@@ -482,6 +366,9 @@ func (p *Poller) apply(items []diff.Item, silent, refreshing bool) error {
 	for i := range items {
 		it := &items[i]
 		before := prev[it.ID]
+		if before == nil {
+			p.ages.add(it.CreatedAt)
+		}
 		rec, trs, changed := diff.Compare(before, it, opt)
 		if changed || (refreshing && !rec.Open(now)) {
 			recs = append(recs, rec)
@@ -495,6 +382,7 @@ func (p *Poller) apply(items []diff.Item, silent, refreshing bool) error {
 				return err
 			}
 			msgs = append(msgs, m)
+			p.obs.Transition(p.cfg.Name, trs[j].Kind, trs[j].Current.State, trs[j].Current.State == diff.Unknown)
 			if trs[j].Current.State == diff.Unknown {
 				p.log.Warn("status not in the provider's table; published with state unknown",
 					"kind", trs[j].Kind, "id", trs[j].ID, "status", trs[j].Current.Raw)
@@ -551,7 +439,7 @@ func (p *Poller) message(tr *diff.Transition, now time.Time) (event.Message, err
 // call runs one provider request under the rate limit, retrying temporary failures
 // with exponential backoff and jitter for up to RetryFor, and honouring Retry-After.
 // A 429 also halves the source's request rate until requests succeed again.
-func (p *Poller) call(ctx context.Context, req func(context.Context) error) error {
+func (p *Poller) call(ctx context.Context, purpose string, req func(context.Context) error) error {
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(500*time.Millisecond),
 		backoff.WithMaxInterval(30*time.Second),
@@ -568,7 +456,9 @@ func (p *Poller) call(ctx context.Context, req func(context.Context) error) erro
 		if p.cfg.RequestTimeout > 0 {
 			rctx, cancel = context.WithTimeoutCause(ctx, p.cfg.RequestTimeout, errRequestTimeout)
 		}
+		began := time.Now()
 		err := req(rctx)
+		p.obs.Request(p.cfg.Name, purpose, statusCode(err), time.Since(began))
 		if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(rctx), errRequestTimeout) {
 			err = fmt.Errorf("%w after %s", errRequestTimeout, p.cfg.RequestTimeout)
 		}
@@ -587,13 +477,16 @@ func (p *Poller) call(ctx context.Context, req func(context.Context) error) erro
 		if wait == backoff.Stop {
 			return err
 		}
+		reason := "backoff"
 		var se *provider.StatusError
 		if errors.As(err, &se) && se.Code == 429 {
+			reason = "rate_limited"
 			p.slowDown()
 			if ra := min(se.RetryAfter, maxRetryAfter); ra > wait {
 				wait = ra
 			}
 		}
+		p.obs.Wait(p.cfg.Name, reason, wait)
 		p.log.Debug("provider request failed; retrying", "err", err, "wait", wait.String())
 		t := time.NewTimer(wait)
 		select {
@@ -633,5 +526,35 @@ func (p *Poller) slowDown() {
 func (p *Poller) recover() {
 	if l, want := p.limiter.Limit(), rate.Limit(p.cfg.RateLimit); l < want {
 		p.limiter.SetLimit(min(l*1.1, want))
+	}
+}
+
+// statusCode is the HTTP status a request ended with: 200 for success, 0 when no
+// response arrived.
+func statusCode(err error) int {
+	if err == nil {
+		return 200
+	}
+	var se *provider.StatusError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
+}
+
+// result classifies a cycle's outcome for Observer.Poll.
+func result(ctx context.Context, err error) string {
+	var se *provider.StatusError
+	switch {
+	case err == nil:
+		return ResultOK
+	case ctx.Err() != nil:
+		return ResultCanceled
+	case errors.Is(err, ErrOutboxFull):
+		return ResultOutboxFull
+	case errors.As(err, &se) && se.Auth():
+		return ResultAuthError
+	default:
+		return ResultError
 	}
 }

@@ -350,10 +350,22 @@ func decodeEntry(seq uint64, b []byte) (OutboxEntry, error) {
 	return e, nil
 }
 
-func encodeCreatedAt(t time.Time) ([]byte, error) { return appendTime(nil, t) }
+// encodeOpen encodes an open index value: the creation time, then the state that sets
+// the item's refresh schedule ("" for a final item that is still settling).
+func encodeOpen(t time.Time, st diff.State) ([]byte, error) {
+	b, err := appendTime(nil, t)
+	if err != nil {
+		return nil, err
+	}
+	return appendString(b, string(st)), nil
+}
 
-func decodeCreatedAt(b []byte) (time.Time, error) {
+func decodeOpen(b []byte) (time.Time, diff.State, error) {
 	d := decoder{b: b}
 	t := d.time()
-	return t, d.end()
+	var st diff.State
+	if d.err == nil && len(d.b) > 0 {
+		st = diff.State(d.string())
+	}
+	return t, st, d.end()
 }

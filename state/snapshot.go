@@ -111,11 +111,11 @@ func putRecord(items, open *bolt.Bucket, r *diff.Record, b *Batch) error {
 	if !r.Open(b.Now) || r.Stalled {
 		return open.Delete(key)
 	}
-	created, err := encodeCreatedAt(r.CreatedAt)
+	v, err = encodeOpen(r.CreatedAt, r.OpenState())
 	if err != nil {
 		return err
 	}
-	return open.Put(key, created)
+	return open.Put(key, v)
 }
 
 // seqKey is the outbox key of seq: big-endian, so that keys sort in append order.
@@ -224,11 +224,11 @@ func (s *Store) OpenItems(source string) ([]OpenItem, error) {
 			return nil
 		}
 		return open.ForEach(func(k, v []byte) error {
-			t, err := decodeCreatedAt(v)
+			t, st, err := decodeOpen(v)
 			if err != nil {
 				return fmt.Errorf("open item %q: %w", k, err)
 			}
-			out = append(out, OpenItem{ID: string(k), CreatedAt: t})
+			out = append(out, OpenItem{ID: string(k), CreatedAt: t, State: st})
 			return nil
 		})
 	})

@@ -50,6 +50,9 @@ type Meta struct {
 type OpenItem struct {
 	ID        string
 	CreatedAt time.Time
+	// State is the record's OpenState when it was stored: the state that sets how often
+	// the item is re-read; "" for a final item kept open by its settle window.
+	State diff.State
 }
 
 // OutboxEntry is one message waiting for its JetStream acknowledgement.

@@ -1,0 +1,275 @@
+package poller
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/poller/provider"
+	"github.com/payments-watcher/watcher/state"
+)
+
+// Settling is the open_refresh_by_state key of final items kept open by their settle
+// window (they may still gain nested items).
+const Settling diff.State = "settling"
+
+// refreshShare is the share of a cycle's request budget (rate_limit x interval) that
+// refresh may spend; the rest is left to discovery, which is never starved.
+const refreshShare = 0.8
+
+// period returns how often an open item in state st is re-read: open_refresh_by_state
+// when it names st, else open_refresh (processing items twice as often, settling items
+// three times less often).
+func (p *Poller) period(st diff.State) time.Duration {
+	if st == "" {
+		st = Settling
+	}
+	if d, ok := p.cfg.OpenRefreshByState[st]; ok {
+		return d
+	}
+	switch st {
+	case diff.Processing:
+		return p.cfg.OpenRefresh / 2
+	case Settling:
+		return p.cfg.OpenRefresh * 3
+	default:
+		return p.cfg.OpenRefresh
+	}
+}
+
+// refreshBudget is how many requests refresh may make in a cycle whose discovery made
+// discoveryRequests: at least one, so that open items always progress.
+func (p *Poller) refreshBudget(discoveryRequests int) int {
+	total := int(p.cfg.RateLimit * p.cfg.Interval.Seconds() * refreshShare)
+	return max(1, total-discoveryRequests)
+}
+
+// dueItem is an open item whose refresh is due.
+type dueItem struct {
+	state.OpenItem
+	dueAt time.Time
+}
+
+// refresh re-reads the open items that discovery did not see and whose period has
+// passed, most overdue first, within budget requests. It chooses per cycle the cheaper
+// of a single-item read per due item and one list of the creation window that holds
+// them all; a due item missing from that window is read by id once before anything is
+// concluded. Open items older than open_max_age are marked stalled instead.
+func (p *Poller) refresh(ctx context.Context, seen map[string]struct{}, budget int) error {
+	now := p.now()
+	open, err := p.store.OpenItems(p.cfg.Name)
+	if err != nil {
+		return err
+	}
+	live := make(map[string]time.Time, len(open))
+	var due []dueItem
+	var stalled []state.OpenItem
+	var oldest time.Time
+	for _, o := range open {
+		if _, ok := seen[o.ID]; ok {
+			live[o.ID] = now
+		} else if p.cfg.OpenMaxAge > 0 && o.CreatedAt.Before(now.Add(-p.cfg.OpenMaxAge)) {
+			stalled = append(stalled, o)
+			continue
+		} else {
+			last := p.refreshed[o.ID]
+			live[o.ID] = last
+			if at := last.Add(p.period(o.State)); !now.Before(at) {
+				due = append(due, dueItem{o, at})
+			}
+		}
+		if oldest.IsZero() || o.CreatedAt.Before(oldest) {
+			oldest = o.CreatedAt
+		}
+	}
+	p.refreshed = live
+	p.obs.Open(p.cfg.Name, len(open)-len(stalled), len(stalled), oldest)
+	if err := p.stall(stalled, now); err != nil {
+		return err
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	// Most overdue first; among equals (never read since start) the oldest first.
+	slices.SortFunc(due, func(a, b dueItem) int {
+		return cmp.Or(a.dueAt.Compare(b.dueAt), a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
+	})
+
+	g, canGet := p.src.(provider.Getter)
+	windowFrom := due[0].CreatedAt
+	for _, d := range due {
+		if d.CreatedAt.Before(windowFrom) {
+			windowFrom = d.CreatedAt
+		}
+	}
+	windowCost, err := p.windowCost(windowFrom)
+	if err != nil {
+		return err
+	}
+	switch {
+	case canGet && (len(due) <= windowCost || windowCost > budget):
+		return p.refreshByID(ctx, g, due[:min(len(due), budget)])
+	default:
+		return p.refreshByWindow(ctx, g, canGet, windowFrom, due, seen)
+	}
+}
+
+// windowCost estimates the pages of a list from `from` to now.
+func (p *Poller) windowCost(from time.Time) (int, error) {
+	if err := p.ages.load(p.store, p.cfg.Name); err != nil {
+		return 0, err
+	}
+	size := max(1, p.cfg.PageSize)
+	return p.ages.since(from)/size + 1, nil
+}
+
+func (p *Poller) refreshByWindow(ctx context.Context, g provider.Getter, canGet bool, from time.Time, due []dueItem, seen map[string]struct{}) error {
+	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, true, nil); err != nil {
+		return err
+	}
+	now := p.now()
+	var missing []dueItem
+	for _, d := range due {
+		if _, ok := seen[d.ID]; ok {
+			p.refreshed[d.ID] = now
+		} else {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if !canGet {
+		for _, d := range missing {
+			p.log.Warn("open item missing from its creation window; looking again next cycle", "id", d.ID, "created_at", d.CreatedAt)
+		}
+		return nil
+	}
+	// Never conclude from an absence: read each missing item by id once.
+	return p.refreshByID(ctx, g, missing)
+}
+
+const refreshBatch = 50
+
+func (p *Poller) refreshByID(ctx context.Context, g provider.Getter, due []dueItem) error {
+	batch := make([]diff.Item, 0, refreshBatch)
+	flush := func() error {
+		err := p.apply(batch, false, true)
+		batch = batch[:0]
+		return err
+	}
+	for _, d := range due {
+		if ctx.Err() != nil {
+			break
+		}
+		var it diff.Item
+		err := p.call(ctx, PurposeRefresh, func(ctx context.Context) error {
+			var err error
+			it, err = g.Get(ctx, d.ID)
+			return err
+		})
+		switch {
+		case errors.Is(err, provider.ErrNotFound):
+			p.log.Warn("open item not found by id; keeping its record and trying again later", "id", d.ID)
+			p.refreshed[d.ID] = p.now()
+			continue
+		case err != nil:
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("refresh %s: %w", d.ID, err)
+		}
+		p.obs.Items(p.cfg.Name, 1)
+		p.refreshed[d.ID] = p.now()
+		batch = append(batch, it)
+		if len(batch) == refreshBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// stall marks open items past open_max_age as stalled: they leave the open index and
+// are no longer re-read, unless discovery sees them move.
+func (p *Poller) stall(items []state.OpenItem, now time.Time) error {
+	if len(items) == 0 {
+		return nil
+	}
+	ids := make([]string, len(items))
+	for i, o := range items {
+		ids[i] = o.ID
+	}
+	recs, err := p.store.Load(p.cfg.Name, ids)
+	if err != nil {
+		return err
+	}
+	var out []diff.Record
+	for _, id := range ids {
+		r, ok := recs[id]
+		if !ok || r.Stalled {
+			continue
+		}
+		r.Stalled = true
+		out = append(out, *r)
+		p.log.Warn("open item exceeded open_max_age; no longer re-read", "id", id, "status", r.Status.Raw, "created_at", r.CreatedAt)
+		delete(p.refreshed, id)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return p.store.Commit(p.cfg.Name, state.Batch{Now: now, Records: out})
+}
+
+// ageIndex counts tracked items by creation hour, to estimate what a window list
+// costs. It is loaded from the store once, then kept up to date as items are first
+// seen.
+type ageIndex struct {
+	loaded bool
+	hours  map[int64]int
+}
+
+func (a *ageIndex) load(s Store, source string) error {
+	if a.loaded {
+		return nil
+	}
+	a.hours = map[int64]int{}
+	if err := s.ForEach(source, func(r diff.Record) error {
+		a.hours[r.CreatedAt.Unix()/3600]++
+		return nil
+	}); err != nil {
+		return err
+	}
+	a.loaded = true
+	return nil
+}
+
+// add counts an item first seen; before load it is a no-op (load counts it then).
+func (a *ageIndex) add(t time.Time) {
+	if a.loaded {
+		a.hours[t.Unix()/3600]++
+	}
+}
+
+// since returns how many tracked items were created in the hour of t or later.
+func (a *ageIndex) since(t time.Time) int {
+	from := t.Unix() / 3600
+	n := 0
+	for h, c := range a.hours {
+		if h >= from {
+			n += c
+		}
+	}
+	return n
+}
