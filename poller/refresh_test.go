@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"context"
+
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller/provider"
 )
@@ -74,7 +75,7 @@ func TestRefreshBudgetMostOverdueFirst(t *testing.T) {
 	cfg := testConfig()
 	cfg.RateLimit = 100
 	cfg.Interval = 25 * time.Millisecond // budget: 100/s x 25ms x 0.8 = 2 requests, 1 of them discovery
-	cfg.PageSize = 1               // make a window list look expensive
+	cfg.PageSize = 1                     // make a window list look expensive
 	tp := newTestPoller(t, cfg, g)
 	if err := tp.Poll(t.Context()); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@
 package circle
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,7 +54,7 @@ func newLister(ep listEndpoint, s provider.Settings, c *provider.Client) (*liste
 	if s.APIKey == "" {
 		errs = append(errs, errors.New("api_key: must be set"))
 	}
-	base, err := parseBaseURL(s.BaseURL)
+	base, err := provider.ParseBaseURL(s.BaseURL)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -69,29 +68,6 @@ func newLister(ep listEndpoint, s provider.Settings, c *provider.Client) (*liste
 		c = &provider.Client{}
 	}
 	return &lister{ep: ep, base: base, apiKey: s.APIKey, pageSize: s.PageSize, client: c, now: time.Now}, nil
-}
-
-// parseBaseURL accepts an absolute http(s) URL with a host and an optional path prefix,
-// and nothing else (no credentials, query or fragment).
-func parseBaseURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
-		return nil, fmt.Errorf("base_url: %q is not an absolute http(s) URL", redactedURL(raw))
-	}
-	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, fmt.Errorf("base_url: %q must not carry credentials, a query or a fragment", u.Redacted())
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = ""
-	return u, nil
-}
-
-// redactedURL prints raw without user info when it parses, and as given otherwise.
-func redactedURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
-	}
-	return raw
 }
 
 // page reads one page: the newest one (pinning `to` at now and applying req.From) when
@@ -234,7 +210,7 @@ func (l *lister) nextURL(cur *url.URL, h http.Header, data []json.RawMessage) (s
 		if len(data) < pageSizeOf(cur, l.pageSize) {
 			return "", nil
 		}
-		id := lastID(data)
+		id := provider.LastID(data)
 		if id == "" {
 			return "", fmt.Errorf("GET %s: %w", cur.Redacted(), &provider.MalformedError{
 				Err: errors.New("full page without a Link header and no item with an id to continue after")})
@@ -376,21 +352,6 @@ func pageSizeOf(u *url.URL, def int) int {
 	return def
 }
 
-// lastID is the id of the last element of data that has one; "" when none has. An
-// element without an id is skipped by the parser, so continuing after an earlier id
-// repeats only such elements.
-func lastID(data []json.RawMessage) string {
-	for i := len(data) - 1; i >= 0; i-- {
-		var v struct {
-			ID string `json:"id"`
-		}
-		if json.Unmarshal(data[i], &v) == nil && v.ID != "" {
-			return v.ID
-		}
-	}
-	return ""
-}
-
 // sameOrigin reports whether a and b have the same scheme, host and port (default
 // ports made explicit).
 func sameOrigin(a, b *url.URL) bool {
@@ -434,7 +395,7 @@ func (l *lister) getOne(ctx context.Context, id string) (json.RawMessage, *url.U
 	if err := json.Unmarshal(body, &env); err != nil {
 		return nil, u, fmt.Errorf("GET %s: %w", u.Redacted(), &provider.MalformedError{Err: fmt.Errorf("body: %w", err)})
 	}
-	if !isObject(env.Data) {
+	if !provider.IsObject(env.Data) {
 		return nil, u, fmt.Errorf("GET %s: %w", u.Redacted(), &provider.MalformedError{Err: errors.New(`body has no "data" object`)})
 	}
 	return env.Data, u, nil
@@ -457,30 +418,6 @@ func decodeList(body []byte) ([]json.RawMessage, error) {
 		return nil, fmt.Errorf(`"data": %w`, err)
 	}
 	return data, nil
-}
-
-// isObject reports whether raw is a JSON object (as json.Unmarshal leaves a value:
-// without surrounding space).
-func isObject(raw json.RawMessage) bool {
-	raw = bytes.TrimSpace(raw)
-	return len(raw) > 0 && raw[0] == '{'
-}
-
-// nestedArray returns the elements of a nested array member; an absent or null member
-// has none.
-func nestedArray(raw json.RawMessage) ([]json.RawMessage, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	if raw[0] != '[' {
-		return nil, errors.New("not an array")
-	}
-	var out []json.RawMessage
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // circleTime parses a Circle date (RFC 3339) as UTC; field names it in errors.

@@ -186,7 +186,7 @@ func parseCPNPayment(raw json.RawMessage, where string) (it diff.Item, skipped [
 	fail := func(id, reason string) (diff.Item, []provider.Skipped, bool) {
 		return diff.Item{}, []provider.Skipped{{ID: id, Reason: where + ": " + reason}}, false
 	}
-	if !isObject(raw) {
+	if !provider.IsObject(raw) {
 		return fail("", "not a JSON object")
 	}
 	var p cpnPayment
@@ -258,7 +258,7 @@ func (n *nestedParser) has(kind, id string) bool {
 
 // list maps the nested array member field into items of kind.
 func (n *nestedParser) list(field string, raw json.RawMessage, kind string, m diff.Mapping) {
-	entries, err := nestedArray(raw)
+	entries, err := provider.NestedArray(raw)
 	if err != nil {
 		n.skip(n.parent.ID+"/"+field, field+": "+err.Error())
 		return
@@ -294,7 +294,7 @@ func (n *nestedParser) activeRFI(raw json.RawMessage) {
 
 // entry maps one nested object of kind; reason says why it cannot be mapped.
 func (n *nestedParser) entry(raw json.RawMessage, kind string, m diff.Mapping) (it diff.Item, reason string) {
-	if !isObject(raw) {
+	if !provider.IsObject(raw) {
 		return it, "not a JSON object"
 	}
 	var e cpnRefund // a superset of cpnNested

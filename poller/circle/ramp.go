@@ -233,7 +233,7 @@ func parseRampSession(raw json.RawMessage, where string, m diff.Mapping) (it dif
 	fail := func(id, reason string) (diff.Item, provider.Skipped, bool) {
 		return diff.Item{}, provider.Skipped{ID: id, Reason: where + ": " + reason}, false
 	}
-	if !isObject(raw) {
+	if !provider.IsObject(raw) {
 		return fail("", "not a JSON object")
 	}
 	var r rampSession

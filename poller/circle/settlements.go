@@ -158,7 +158,7 @@ func parseSettlement(raw json.RawMessage, where string) (it diff.Item, skipped [
 	fail := func(id, reason string) (diff.Item, []provider.Skipped, bool) {
 		return diff.Item{}, []provider.Skipped{{ID: id, Reason: where + ": " + reason}}, false
 	}
-	if !isObject(raw) {
+	if !provider.IsObject(raw) {
 		return fail("", "not a JSON object")
 	}
 	var s settlement
@@ -202,7 +202,7 @@ func parseSettlement(raw json.RawMessage, where string) (it diff.Item, skipped [
 	skip := func(at, reason string) {
 		skipped = append(skipped, provider.Skipped{ID: s.ID + "/" + at, Reason: where + ": " + at + ": " + reason})
 	}
-	entries, err := nestedArray(s.Details)
+	entries, err := provider.NestedArray(s.Details)
 	if err != nil {
 		skip("details", err.Error())
 		return it, skipped, true
@@ -227,7 +227,7 @@ func parseSettlement(raw json.RawMessage, where string) (it diff.Item, skipped [
 // parseSettlementDetail maps one details[] entry; reason says why it cannot be mapped.
 // An entry without a createDate takes its settlement's (parentCreated).
 func parseSettlementDetail(raw json.RawMessage, parentCreated time.Time) (it diff.Item, reason string) {
-	if !isObject(raw) {
+	if !provider.IsObject(raw) {
 		return it, "not a JSON object"
 	}
 	var d settlementDetail

@@ -86,7 +86,7 @@ func NewPayments(s provider.Settings, c *provider.Client) (provider.Source, erro
 	if s.MerchantID == "" {
 		errs = append(errs, errors.New("merchant_id: must be set"))
 	}
-	base, err := parseBaseURL(s.BaseURL)
+	base, err := provider.ParseBaseURL(s.BaseURL)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -103,25 +103,6 @@ func NewPayments(s provider.Settings, c *provider.Client) (provider.Source, erro
 		base: base, hawkID: s.HawkID, hawkKey: s.HawkKey, merchantID: s.MerchantID,
 		signQuery: s.SignQuery, pageSize: s.PageSize, client: c, now: time.Now, nonce: newNonce,
 	}, nil
-}
-
-// parseBaseURL accepts an absolute http(s) URL with a host and an optional path prefix,
-// and nothing else (no credentials, query or fragment).
-func parseBaseURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
-		shown := raw
-		if err == nil {
-			shown = u.Redacted()
-		}
-		return nil, fmt.Errorf("base_url: %q is not an absolute http(s) URL", shown)
-	}
-	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, fmt.Errorf("base_url: %q must not carry credentials, a query or a fragment", u.Redacted())
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = ""
-	return u, nil
 }
 
 // A walk's position travels in the cursor as a query string: offset=N, plus the walk's

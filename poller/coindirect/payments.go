@@ -3,7 +3,6 @@ package coindirect
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -121,7 +120,7 @@ func parsePayment(raw json.RawMessage, where string) (it diff.Item, skipped []pr
 	fail := func(id, reason string) (diff.Item, []provider.Skipped, bool) {
 		return diff.Item{}, []provider.Skipped{{ID: id, Reason: where + ": " + reason}}, false
 	}
-	if !isObject(raw) {
+	if !provider.IsObject(raw) {
 		return fail("", "not a JSON object")
 	}
 	var p payment
@@ -184,7 +183,7 @@ func parseTransactions(parent *diff.Item, raw json.RawMessage, currency, where s
 	skip := func(id, reason string) {
 		skipped = append(skipped, provider.Skipped{ID: id, Reason: where + ": " + reason})
 	}
-	entries, err := nestedArray(raw)
+	entries, err := provider.NestedArray(raw)
 	if err != nil {
 		skip(parent.ID+"/transactions", "transactions: "+err.Error())
 		return skipped
@@ -209,7 +208,7 @@ func parseTransactions(parent *diff.Item, raw json.RawMessage, currency, where s
 // before; UpdatedAt is the confirmation time. CreatedAt is the transaction's
 // dateCreated (its detection), or the payment's when absent.
 func parseTransaction(raw json.RawMessage, parent *diff.Item, currency string) (it diff.Item, reason string) {
-	if !isObject(raw) {
+	if !provider.IsObject(raw) {
 		return it, "not a JSON object"
 	}
 	var tx transaction
@@ -296,27 +295,4 @@ func epochMillis(field string, raw json.RawMessage) (t time.Time, set bool, err 
 		return time.Time{}, false, fmt.Errorf("%s %d: outside 1970..9999", field, ms)
 	}
 	return time.UnixMilli(ms).UTC(), true, nil
-}
-
-// isObject reports whether raw is a JSON object.
-func isObject(raw json.RawMessage) bool {
-	raw = bytes.TrimSpace(raw)
-	return len(raw) > 0 && raw[0] == '{'
-}
-
-// nestedArray returns the elements of a nested array member; an absent or null member
-// has none.
-func nestedArray(raw json.RawMessage) ([]json.RawMessage, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	if raw[0] != '[' {
-		return nil, errors.New("not an array")
-	}
-	var out []json.RawMessage
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
 }

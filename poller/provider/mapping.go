@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/shopspring/decimal"
@@ -175,4 +177,62 @@ func Clip(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// ParseBaseURL accepts an absolute http(s) URL with a host and an optional path prefix,
+// and nothing else (no credentials, query or fragment); the path loses its trailing
+// slash. Errors name the base_url key and never show user info.
+func ParseBaseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
+		shown := raw
+		if err == nil {
+			shown = u.Redacted()
+		}
+		return nil, fmt.Errorf("base_url: %q is not an absolute http(s) URL", shown)
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("base_url: %q must not carry credentials, a query or a fragment", u.Redacted())
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+// IsObject reports whether raw is a JSON object.
+func IsObject(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) > 0 && raw[0] == '{'
+}
+
+// NestedArray returns the elements of a nested array member; an absent or null member
+// has none, anything else that is not an array is an error.
+func NestedArray(raw json.RawMessage) ([]json.RawMessage, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	if raw[0] != '[' {
+		return nil, errors.New("not an array")
+	}
+	var out []json.RawMessage
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LastID is the "id" of the last element of data that has a string one; "" when none
+// has. Elements without an id are skipped by the parsers, so a cursor after an earlier
+// id only reads such elements again.
+func LastID(data []json.RawMessage) string {
+	for i := len(data) - 1; i >= 0; i-- {
+		var v struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(data[i], &v) == nil && v.ID != "" {
+			return v.ID
+		}
+	}
+	return ""
 }

@@ -38,7 +38,7 @@ func newClient(s provider.Settings, c *provider.Client, maxPageSize int) (*clien
 	if err := checkAPIKey(s.APIKey); err != nil {
 		errs = append(errs, err)
 	}
-	base, err := parseBaseURL(s.BaseURL)
+	base, err := provider.ParseBaseURL(s.BaseURL)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -95,25 +95,6 @@ func checkVersion(v string) error {
 		}
 	}
 	return nil
-}
-
-// parseBaseURL accepts an absolute http(s) URL with a host and an optional path prefix,
-// and nothing else (no credentials, query or fragment).
-func parseBaseURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
-		shown := raw
-		if err == nil {
-			shown = u.Redacted()
-		}
-		return nil, fmt.Errorf("base_url: %q is not an absolute http(s) URL", shown)
-	}
-	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, fmt.Errorf("base_url: %q must not carry credentials, a query or a fragment", u.Redacted())
-	}
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = ""
-	return u, nil
 }
 
 // endpoint is base_url joined with path, and with "/" + id when id is not "".
@@ -319,7 +300,7 @@ func nextCursor(q url.Values, l list) (string, error) {
 	if !l.hasMore || len(l.data) == 0 {
 		return "", nil
 	}
-	id := lastID(l.data)
+	id := provider.LastID(l.data)
 	if id == "" {
 		return "", errors.New(`"has_more" is true and no item has an id to continue after`)
 	}
@@ -332,19 +313,4 @@ func nextCursor(q url.Values, l list) (string, error) {
 	}
 	next.Set(paramStartingAfter, id)
 	return next.Encode(), nil
-}
-
-// lastID is the id of the last element of data that has a string id; "" when none has.
-// An element without one is skipped by the parser, so continuing after an earlier id
-// costs only such elements being read again.
-func lastID(data []json.RawMessage) string {
-	for i := len(data) - 1; i >= 0; i-- {
-		var v struct {
-			ID string `json:"id"`
-		}
-		if json.Unmarshal(data[i], &v) == nil && v.ID != "" {
-			return v.ID
-		}
-	}
-	return ""
 }
