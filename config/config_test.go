@@ -176,3 +176,18 @@ sources[0].open_refresh_by_state.processing: "0s" must be positive`
 		t.Fatalf("err = %v\nwant:\n%s", err, want)
 	}
 }
+
+func TestEffectiveHidesNATSURLCredentials(t *testing.T) {
+	doc := "nats:\n  url: nats://alice:hunter2-pass@10.0.0.1:4222,nats://tok3n-secret@10.0.0.2:4222\nsources:\n- name: a\n  provider: circle_cpn_payments\n  api_key: k\n"
+	cfg, err := Parse([]byte(doc), testEnv(nil), readTestdata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cfg.Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "hunter2-pass") || strings.Contains(string(out), "tok3n-secret") || !strings.Contains(string(out), "alice") {
+		t.Fatalf("effective config:\n%s", out)
+	}
+}

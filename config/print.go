@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net/url"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -81,7 +83,7 @@ func (c *Config) Effective() ([]byte, error) {
 	out.State.Backend, out.State.Path = c.State.Backend, c.State.Path
 	n := c.NATS
 	out.NATS = natsOut{
-		URL: n.URL, Embedded: embedded{Listen: n.Embedded.Listen, StoreDir: n.Embedded.StoreDir},
+		URL: redactURLs(n.URL), Embedded: embedded{Listen: n.Embedded.Listen, StoreDir: n.Embedded.StoreDir},
 		Stream: n.Stream, SubjectPrefix: n.SubjectPrefix, DuplicateWindow: dur(n.DuplicateWindow),
 		Replicas: n.Replicas, MaxOutbox: n.MaxOutbox, CredsFile: n.CredsFile, Token: secret(n.Token),
 		User: n.User, Password: secret(n.Password), NKeyFile: n.NKeyFile,
@@ -112,4 +114,23 @@ func (c *Config) Effective() ([]byte, error) {
 		out.Sources = append(out.Sources, so)
 	}
 	return yaml.Marshal(&out)
+}
+
+// redactURLs hides the passwords of a comma-separated list of server URLs.
+func redactURLs(list string) string {
+	if list == "" {
+		return ""
+	}
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), Redacted)
+			} else {
+				u.User = url.User(Redacted) // a token in the user part
+			}
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -45,6 +45,55 @@ type Options struct {
 	AckTimeout time.Duration
 	// Idle is how often Run looks at the outbox without a Changed signal. Default 1s.
 	Idle time.Duration
+	// Observer receives what the Publisher does, for metrics; nil means none.
+	Observer Observer
+}
+
+// Observer receives what a Publisher does, for metrics. Implementations must be safe
+// for concurrent use and must not block.
+type Observer interface {
+	// Published reports one message acknowledged by JetStream (a duplicate the stream
+	// dropped included); latency runs from its enqueueing (OutboxEntry.Enqueued) to
+	// the acknowledgement.
+	Published(latency time.Duration)
+	// PublishFailed reports a pass over the outbox (Run's or Drain's) that ended in an
+	// error; reason is one of the Reason* constants.
+	PublishFailed(reason string)
+	// Outbox reports, after each pass, the entries left in the outbox and the
+	// Enqueued time of the oldest (zero when empty). It is called only when the Outbox
+	// has an OutboxStats method (state.Store has).
+	Outbox(depth int, oldest time.Time)
+}
+
+// Reasons of Observer.PublishFailed.
+const (
+	// ReasonNotConnected: the NATS connection is down.
+	ReasonNotConnected = "not_connected"
+	// ReasonStream: creating or updating the stream failed.
+	ReasonStream = "stream"
+	// ReasonNoStream: no stream captured a message's subject (it was deleted, or NATS
+	// restarted without its store).
+	ReasonNoStream = "no_stream"
+	// ReasonAckTimeout: acknowledgements did not arrive within Options.AckTimeout.
+	ReasonAckTimeout = "ack_timeout"
+	// ReasonRejected: NATS refused a message or answered it with an error.
+	ReasonRejected = "rejected"
+	// ReasonOutbox: reading or deleting outbox entries failed.
+	ReasonOutbox = "outbox"
+)
+
+// Reasons lists every reason Observer.PublishFailed may report.
+var Reasons = []string{ReasonNotConnected, ReasonStream, ReasonNoStream, ReasonAckTimeout, ReasonRejected, ReasonOutbox}
+
+type nopObserver struct{}
+
+func (nopObserver) Published(time.Duration) {}
+func (nopObserver) PublishFailed(string)    {}
+func (nopObserver) Outbox(int, time.Time)   {}
+
+// outboxStats is the optional part of an Outbox that Observer.Outbox reports.
+type outboxStats interface {
+	OutboxStats() (n int, oldest time.Time, err error)
 }
 
 // Defaults of Options.
@@ -100,6 +149,9 @@ func New(js jetstream.JetStream, ob Outbox, c Config, opt Options, log *slog.Log
 	}
 	if opt.Idle <= 0 {
 		opt.Idle = DefaultIdle
+	}
+	if opt.Observer == nil {
+		opt.Observer = nopObserver{}
 	}
 	return &Publisher{js: js, ob: ob, cfg: c, opt: opt, log: orDiscard(log), needStream: true}
 }
@@ -176,7 +228,50 @@ func (p *Publisher) Drain(ctx context.Context) error {
 	defer p.mu.Unlock()
 	err := p.drain(ctx)
 	p.setLastErr(err)
+	p.observe(ctx, err)
 	return err
+}
+
+// observe reports the end of a pass to the Observer; p.mu is held.
+func (p *Publisher) observe(ctx context.Context, err error) {
+	obs := p.opt.Observer
+	if err != nil && ctx.Err() == nil {
+		obs.PublishFailed(reason(err))
+	}
+	if st, ok := p.ob.(outboxStats); ok {
+		if n, oldest, err := st.OutboxStats(); err == nil {
+			obs.Outbox(n, oldest)
+		}
+	}
+}
+
+// failure tags an error with its Observer reason; it reads as the error it wraps.
+type failure struct {
+	reason string
+	err    error
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+func failed(reason string, err error) error { return &failure{reason: reason, err: err} }
+
+// reason classifies an error of a pass.
+func reason(err error) string {
+	var f *failure
+	switch {
+	case errors.As(err, &f):
+		return f.reason
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrConnectionDraining):
+		return ReasonNotConnected
+	case errors.Is(err, jetstream.ErrNoStreamResponse):
+		return ReasonNoStream
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return ReasonAckTimeout
+	default:
+		return ReasonRejected
+	}
 }
 
 func (p *Publisher) setLastErr(err error) {
@@ -209,6 +304,7 @@ func (p *Publisher) pass(ctx context.Context) error {
 		err = p.drain(ctx)
 	}
 	p.setLastErr(err)
+	p.observe(ctx, err)
 	return err
 }
 
@@ -226,7 +322,7 @@ func (p *Publisher) ensure(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return err
+		return failed(ReasonStream, err)
 	}
 	p.needStream = false
 	return nil
@@ -241,7 +337,7 @@ func (p *Publisher) drain(ctx context.Context) error {
 		}
 		entries, err := p.ob.Pending(after, p.opt.Batch)
 		if err != nil {
-			return fmt.Errorf("outbox: read after %d: %w", after, err)
+			return failed(ReasonOutbox, fmt.Errorf("outbox: read after %d: %w", after, err))
 		}
 		if len(entries) == 0 {
 			return nil
@@ -296,6 +392,7 @@ func (p *Publisher) window(ctx context.Context, entries []state.OutboxEntry) err
 		select {
 		case <-f.Ok():
 			acked = append(acked, e.Seq)
+			p.opt.Observer.Published(time.Since(e.Enqueued))
 			continue
 		case err := <-f.Err():
 			if ackErr == nil {
@@ -312,6 +409,7 @@ func (p *Publisher) window(ctx context.Context, entries []state.OutboxEntry) err
 			select {
 			case <-futures[j].Ok():
 				acked = append(acked, entries[j].Seq)
+				p.opt.Observer.Published(time.Since(entries[j].Enqueued))
 			default:
 			}
 		}
@@ -323,7 +421,7 @@ func (p *Publisher) window(ctx context.Context, entries []state.OutboxEntry) err
 
 	if len(acked) > 0 {
 		if err := p.ob.Delete(acked); err != nil {
-			return fmt.Errorf("outbox: delete %d acknowledged entries: %w", len(acked), err)
+			return failed(ReasonOutbox, fmt.Errorf("outbox: delete %d acknowledged entries: %w", len(acked), err))
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -339,7 +437,7 @@ func connected(nc *nats.Conn) error {
 		return nil
 	}
 	if err := nc.LastError(); err != nil {
-		return fmt.Errorf("nats: not connected (%s): %w", nc.Status(), err)
+		return failed(ReasonNotConnected, fmt.Errorf("nats: not connected (%s): %w", nc.Status(), err))
 	}
-	return fmt.Errorf("nats: not connected (%s)", nc.Status())
+	return failed(ReasonNotConnected, fmt.Errorf("nats: not connected (%s)", nc.Status()))
 }

@@ -289,12 +289,21 @@ func decodeRecord(id string, b []byte) (diff.Record, error) {
 	return r, nil
 }
 
-// encodeMeta returns the encoding of m: version, flags (baseline done=1), high water,
-// last poll.
+// Meta flag bits.
+const (
+	metaBaselineDone = 1
+	metaRebaseline   = 2
+)
+
+// encodeMeta returns the encoding of m: version, flags (baseline done=1, rebaseline
+// requested=2), high water, last poll.
 func encodeMeta(m *Meta) ([]byte, error) {
 	var flags byte
 	if m.BaselineDone {
-		flags |= 1
+		flags |= metaBaselineDone
+	}
+	if m.Rebaseline {
+		flags |= metaRebaseline
 	}
 	b := []byte{metaV1, flags}
 	var err error
@@ -310,7 +319,8 @@ func encodeMeta(m *Meta) ([]byte, error) {
 func decodeMeta(b []byte) (Meta, error) {
 	d := decoder{b: b}
 	d.version(metaV1)
-	m := Meta{BaselineDone: d.flags(1) != 0}
+	flags := d.flags(metaBaselineDone | metaRebaseline)
+	m := Meta{BaselineDone: flags&metaBaselineDone != 0, Rebaseline: flags&metaRebaseline != 0}
 	m.HighWater = d.time()
 	m.LastPoll = d.time()
 	if err := d.end(); err != nil {

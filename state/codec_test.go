@@ -154,7 +154,8 @@ func TestDecodedRecordSharesNoMemory(t *testing.T) {
 }
 
 func TestMetaRoundTrip(t *testing.T) {
-	for _, m := range []Meta{{}, {BaselineDone: true, HighWater: t0.Add(-time.Hour), LastPoll: t0}} {
+	for _, m := range []Meta{{}, {BaselineDone: true, HighWater: t0.Add(-time.Hour), LastPoll: t0},
+		{BaselineDone: true, Rebaseline: true, HighWater: t0, LastPoll: t0}, {Rebaseline: true}} {
 		b, err := encodeMeta(&m)
 		if err != nil {
 			t.Fatal(err)
@@ -164,7 +165,7 @@ func TestMetaRoundTrip(t *testing.T) {
 			t.Errorf("round trip of %+v: got %+v, %v", m, got, err)
 		}
 	}
-	if _, err := decodeMeta([]byte{metaV1, 2, 0, 0}); err == nil {
+	if _, err := decodeMeta([]byte{metaV1, 4, 0, 0}); err == nil {
 		t.Error("meta with unknown flags decoded")
 	}
 }

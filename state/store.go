@@ -133,7 +133,7 @@ func openError(path string, err error) error {
 // on a damaged page, or a fault on a page past the end of a truncated file, ends the
 // process. Here the same pages are read with faults turned into panics, and panics
 // into errors.
-func check(path string, timeout time.Duration) (err error) {
+func check(path string, timeout time.Duration) error {
 	if fi, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) || (err == nil && fi.Size() == 0) {
 		return nil // bbolt initialises it
 	}
@@ -142,6 +142,14 @@ func check(path string, timeout time.Duration) (err error) {
 		return openError(path, err)
 	}
 	defer db.Close()
+	return verify(path, db)
+}
+
+// verify checks that the file is as long as its pages need and that its trees are
+// sound (checkPages), then reads every page of db's trees down to layoutDepth through
+// bbolt with faults turned into panics and panics into errors. db must hold the file's
+// lock.
+func verify(path string, db *bolt.DB) (err error) {
 	fi, err := os.Stat(path) // again, now that the lock is held
 	if err != nil {
 		return fmt.Errorf("state file %s: %w", path, err)
@@ -156,6 +164,9 @@ func check(path string, timeout time.Duration) (err error) {
 	err = db.View(func(tx *bolt.Tx) error {
 		if tx.Size() > fi.Size() {
 			return fmt.Errorf("truncated: it has %d bytes, its pages need %d", fi.Size(), tx.Size())
+		}
+		if err := checkPages(path, tx); err != nil {
+			return err
 		}
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			if err := walk(b, 1); err != nil {
@@ -234,21 +245,27 @@ func initLayout(path string, tx *bolt.Tx) error {
 		if err := meta.Put(schemaKey, strconv.AppendInt(nil, SchemaVersion, 10)); err != nil {
 			return fmt.Errorf("state file %s: create layout: %w", path, err)
 		}
-	} else {
-		raw := meta.Get(schemaKey)
-		v, err := strconv.Atoi(string(raw))
-		if err != nil {
-			return corruptError(path, fmt.Errorf("schema version %q is not a number", raw))
-		}
-		if v != SchemaVersion {
-			return fmt.Errorf("state file %s has schema version %d, but this watcher reads version %d: run a watcher release that reads version %d, or move the file away and let each source re-baseline",
-				path, v, SchemaVersion, v)
-		}
+	} else if err := checkSchema(path, meta); err != nil {
+		return err
 	}
 	for _, name := range [][]byte{sourcesBucket, outboxBucket} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return corruptError(path, fmt.Errorf("bucket %s: %w", name, err))
 		}
+	}
+	return nil
+}
+
+// checkSchema checks the schema version stored in the meta bucket.
+func checkSchema(path string, meta *bolt.Bucket) error {
+	raw := meta.Get(schemaKey)
+	v, err := strconv.Atoi(string(raw))
+	if err != nil {
+		return corruptError(path, fmt.Errorf("schema version %q is not a number", raw))
+	}
+	if v != SchemaVersion {
+		return fmt.Errorf("state file %s has schema version %d, but this watcher reads version %d: run a watcher release that reads version %d, or move the file away and let each source re-baseline",
+			path, v, SchemaVersion, v)
 	}
 	return nil
 }

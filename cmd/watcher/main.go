@@ -8,6 +8,7 @@
 //	watcher config check --config FILE     validate a file and print the effective config (secrets redacted)
 //	watcher tail [--state failed] …        print the event stream
 //	watcher sim --listen ADDR              serve the simulated provider APIs
+//	watcher state sources|get|open|…       inspect the state file, or ask the running watcher
 //	watcher version                        print version, commit and Go version
 package main
 
@@ -54,6 +55,8 @@ Usage:
                                        print the event stream as it arrives
   watcher sim [--listen 127.0.0.1:8089] [--scenario FILE] [--truth FILE]
                                        serve the simulated provider APIs
+  watcher state sources|get|open|export|outbox|check|rebaseline [--config FILE | --state FILE]
+                                       inspect the state file (or ask the running watcher); 'watcher state -h'
   watcher version                      print version, commit and Go version
 
 Run 'watcher COMMAND -h' for the flags of a command.
@@ -79,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return simCommand(ctx, args[1:], stderr)
 	case "tail":
 		return tailCommand(ctx, args[1:], stdout, stderr)
+	case "state":
+		return stateCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		printVersion(stdout)
 		return nil

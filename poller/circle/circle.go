@@ -161,10 +161,7 @@ func decodeCircleError(body []byte, apiKey string) string {
 	if err := json.Unmarshal(body, &e); err != nil || (e.Code == nil && e.Message == "") {
 		return ""
 	}
-	msg := e.Message
-	if apiKey != "" {
-		msg = strings.ReplaceAll(msg, apiKey, "[api_key]")
-	}
+	msg := provider.HideSecret(e.Message, apiKey, "[api_key]")
 	msg = provider.Clip(strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '

@@ -236,3 +236,19 @@ func LastID(data []json.RawMessage) string {
 	}
 	return ""
 }
+
+// HideSecret replaces secret in s with label, and also each part of a composite secret
+// (Circle's PREFIX:ID:SECRET) long enough to identify it, so that a provider echoing
+// only part of a credential cannot leak it into an error.
+func HideSecret(s, secret, label string) string {
+	if secret == "" {
+		return s
+	}
+	s = strings.ReplaceAll(s, secret, label)
+	for _, part := range strings.Split(secret, ":") {
+		if len(part) >= 8 && part != secret {
+			s = strings.ReplaceAll(s, part, label)
+		}
+	}
+	return s
+}

@@ -62,3 +62,20 @@ func TestParseAmount(t *testing.T) {
 		}
 	}
 }
+
+func TestHideSecret(t *testing.T) {
+	key := "TEST_API_KEY:6c1c0e4a-ee1f:Zx81secretPart"
+	for in, want := range map[string]string{
+		"bad key " + key:                   "bad key [api_key]",
+		"entity secret Zx81secretPart gone": "entity secret [api_key] gone",
+		"id 6c1c0e4a-ee1f unknown":          "id [api_key] unknown",
+		"short TEST parts stay":             "short TEST parts stay",
+	} {
+		if got := HideSecret(in, key, "[api_key]"); got != want {
+			t.Errorf("HideSecret(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := HideSecret("x", "", "[k]"); got != "x" {
+		t.Errorf("empty secret changed the text: %q", got)
+	}
+}
