@@ -1,0 +1,153 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/payments-watcher/watcher/sim"
+)
+
+// TestSmallRun runs the whole benchmark at a small scale and checks what must hold at
+// any scale: no duplicate event, every event a subsequence of its item's truth, every
+// final status seen once the engine stops, nothing published while idle, and an idle
+// cycle costing exactly one discovery request per source.
+func TestSmallRun(t *testing.T) {
+	o := options{
+		Seed: 7, History: 40, HistorySpan: 720 * time.Hour, OpenShare: 0.5, FailureRate: 0.3, Rate: 1,
+		Delays:   sim.Delays{Min: 100 * time.Millisecond, Mean: 300 * time.Millisecond, Max: time.Second},
+		Duration: 3 * time.Second, CatchUp: 10 * time.Second, IdleCycles: 3,
+		Interval: 200 * time.Millisecond, OpenRefresh: time.Second, Lookback: 720 * time.Hour, OpenMaxAge: 720 * time.Hour,
+		RateLimit: 1000, Naive: true, Slice: time.Second, Dir: t.TempDir(),
+	}
+	res, err := run(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.SameScenario {
+		t.Errorf("the two simulators made different truths from the same seed")
+	}
+	if res.Truth == 0 || res.Watcher.Observed == 0 || res.Naive.Observed == 0 {
+		t.Fatalf("nothing happened: %d truth transitions, %d watcher events, %d naive transitions", res.Truth, res.Watcher.Observed, res.Naive.Observed)
+	}
+	for _, v := range []struct {
+		who string
+		v   verdict
+	}{{"watcher", res.Watcher}, {"naive", res.Naive}} {
+		if v.v.DupIDs != 0 || v.v.DupSeqs != 0 {
+			t.Errorf("%s: %d duplicate event ids, %d duplicate sequences: %v", v.who, v.v.DupIDs, v.v.DupSeqs, v.v.Examples)
+		}
+		if v.v.NotSubsequence != 0 {
+			t.Errorf("%s: %d events are not a subsequence of the truth: %v", v.who, v.v.NotSubsequence, v.v.Examples)
+		}
+		if v.v.MissedFinal != 0 {
+			t.Errorf("%s: %d of %d final statuses never observed: %v", v.who, v.v.MissedFinal, v.v.TruthFinal, v.v.Examples)
+		}
+	}
+	if !res.Converged {
+		t.Errorf("watcher had not seen every item's last status %s after the engine stopped", o.CatchUp)
+	}
+	if res.IdleEvents != 0 {
+		t.Errorf("%d events committed while nothing changed", res.IdleEvents)
+	}
+	for _, s := range res.Sources {
+		if got := s.Discovery[phaseIdle]; got != o.IdleCycles {
+			t.Errorf("%s: %d discovery requests in %d idle cycles, want one per cycle", s.Name, got, o.IdleCycles)
+		}
+		if s.Discovery[phaseRun] == 0 || s.NaiveRequests[phaseRun] == 0 {
+			t.Errorf("%s: %d watcher discovery and %d naive requests while the engine ran", s.Name, s.Discovery[phaseRun], s.NaiveRequests[phaseRun])
+		}
+		if s.Failures != 0 {
+			t.Errorf("%s: %d failed cycles (%v)", s.Name, s.Failures, s.Other)
+		}
+	}
+	for msg, n := range res.Logs {
+		t.Errorf("watcher logged %d x %s: %v", n, msg, res.LogLines[msg])
+	}
+
+	md := res.markdown("go run ./bench/strategy -history 40")
+	for _, want := range []string{"| 1. requests per idle cycle (discovery) | exactly 1 per source | cpn 1, ramp 1, settlements 1, onramp 1, coindirect 1 |",
+		"go run ./bench/strategy -history 40", "| coindirect |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestWriteSectionReplacesOnlyItsSection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	if err := os.WriteFile(path, []byte("# Benchmarks\n\nintro\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(path, "main", "first run\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(readFile(t, path)+"\nanalysis\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(path, "main", "second run\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(path, "other", "another section\n"); err != nil {
+		t.Fatal(err)
+	}
+	begin, end := markers("main")
+	ob, oe := markers("other")
+	want := "# Benchmarks\n\nintro\n" + begin + "\n\nsecond run\n\n" + end + "\n\nanalysis\n" + ob + "\n\nanother section\n\n" + oe + "\n"
+	if got := readFile(t, path); got != want {
+		t.Fatalf("file:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestCheckFlagsWhatTheTruthContradicts(t *testing.T) {
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(s int) time.Time { return start.Add(time.Duration(s) * time.Second) }
+	ti, err := indexTruth([]sim.Transition{
+		{Seq: 1, Provider: sim.ProviderCoindirect, Kind: "payment", ID: "new", To: "PENDING", At: at(0)},
+		{Seq: 2, Provider: sim.ProviderCoindirect, Kind: "payment", ID: "new", From: "PENDING", To: "PROCESSING", At: at(1)},
+		{Seq: 3, Provider: sim.ProviderCoindirect, Kind: "payment", ID: "new", From: "PROCESSING", To: "COMPLETE", At: at(2)},
+		{Seq: 4, Provider: sim.ProviderCoindirect, Kind: "payment", ID: "old", From: "PENDING", To: "EXPIRED", At: at(3)},
+		{Seq: 5, Provider: sim.ProviderCoindirect, Kind: "payment_transaction", ID: "tx", ParentID: "done", To: "UNCONFIRMED", At: at(4)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti.finalBefore = map[string]bool{sim.ProviderCoindirect + "/done": true}
+	key := func(id string) itemKey { return itemKey{sim.ProviderCoindirect, "payment", "", id} }
+	pending, complete := status{raw: "PENDING"}, status{raw: "COMPLETE"}
+	good := []observation{
+		{key: key("new"), eventID: "e1", cur: pending, seq: 1, at: at(0).Add(500 * time.Millisecond)},
+		// PROCESSING was missed between two reads: collapsed, not an error.
+		{key: key("new"), eventID: "e2", prev: &pending, cur: complete, seq: 2, at: at(4)},
+		{key: itemKey{sim.ProviderCoindirect, "payment_transaction", "done", "tx"}, eventID: "e3", cur: status{raw: "UNCONFIRMED"}, seq: 1, at: at(10)},
+	}
+	v := check(good, ti, 0)
+	if v.DupIDs+v.DupSeqs+v.NotSubsequence != 0 || v.MissedFinal != 1 || v.TruthFinal != 2 || v.Collapsed != 2 {
+		t.Errorf("verdict %+v: want only old's EXPIRED missed, PROCESSING and EXPIRED collapsed", v)
+	}
+	if len(v.DelayNew) != 2 || v.DelayNew[1] != 2*time.Second || len(v.DelayFinal) != 1 || v.DelayFinal[0] != 6*time.Second {
+		t.Errorf("delays new %v final %v, want [500ms 2s] and [6s]", v.DelayNew, v.DelayFinal)
+	}
+
+	bad := append(slices.Clone(good),
+		observation{key: key("new"), eventID: "e2", prev: &pending, cur: complete, seq: 3, at: at(5)},       // same id again
+		observation{key: key("old"), eventID: "e4", prev: &complete, cur: pending, seq: 2, at: at(5)},       // not in its truth
+		observation{key: key("unchanged"), eventID: "e5", prev: &pending, cur: complete, seq: 2, at: at(5)}, // never changed
+	)
+	v = check(bad, ti, 0)
+	if v.DupIDs != 1 || v.NotSubsequence != 3 || v.NotInTruth != 1 {
+		t.Errorf("verdict %+v: want 1 duplicate id and 3 events outside the truth (1 of an unchanged item)", v)
+	}
+}
