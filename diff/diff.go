@@ -209,6 +209,10 @@ func Compare(prev *Record, obs *Item, opt Options) (Record, []Transition, bool) 
 		next.SettleUntil = opt.Now.Add(opt.SettleWindow)
 		changed = true
 	}
+	if !next.SettleUntil.IsZero() && final && !opt.Now.Before(next.SettleUntil) {
+		next.SettleUntil = time.Time{} // the window passed: store it closed, once
+		changed = true
+	}
 	if len(out) > 0 && next.Stalled {
 		next.Stalled = false // it moved: re-reading it is worth while again
 	}

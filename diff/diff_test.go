@@ -229,3 +229,20 @@ func TestMapping(t *testing.T) {
 		t.Error("state done is valid")
 	}
 }
+
+func TestSettleWindowExpiryIsStoredOnce(t *testing.T) {
+	window := 24 * time.Hour
+	r, _, _ := Compare(nil, pay("CREATED"), Options{Now: t0, SettleWindow: window})
+	r, _, _ = Compare(&r, pay("FAILED"), Options{Now: t0.Add(time.Hour), SettleWindow: window})
+	if r.SettleUntil.IsZero() || !r.Open(t0.Add(2*time.Hour)) {
+		t.Fatalf("failed payment not settling: %+v", r)
+	}
+	later := Options{Now: t0.Add(26 * time.Hour), SettleWindow: window}
+	expired, trs, changed := Compare(&r, pay("FAILED"), later)
+	if !changed || len(trs) != 0 || !expired.SettleUntil.IsZero() || expired.Open(later.Now) {
+		t.Fatalf("after the window: changed %v, %d transitions, record %+v", changed, len(trs), expired)
+	}
+	if _, _, changed := Compare(&expired, pay("FAILED"), later); changed {
+		t.Fatal("a closed record is rewritten on every reading")
+	}
+}

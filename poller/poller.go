@@ -267,7 +267,7 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 	}
 	silent := baseline && (meta.Rebaseline || p.cfg.Baseline != "emit")
 	high := meta.HighWater
-	n, err := p.walk(ctx, PurposeDiscovery, floor, seen, silent, false, func(it *diff.Item) {
+	n, err := p.walk(ctx, PurposeDiscovery, floor, seen, silent, func(it *diff.Item) {
 		if it.CreatedAt.After(high) {
 			high = it.CreatedAt
 		}
@@ -286,7 +286,7 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 
 // walk pages newest first from the first page down to floor and applies every item
 // not in seen (adding it). It returns the number of pages read.
-func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen map[string]struct{}, silent, refreshing bool, each func(*diff.Item)) (int, error) {
+func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen map[string]struct{}, silent bool, each func(*diff.Item)) (int, error) {
 	cursor := ""
 	cursors := map[string]struct{}{}
 	for pages := 0; ; pages++ {
@@ -330,7 +330,7 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 			}
 			items = append(items, *it)
 		}
-		if err := p.apply(items, silent, refreshing); err != nil {
+		if err := p.apply(items, silent); err != nil {
 			return pages + 1, err
 		}
 		if reached || page.Next == "" {
@@ -345,9 +345,8 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 }
 
 // apply compares items with their records and commits the changed records and the
-// events in one transaction. silent records without events (baseline); refreshing
-// also rewrites records that stopped being open so that they leave the open index.
-func (p *Poller) apply(items []diff.Item, silent, refreshing bool) error {
+// events in one transaction; silent records without events (baseline).
+func (p *Poller) apply(items []diff.Item, silent bool) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -370,7 +369,7 @@ func (p *Poller) apply(items []diff.Item, silent, refreshing bool) error {
 			p.ages.add(it.CreatedAt)
 		}
 		rec, trs, changed := diff.Compare(before, it, opt)
-		if changed || (refreshing && !rec.Open(now)) {
+		if changed {
 			recs = append(recs, rec)
 		}
 		if silent {

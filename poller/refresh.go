@@ -23,7 +23,7 @@ const refreshShare = 0.8
 
 // period returns how often an open item in state st is re-read: open_refresh_by_state
 // when it names st, else open_refresh (processing items twice as often, settling items
-// three times less often).
+// twelve times less often: they are final, and only a late nested item can change them).
 func (p *Poller) period(st diff.State) time.Duration {
 	if st == "" {
 		st = Settling
@@ -35,7 +35,7 @@ func (p *Poller) period(st diff.State) time.Duration {
 	case diff.Processing:
 		return p.cfg.OpenRefresh / 2
 	case Settling:
-		return p.cfg.OpenRefresh * 3
+		return p.cfg.OpenRefresh * 12
 	default:
 		return p.cfg.OpenRefresh
 	}
@@ -128,7 +128,7 @@ func (p *Poller) windowCost(from time.Time) (int, error) {
 }
 
 func (p *Poller) refreshByWindow(ctx context.Context, g provider.Getter, canGet bool, from time.Time, due []dueItem, seen map[string]struct{}) error {
-	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, true, nil); err != nil {
+	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, nil); err != nil {
 		return err
 	}
 	now := p.now()
@@ -158,7 +158,7 @@ const refreshBatch = 50
 func (p *Poller) refreshByID(ctx context.Context, g provider.Getter, due []dueItem) error {
 	batch := make([]diff.Item, 0, refreshBatch)
 	flush := func() error {
-		err := p.apply(batch, false, true)
+		err := p.apply(batch, false)
 		batch = batch[:0]
 		return err
 	}
