@@ -78,7 +78,9 @@ func (p *Poller) refresh(ctx context.Context, seen map[string]struct{}, budget i
 		} else {
 			last := p.refreshed[o.ID]
 			live[o.ID] = last
-			if at := last.Add(p.period(o.State)); !now.Before(at) {
+			// Due one interval early: cycles come every interval, so waiting for the
+			// exact moment would add up to an interval to every re-read.
+			if at := last.Add(p.period(o.State)); !now.Add(p.cfg.Interval).Before(at) {
 				due = append(due, dueItem{o, at})
 			}
 		}
@@ -162,8 +164,14 @@ func (p *Poller) refreshByID(ctx context.Context, g provider.Getter, due []dueIt
 		batch = batch[:0]
 		return err
 	}
-	for _, d := range due {
+	began := time.Now()
+	for i, d := range due {
 		if ctx.Err() != nil {
+			break
+		}
+		// One cycle's reads take at most an interval, so that discovery comes round again
+		// in time for new items; what is left is the most overdue next cycle.
+		if i > 0 && p.cfg.Interval > 0 && time.Since(began) > p.cfg.Interval {
 			break
 		}
 		var it diff.Item
