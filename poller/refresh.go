@@ -23,7 +23,7 @@ const refreshShare = 0.8
 
 // period returns how often an open item in state st is re-read: open_refresh_by_state
 // when it names st, else open_refresh (processing items twice as often, settling items
-// twelve times less often: they are final, and only a late nested item can change them).
+// six times less often: they are final, and only a late nested item can change them).
 func (p *Poller) period(st diff.State) time.Duration {
 	if st == "" {
 		st = Settling
@@ -35,7 +35,7 @@ func (p *Poller) period(st diff.State) time.Duration {
 	case diff.Processing:
 		return p.cfg.OpenRefresh / 2
 	case Settling:
-		return p.cfg.OpenRefresh * 12
+		return p.cfg.OpenRefresh * 6
 	default:
 		return p.cfg.OpenRefresh
 	}
