@@ -22,8 +22,7 @@ const Settling diff.State = "settling"
 const refreshShare = 0.8
 
 // period returns how often an open item in state st is re-read: open_refresh_by_state
-// when it names st, else open_refresh (processing items twice as often, settling items
-// six times less often: they are final, and only a late nested item can change them).
+// when it names st, else DefaultPeriod.
 func (p *Poller) period(st diff.State) time.Duration {
 	if st == "" {
 		st = Settling
@@ -31,13 +30,21 @@ func (p *Poller) period(st diff.State) time.Duration {
 	if d, ok := p.cfg.OpenRefreshByState[st]; ok {
 		return d
 	}
+	return DefaultPeriod(st, p.cfg.OpenRefresh)
+}
+
+// DefaultPeriod is the re-read period of an open item in state st when
+// open_refresh_by_state does not name it: openRefresh, halved for processing items
+// (they are about to finish), six times longer for settling items (they are final, and
+// only a late nested item can change them).
+func DefaultPeriod(st diff.State, openRefresh time.Duration) time.Duration {
 	switch st {
 	case diff.Processing:
-		return p.cfg.OpenRefresh / 2
+		return openRefresh / 2
 	case Settling:
-		return p.cfg.OpenRefresh * 6
+		return openRefresh * 6
 	default:
-		return p.cfg.OpenRefresh
+		return openRefresh
 	}
 }
 

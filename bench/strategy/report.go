@@ -9,6 +9,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/poller"
 )
 
 // machine describes the host: CPUs, CPU model, memory and Go version.
@@ -80,11 +83,11 @@ func (r *result) figures() figures {
 	f.New = summarize(r.Watcher.DelayNew, o.Interval)
 	f.Old = summarize(slices.Concat(r.Watcher.DelayOld, r.Watcher.DelayFinal), o.OpenRefresh)
 	f.OldOpen = summarize(r.Watcher.DelayOld, o.OpenRefresh)
-	f.OldFinal = summarize(r.Watcher.DelayFinal, 3*o.OpenRefresh)
+	f.OldFinal = summarize(r.Watcher.DelayFinal, poller.DefaultPeriod(poller.Settling, o.OpenRefresh))
 	f.NaiveNew = summarize(r.Naive.DelayNew, o.Interval)
 	f.NaiveOld = summarize(slices.Concat(r.Naive.DelayOld, r.Naive.DelayFinal), o.OpenRefresh)
 	f.NaiveOldOpen = summarize(r.Naive.DelayOld, o.OpenRefresh)
-	f.NaiveOldFinal = summarize(r.Naive.DelayFinal, 3*o.OpenRefresh)
+	f.NaiveOldFinal = summarize(r.Naive.DelayFinal, poller.DefaultPeriod(poller.Settling, o.OpenRefresh))
 	return f
 }
 
@@ -113,6 +116,7 @@ func within(q quantiles, target time.Duration) bool {
 
 // markdown renders the run as the BENCHMARKS.md section.
 func (r *result) markdown(command string) string {
+	settling := poller.DefaultPeriod(poller.Settling, r.Opts.OpenRefresh)
 	o := r.Opts
 	f := r.figures()
 	var b strings.Builder
@@ -135,7 +139,7 @@ func (r *result) markdown(command string) string {
 	w("watcher, every source: `interval: %s`, `open_refresh: %s` (so processing %s, settling %s), `discovery_overlap: 10m`, "+
 		"`lookback: %s`, `open_max_age: %s`, `settle_window: 24h`, `rate_limit: %g` (refresh budget %d requests per cycle), "+
 		"`baseline: silent`, `page_size` at the adapter's maximum; state in bbolt with NoSync; the outbox is read and emptied in-process (no NATS). ",
-		o.Interval, o.OpenRefresh, o.OpenRefresh/2, o.OpenRefresh*3, o.Lookback, o.OpenMaxAge, o.RateLimit,
+		o.Interval, o.OpenRefresh, poller.DefaultPeriod(diff.Processing, o.OpenRefresh), poller.DefaultPeriod(poller.Settling, o.OpenRefresh), o.Lookback, o.OpenMaxAge, o.RateLimit,
 		int(o.RateLimit*o.Interval.Seconds()*0.8))
 	if o.Naive {
 		w("The naive poller walks the whole lookback with the same adapters every %s (at once again when a walk takes longer) "+
@@ -195,7 +199,7 @@ func (r *result) markdown(command string) string {
 	w("| 4c. of which: changes to items still open | <= open_refresh (%s) | %s | %s | %s |\n",
 		o.OpenRefresh, qText(f.OldOpen), naive("%s", qText(f.NaiveOldOpen)), mark(within(f.OldOpen, o.OpenRefresh)))
 	w("| 4d. of which: nested items added to or changed in an item whose own status was already final (re-read at the settling period) | <= %s | %s | %s | %s |\n\n",
-		3*o.OpenRefresh, qText(f.OldFinal), naive("%s", qText(f.NaiveOldFinal)), mark(f.OldFinal.N == 0 || within(f.OldFinal, 3*o.OpenRefresh)))
+		settling, qText(f.OldFinal), naive("%s", qText(f.NaiveOldFinal)), mark(f.OldFinal.N == 0 || within(f.OldFinal, settling)))
 	w("Delays within target: new items %d of %d; old items %d of %d within open_refresh (items still open %d of %d; already-final items %d of %d within the settling period).\n\n",
 		f.New.WithinN, f.New.N, f.Old.WithinN, f.Old.N, f.OldOpen.WithinN, f.OldOpen.N, f.OldFinal.WithinN, f.OldFinal.N)
 
