@@ -66,7 +66,7 @@ func TestParseAmount(t *testing.T) {
 func TestHideSecret(t *testing.T) {
 	key := "TEST_API_KEY:6c1c0e4a-ee1f:Zx81secretPart"
 	for in, want := range map[string]string{
-		"bad key " + key:                   "bad key [api_key]",
+		"bad key " + key:                    "bad key [api_key]",
 		"entity secret Zx81secretPart gone": "entity secret [api_key] gone",
 		"id 6c1c0e4a-ee1f unknown":          "id [api_key] unknown",
 		"short TEST parts stay":             "short TEST parts stay",
