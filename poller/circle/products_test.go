@@ -6,14 +6,13 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller/provider"
+	"github.com/payments-watcher/watcher/poller/provider/providertest"
 )
 
 // Test machinery the ramp and settlement adapters share: golden fixtures whose items
@@ -21,45 +20,6 @@ import (
 
 // pageParser is the signature of the exported Parse…Page functions.
 type pageParser func(body []byte) ([]diff.Item, []provider.Skipped, error)
-
-// goldenEntry is one mapped item as the ramp and settlement golden files hold it.
-type goldenEntry struct {
-	Kind      string            `json:"kind"`
-	ID        string            `json:"id"`
-	Status    string            `json:"status"`
-	State     diff.State        `json:"state"`
-	Terminal  bool              `json:"terminal"`
-	CreatedAt string            `json:"created_at"`
-	UpdatedAt string            `json:"updated_at,omitempty"`
-	Amount    *goldenMoney      `json:"amount,omitempty"`
-	Failure   *goldenFailure    `json:"failure,omitempty"`
-	Refs      map[string]string `json:"refs,omitempty"`
-	Settling  bool              `json:"settling,omitempty"`
-	Raw       json.RawMessage   `json:"raw"`
-	Nested    []goldenEntry     `json:"nested,omitempty"`
-}
-
-type goldenEntryPage struct {
-	Error   string          `json:"error,omitempty"`
-	Items   []goldenEntry   `json:"items"`
-	Skipped []goldenSkipped `json:"skipped"`
-}
-
-func toGoldenEntry(it diff.Item) goldenEntry {
-	g := toGolden(diff.Item{Amount: it.Amount, Failure: it.Failure})
-	e := goldenEntry{
-		Kind: it.Kind, ID: it.ID, Status: it.Status.Raw, State: it.Status.State, Terminal: it.Status.Terminal,
-		CreatedAt: it.CreatedAt.Format(time.RFC3339Nano), Amount: g.Amount, Failure: g.Failure, Refs: it.Refs,
-		Settling: it.Settling, Raw: it.Raw,
-	}
-	if !it.UpdatedAt.IsZero() {
-		e.UpdatedAt = it.UpdatedAt.Format(time.RFC3339Nano)
-	}
-	for _, n := range it.Nested {
-		e.Nested = append(e.Nested, toGoldenEntry(n))
-	}
-	return e
-}
 
 // readTestdata reads testdata/<dir>/<name>.
 func readTestdata(t testing.TB, dir, name string) []byte {
@@ -90,51 +50,7 @@ func fixtureNames(t testing.TB, dir string) []string {
 // checkGoldenDir maps every testdata/<dir>/*.json fixture with parse and compares the
 // result with the fixture's .golden file; -update rewrites them.
 func checkGoldenDir(t *testing.T, dir string, parse pageParser) {
-	names := fixtureNames(t, dir)
-	if len(names) < 10 {
-		t.Errorf("only %d fixtures in testdata/%s", len(names), dir)
-	}
-	for _, name := range names {
-		t.Run(strings.TrimSuffix(name, ".json"), func(t *testing.T) {
-			items, skipped, err := parse(readTestdata(t, dir, name))
-			page := goldenEntryPage{Items: []goldenEntry{}, Skipped: []goldenSkipped{}}
-			if err != nil {
-				var me *provider.MalformedError
-				if !errors.As(err, &me) {
-					t.Errorf("error %v is not a *provider.MalformedError", err)
-				}
-				page.Error = err.Error()
-			}
-			for _, it := range items {
-				page.Items = append(page.Items, toGoldenEntry(it))
-			}
-			for _, s := range skipped {
-				page.Skipped = append(page.Skipped, goldenSkipped{ID: s.ID, Reason: s.Reason})
-			}
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(page); err != nil {
-				t.Fatalf("encode: %v", err)
-			}
-			got := buf.Bytes()
-			golden := path.Join("testdata", dir, strings.TrimSuffix(name, ".json")+".golden")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from %s:\n%s", name, golden, got)
-			}
-		})
-	}
+	providertest.GoldenFixtures(t, testdataFS, path.Join("testdata", dir), 10, *update, providertest.Parser(parse))
 }
 
 // fuzzPageParser seeds f with the fixtures of testdata/<dir> and checks that parse never
@@ -145,38 +61,7 @@ func fuzzPageParser(f *testing.F, dir string, parse pageParser) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		items, skipped, err := parse(body)
-		if err != nil {
-			var me *provider.MalformedError
-			if !errors.As(err, &me) || items != nil || skipped != nil {
-				t.Fatalf("parse: %d items, %d skipped, err %v", len(items), len(skipped), err)
-			}
-			return
-		}
-		var check func(it *diff.Item, nested bool)
-		check = func(it *diff.Item, nested bool) {
-			if it.ID == "" || it.Kind == "" || it.Status.Raw == "" || !it.Status.State.Valid() ||
-				it.CreatedAt.IsZero() || it.CreatedAt.Location() != time.UTC ||
-				(!it.UpdatedAt.IsZero() && it.UpdatedAt.Location() != time.UTC) || !json.Valid(it.Raw) ||
-				(nested && len(it.Nested) > 0) {
-				t.Fatalf("unfit item %+v", it)
-			}
-			if it.Amount != nil {
-				if e := it.Amount.Value.Exponent(); e < -provider.MaxAmountExp || e > provider.MaxAmountExp {
-					t.Fatalf("amount exponent %d", e)
-				}
-			}
-			for i := range it.Nested {
-				check(&it.Nested[i], true)
-			}
-		}
-		for i := range items {
-			check(&items[i], false)
-		}
-		for _, s := range skipped {
-			if s.Reason == "" {
-				t.Fatalf("skipped without a reason: %+v", s)
-			}
-		}
+		providertest.CheckParsed(t, items, skipped, err)
 	})
 }
 

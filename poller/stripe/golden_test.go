@@ -1,75 +1,22 @@
 package stripe
 
 import (
-	"bytes"
 	"embed"
 	"encoding/json"
-	"errors"
 	"flag"
-	"os"
 	"path"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller/provider"
+	"github.com/payments-watcher/watcher/poller/provider/providertest"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/onramp golden files from the current output")
 
 //go:embed testdata
 var testdataFS embed.FS
-
-// goldenPage is the mapped form of one fixture, as the golden files hold it.
-type goldenPage struct {
-	Error   string          `json:"error,omitempty"`
-	Items   []goldenItem    `json:"items"`
-	Skipped []goldenSkipped `json:"skipped"`
-}
-
-type goldenItem struct {
-	Kind      string            `json:"kind"`
-	ID        string            `json:"id"`
-	Status    string            `json:"status"`
-	State     diff.State        `json:"state"`
-	Terminal  bool              `json:"terminal"`
-	CreatedAt string            `json:"created_at"`
-	UpdatedAt string            `json:"updated_at,omitempty"`
-	Amount    *goldenMoney      `json:"amount,omitempty"`
-	Refs      map[string]string `json:"refs,omitempty"`
-	Raw       json.RawMessage   `json:"raw"`
-}
-
-type goldenMoney struct {
-	// Value is written with the scale the provider sent ("100.00").
-	Value    string `json:"value"`
-	Currency string `json:"currency"`
-}
-
-type goldenSkipped struct {
-	ID     string `json:"id"`
-	Reason string `json:"reason"`
-}
-
-func toGolden(it diff.Item) goldenItem {
-	g := goldenItem{
-		Kind: it.Kind, ID: it.ID, Status: it.Status.Raw, State: it.Status.State, Terminal: it.Status.Terminal,
-		CreatedAt: it.CreatedAt.Format(time.RFC3339Nano), Refs: it.Refs, Raw: it.Raw,
-	}
-	if !it.UpdatedAt.IsZero() {
-		g.UpdatedAt = it.UpdatedAt.Format(time.RFC3339Nano)
-	}
-	if it.Amount != nil {
-		v := it.Amount.Value
-		s := v.String()
-		if e := v.Exponent(); e < 0 {
-			s = v.StringFixed(-e)
-		}
-		g.Amount = &goldenMoney{Value: s, Currency: it.Amount.Currency}
-	}
-	return g
-}
 
 // fixtureNames lists the fixtures: list pages as "x.json", single sessions (as Get
 // reads them) as "object/x.json".
@@ -107,9 +54,9 @@ func TestOnrampGolden(t *testing.T) {
 	for _, name := range names {
 		t.Run(strings.TrimSuffix(name, ".json"), func(t *testing.T) {
 			body := readFixture(t, name)
-			page := goldenPage{Items: []goldenItem{}, Skipped: []goldenSkipped{}}
 			var items []diff.Item
 			var skipped []provider.Skipped
+			var err error
 			if strings.HasPrefix(name, "object/") {
 				it, sk, ok := parseSession(body, "body")
 				if ok {
@@ -118,44 +65,10 @@ func TestOnrampGolden(t *testing.T) {
 					skipped = append(skipped, sk)
 				}
 			} else {
-				var err error
 				items, skipped, err = ParseOnrampPage(body)
-				if err != nil {
-					var me *provider.MalformedError
-					if !errors.As(err, &me) {
-						t.Errorf("error %v is not a *provider.MalformedError", err)
-					}
-					page.Error = err.Error()
-				}
 			}
-			for _, it := range items {
-				page.Items = append(page.Items, toGolden(it))
-			}
-			for _, s := range skipped {
-				page.Skipped = append(page.Skipped, goldenSkipped{ID: s.ID, Reason: s.Reason})
-			}
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(page); err != nil {
-				t.Fatalf("encode: %v", err)
-			}
-			got := buf.Bytes()
 			golden := path.Join("testdata", "onramp", strings.TrimSuffix(name, ".json")+".golden")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("mapping %s differs from %s:\n%s", name, golden, got)
-			}
+			providertest.CompareGolden(t, providertest.Golden(t, items, skipped, err), golden, *update)
 		})
 	}
 	if len(names) < 20 {
@@ -175,34 +88,13 @@ func FuzzParseOnrampPage(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		items, skipped, err := ParseOnrampPage(body)
-		if err != nil {
-			var me *provider.MalformedError
-			if !errors.As(err, &me) || items != nil || skipped != nil {
-				t.Fatalf("ParseOnrampPage: %d items, %d skipped, err %v", len(items), len(skipped), err)
-			}
-			return
-		}
+		providertest.CheckParsed(t, items, skipped, err)
 		for _, it := range items {
-			if it.ID == "" || it.Kind != kindOnrampSession || it.Status.Raw == "" || !it.Status.State.Valid() ||
-				it.CreatedAt.IsZero() || it.CreatedAt.Location() != time.UTC || it.CreatedAt.Year() > 9999 ||
-				!json.Valid(it.Raw) || len(it.Nested) > 0 {
-				t.Fatalf("unfit item %+v", it)
-			}
-			if _, err := json.Marshal(it.CreatedAt); err != nil {
-				t.Fatalf("created %v cannot be written: %v", it.CreatedAt, err)
-			}
-			if it.Amount != nil {
-				if e := it.Amount.Value.Exponent(); e < -provider.MaxAmountExp || e > provider.MaxAmountExp {
-					t.Fatalf("amount exponent %d", e)
-				}
+			if it.Kind != kindOnrampSession || len(it.Nested) > 0 || it.CreatedAt.Year() > 9999 {
+				t.Fatalf("unfit session %+v", it)
 			}
 			if hasMember(it.Raw, "client_secret") {
 				t.Fatalf("raw keeps a client_secret: %s", it.Raw)
-			}
-		}
-		for _, s := range skipped {
-			if s.Reason == "" {
-				t.Fatalf("skipped without a reason: %+v", s)
 			}
 		}
 	})
