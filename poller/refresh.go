@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -110,57 +109,31 @@ func (p *Poller) refresh(ctx context.Context, seen map[string]struct{}, budget i
 	})
 
 	g, canGet := p.src.(provider.Getter)
-	plan, err := p.plan(due, canGet)
+	windowFrom := due[0].CreatedAt
+	for _, d := range due {
+		if d.CreatedAt.Before(windowFrom) {
+			windowFrom = d.CreatedAt
+		}
+	}
+	windowCost, err := p.windowCost(windowFrom)
 	if err != nil {
 		return err
 	}
 	switch {
-	case plan.cut < 0 || (canGet && plan.cost > budget):
+	case canGet && (len(due) <= windowCost || windowCost > budget):
 		return p.refreshByID(ctx, g, due[:min(len(due), budget)])
 	default:
-		if plan.cut > 0 {
-			if err := p.refreshByID(ctx, g, plan.byCreated[:plan.cut]); err != nil {
-				return err
-			}
-		}
-		rest := plan.byCreated[plan.cut:]
-		return p.refreshByWindow(ctx, g, canGet, rest[0].CreatedAt, rest, seen)
+		return p.refreshByWindow(ctx, g, canGet, windowFrom, due, seen)
 	}
 }
 
-// refreshPlan is the cheapest way found to re-read a cycle's due items: the cut-1
-// oldest by id and the rest by one window list from the creation time of byCreated[cut];
-// cut -1 means every item by id.
-type refreshPlan struct {
-	byCreated []dueItem // the due items, oldest creation first
-	cut       int
-	cost      int // estimated requests
-}
-
-// plan chooses where a window list should start: reading by id the old stragglers
-// before it costs a request each, the window costs its pages. Without single-item reads
-// the window must start at the oldest due item.
-func (p *Poller) plan(due []dueItem, canGet bool) (refreshPlan, error) {
-	pl := refreshPlan{byCreated: slices.Clone(due), cut: -1, cost: len(due)}
-	slices.SortFunc(pl.byCreated, func(a, b dueItem) int { return a.CreatedAt.Compare(b.CreatedAt) })
+// windowCost estimates the pages of a list from `from` to now.
+func (p *Poller) windowCost(from time.Time) (int, error) {
 	if err := p.ages.load(p.store, p.cfg.Name); err != nil {
-		return pl, err
+		return 0, err
 	}
 	size := max(1, p.cfg.PageSize)
-	since := p.ages.counter()
-	for i, d := range pl.byCreated {
-		if !canGet && i > 0 {
-			break
-		}
-		if i > 0 && d.CreatedAt.Equal(pl.byCreated[i-1].CreatedAt) {
-			continue
-		}
-		cost := i + since(d.CreatedAt)/size + 1
-		if !canGet || cost < pl.cost {
-			pl.cut, pl.cost = i, cost
-		}
-	}
-	return pl, nil
+	return p.ages.since(from)/size + 1, nil
 }
 
 func (p *Poller) refreshByWindow(ctx context.Context, g provider.Getter, canGet bool, from time.Time, due []dueItem, seen map[string]struct{}) error {
@@ -304,16 +277,14 @@ func (a *ageIndex) add(t time.Time) {
 	}
 }
 
-// counter returns a function telling how many tracked items were created in the hour
-// of t or later, for many t at the cost of one sort.
-func (a *ageIndex) counter() func(t time.Time) int {
-	hours := slices.Sorted(maps.Keys(a.hours))
-	suffix := make([]int, len(hours)+1)
-	for i := len(hours) - 1; i >= 0; i-- {
-		suffix[i] = suffix[i+1] + a.hours[hours[i]]
+// since returns how many tracked items were created in the hour of t or later.
+func (a *ageIndex) since(t time.Time) int {
+	from := t.Unix() / 3600
+	n := 0
+	for h, c := range a.hours {
+		if h >= from {
+			n += c
+		}
 	}
-	return func(t time.Time) int {
-		i, _ := slices.BinarySearch(hours, t.Unix()/3600)
-		return suffix[i]
-	}
+	return n
 }

@@ -168,39 +168,3 @@ func TestItemMissingFromWindowIsReadByID(t *testing.T) {
 		t.Fatalf("events %s", got)
 	}
 }
-
-func TestRefreshReadsOldStragglersByIDAndTheRestByWindow(t *testing.T) {
-	src := &fakeSource{pageSize: 10}
-	src.add("ancient", "NEW", now0.Add(-25*24*time.Hour)) // open, far below the others
-	for i := range 100 {                                  // a long closed history between
-		src.add(fmt.Sprintf("done%d", i), "DONE", now0.Add(-time.Duration(20*24-i)*time.Hour))
-	}
-	for i := range 10 { // a recent open cluster
-		src.add(fmt.Sprintf("p%d", i), "NEW", now0.Add(-time.Duration(30-i)*time.Hour))
-	}
-	g := &countingGetter{getterSource: getterSource{src}}
-	cfg := testConfig()
-	cfg.PageSize = 10
-	tp := newTestPoller(t, cfg, g)
-	if err := tp.Poll(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	src.set("ancient", "FAIL")
-	src.set("p4", "DONE")
-	*tp.clock = now0.Add(time.Minute)
-	pages := src.pages.Load()
-	if err := tp.Poll(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if ids := g.take(); fmt.Sprint(ids) != "[ancient]" {
-		t.Fatalf("read %v by id, want only the old straggler", ids)
-	}
-	// Discovery (1 page) and a window over the 10 recent items (1 page, not the 11 a
-	// window from the straggler would take).
-	if n := src.pages.Load() - pages; n != 2 {
-		t.Fatalf("%d list requests, want 2", n)
-	}
-	if got := transitions(tp.drained(t)); got != "ancient:NEW>FAIL#2 p4:NEW>DONE#2" {
-		t.Fatalf("events %s", got)
-	}
-}
