@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -164,4 +165,50 @@ func compactData(t *testing.T, body []byte) [][]byte {
 		out[i] = buf.Bytes()
 	}
 	return out
+}
+
+// checkCircleGet checks src's Get against the fake f behind it: the first and the
+// last of the n listed items read back as listed, an unknown id is the 404 wrapping
+// provider.ErrNotFound, and answers that are not the one asked-for item (an item the
+// adapter cannot map, another item, a list, a truncated body) are MalformedErrors.
+// other is the JSON of a well-formed item with id "y".
+func checkCircleGet(t *testing.T, f *circleFake, src provider.Source, n int, kind string, other []byte) {
+	t.Helper()
+	g := src.(provider.Getter)
+	p, err := src.Page(t.Context(), provider.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []diff.Item{p.Items[0], p.Items[n-1]} {
+		got, err := g.Get(t.Context(), want.ID)
+		if err != nil {
+			t.Fatalf("Get(%q): %v", want.ID, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Get(%q) = %+v\nlisted as %+v", want.ID, got, want)
+		}
+	}
+	_, err = g.Get(t.Context(), "00000000-0000-4000-8000-000000000000")
+	var se *provider.StatusError
+	if !errors.Is(err, provider.ErrNotFound) || !errors.As(err, &se) || se.Code != 404 || se.Message != "code 404: Not found." {
+		t.Errorf("Get of an unknown id: %v; want ErrNotFound and the 404 StatusError", err)
+	}
+	for _, tc := range []struct{ name, body string }{
+		{"unmappable " + kind, `{"data":{"id":"x","createDate":"2025-01-01T00:00:00Z"}}`},
+		{"another " + kind, `{"data":` + string(other) + "}"},
+		{"a list", `{"data":[]}`},
+		{"truncated", `{"data":{"id":"x"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.configure(func(f *circleFake) {
+				f.fail = func(w http.ResponseWriter, r *http.Request) bool { w.Write([]byte(tc.body)); return true }
+			})
+			defer f.configure(func(f *circleFake) { f.fail = nil })
+			_, err := g.Get(t.Context(), "x")
+			var me *provider.MalformedError
+			if !errors.As(err, &me) {
+				t.Errorf("Get answered %s: %v, want a *provider.MalformedError", tc.body, err)
+			}
+		})
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -536,40 +535,5 @@ func TestRampGet(t *testing.T) {
 	f := newRampFake(testKey)
 	fillRamp(f, 6)
 	src := newTestRamp(t, startFake(t, f), 50, t0)
-	p, err := src.Page(t.Context(), provider.Request{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []diff.Item{p.Items[0], p.Items[5]} {
-		got, err := src.Get(t.Context(), want.ID)
-		if err != nil {
-			t.Fatalf("Get(%q): %v", want.ID, err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("Get(%q) = %+v\nlisted as %+v", want.ID, got, want)
-		}
-	}
-	_, err = src.Get(t.Context(), "00000000-0000-4000-8000-000000000000")
-	var se *provider.StatusError
-	if !errors.Is(err, provider.ErrNotFound) || !errors.As(err, &se) || se.Code != 404 || se.Message != "code 404: Not found." {
-		t.Errorf("Get of an unknown id: %v; want ErrNotFound and the 404 StatusError", err)
-	}
-	for _, tc := range []struct{ name, body string }{
-		{"unmappable session", `{"data":{"id":"x","createDate":"2025-01-01T00:00:00Z"}}`},
-		{"another session", `{"data":` + string(rampSessionJSON("y", t0, "PENDING")) + "}"},
-		{"a list", `{"data":[]}`},
-		{"truncated", `{"data":{"id":"x"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f.configure(func(f *circleFake) {
-				f.fail = func(w http.ResponseWriter, r *http.Request) bool { w.Write([]byte(tc.body)); return true }
-			})
-			defer f.configure(func(f *circleFake) { f.fail = nil })
-			_, err := src.Get(t.Context(), "x")
-			var me *provider.MalformedError
-			if !errors.As(err, &me) {
-				t.Errorf("Get answered %s: %v, want a *provider.MalformedError", tc.body, err)
-			}
-		})
-	}
+	checkCircleGet(t, f, src, 6, "session", rampSessionJSON("y", t0, "PENDING"))
 }
