@@ -141,11 +141,17 @@ func (p *Poller) refreshByWindow(ctx context.Context, g provider.Getter, canGet 
 		return err
 	}
 	now := p.now()
+	// Every open item the window held was read now, due or not: counting that keeps
+	// the open items' due times together, so that one window a period serves them all
+	// instead of a window every cycle for the few that fall due in it.
+	for id := range p.refreshed {
+		if _, ok := seen[id]; ok {
+			p.refreshed[id] = now
+		}
+	}
 	var missing []dueItem
 	for _, d := range due {
-		if _, ok := seen[d.ID]; ok {
-			p.refreshed[d.ID] = now
-		} else {
+		if _, ok := seen[d.ID]; !ok {
 			missing = append(missing, d)
 		}
 	}

@@ -168,3 +168,45 @@ func TestItemMissingFromWindowIsReadByID(t *testing.T) {
 		t.Fatalf("events %s", got)
 	}
 }
+
+func TestWindowRefreshesEveryOpenItemItHolds(t *testing.T) {
+	src := &fakeSource{pageSize: 10}
+	for i := range 10 {
+		src.add(fmt.Sprintf("p%d", i), "NEW", now0.Add(-time.Duration(30-i)*time.Hour))
+	}
+	g := &countingGetter{getterSource: getterSource{src}}
+	cfg := testConfig()
+	cfg.PageSize = 10
+	cfg.OpenRefresh = 10 * time.Minute
+	tp := newTestPoller(t, cfg, g)
+	if err := tp.Poll(t.Context()); err != nil { // baseline reads all ten
+		t.Fatal(err)
+	}
+	// Half of them were last read three minutes later than the others (as by-id reads
+	// spread over cycles leave them), so their periods end three minutes apart.
+	for i := 5; i < 10; i++ {
+		tp.refreshed[fmt.Sprintf("p%d", i)] = now0.Add(3 * time.Minute)
+	}
+	pagesAt := func(at time.Duration) int32 {
+		t.Helper()
+		*tp.clock = now0.Add(at)
+		before := src.pages.Load()
+		if err := tp.Poll(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if ids := g.take(); len(ids) != 0 {
+			t.Fatalf("at +%v read %v by id; a window of 10 items is cheaper", at, ids)
+		}
+		return src.pages.Load() - before
+	}
+	if n := pagesAt(10*time.Minute + time.Second); n != 2 {
+		t.Fatalf("at +10m: %d list requests, want 2 (discovery and the window of p0-p4)", n)
+	}
+	// The window read p5-p9 too: they are not due again three minutes later.
+	if n := pagesAt(13*time.Minute + time.Second); n != 1 {
+		t.Fatalf("at +13m: %d list requests, want 1 (discovery alone)", n)
+	}
+	if n := pagesAt(20*time.Minute + time.Second); n != 2 {
+		t.Fatalf("at +20m: %d list requests, want 2 (discovery and one window for all ten)", n)
+	}
+}
