@@ -234,16 +234,46 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	seen := map[string]struct{}{}
-	pages, err := p.discover(ctx, &meta, seen)
+	c := &cycle{meta: &meta, seen: map[string]struct{}{}, discovered: time.Now()}
+	pages, err := p.discover(ctx, &meta, c.seen)
 	if err != nil {
 		return err
 	}
-	if err := p.refresh(ctx, seen, p.refreshBudget(pages)); err != nil {
+	if err := p.refresh(ctx, c, p.refreshBudget(pages)); err != nil {
 		return err
 	}
 	meta.LastPoll = p.now()
 	return p.store.Commit(p.cfg.Name, state.Batch{Now: meta.LastPoll, Meta: &meta})
+}
+
+// cycle is what one Poll's discovery and refresh share.
+type cycle struct {
+	meta *state.Meta
+	// seen holds the ids read this cycle: an item is applied once per walk.
+	seen map[string]struct{}
+	// discovered is when discovery last began (wall clock).
+	discovered time.Time
+}
+
+// rediscover runs discovery again when an interval has passed since it last began, so
+// that a long refresh (a window list of many pages, many reads by id) delays new items
+// by no more than an interval. Pages are applied in the order they are read, so the
+// two interleave safely.
+func (p *Poller) rediscover(ctx context.Context, c *cycle) error {
+	if p.cfg.Interval <= 0 || time.Since(c.discovered) < p.cfg.Interval {
+		return nil
+	}
+	c.discovered = time.Now()
+	fresh := map[string]struct{}{}
+	_, err := p.discover(ctx, c.meta, fresh)
+	now := p.now()
+	for id := range fresh {
+		c.seen[id] = struct{}{}
+		if _, open := p.refreshed[id]; open {
+			p.refreshed[id] = now
+		}
+	}
+	return err
 }
 
 // discover walks the list newest first down to the high-water mark minus the overlap
@@ -267,7 +297,7 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 	}
 	silent := baseline && (meta.Rebaseline || p.cfg.Baseline != "emit")
 	high := meta.HighWater
-	n, err := p.walk(ctx, PurposeDiscovery, floor, seen, silent, func(it *diff.Item) {
+	n, err := p.walk(ctx, PurposeDiscovery, floor, seen, silent, nil, func(it *diff.Item) {
 		if it.CreatedAt.After(high) {
 			high = it.CreatedAt
 		}
@@ -285,8 +315,9 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 }
 
 // walk pages newest first from the first page down to floor and applies every item
-// not in seen (adding it). It returns the number of pages read.
-func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen map[string]struct{}, silent bool, each func(*diff.Item)) (int, error) {
+// not in seen (adding it). between, if not nil, runs before every page but the first.
+// It returns the number of pages read.
+func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen map[string]struct{}, silent bool, between func() error, each func(*diff.Item)) (int, error) {
 	cursor := ""
 	cursors := map[string]struct{}{}
 	for pages := 0; ; pages++ {
@@ -295,6 +326,11 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 		}
 		if pages > 0 && ctx.Err() != nil {
 			return pages, ctx.Err()
+		}
+		if pages > 0 && between != nil {
+			if err := between(); err != nil {
+				return pages, err
+			}
 		}
 		var page provider.Page
 		err := p.call(ctx, purpose, func(ctx context.Context) error {

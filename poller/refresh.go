@@ -66,8 +66,9 @@ type dueItem struct {
 // of a single-item read per due item and one list of the creation window that holds
 // them all; a due item missing from that window is read by id once before anything is
 // concluded. Open items older than open_max_age are marked stalled instead.
-func (p *Poller) refresh(ctx context.Context, seen map[string]struct{}, budget int) error {
+func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 	now := p.now()
+	seen := c.seen
 	open, err := p.store.OpenItems(p.cfg.Name)
 	if err != nil {
 		return err
@@ -121,9 +122,9 @@ func (p *Poller) refresh(ctx context.Context, seen map[string]struct{}, budget i
 	}
 	switch {
 	case canGet && (len(due) <= windowCost || windowCost > budget):
-		return p.refreshByID(ctx, g, due[:min(len(due), budget)])
+		return p.refreshByID(ctx, c, g, due[:min(len(due), budget)])
 	default:
-		return p.refreshByWindow(ctx, g, canGet, windowFrom, due, seen)
+		return p.refreshByWindow(ctx, c, g, canGet, windowFrom, due)
 	}
 }
 
@@ -136,8 +137,9 @@ func (p *Poller) windowCost(from time.Time) (int, error) {
 	return p.ages.since(from)/size + 1, nil
 }
 
-func (p *Poller) refreshByWindow(ctx context.Context, g provider.Getter, canGet bool, from time.Time, due []dueItem, seen map[string]struct{}) error {
-	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, nil); err != nil {
+func (p *Poller) refreshByWindow(ctx context.Context, c *cycle, g provider.Getter, canGet bool, from time.Time, due []dueItem) error {
+	seen := c.seen
+	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, func() error { return p.rediscover(ctx, c) }, nil); err != nil {
 		return err
 	}
 	now := p.now()
@@ -165,27 +167,34 @@ func (p *Poller) refreshByWindow(ctx context.Context, g provider.Getter, canGet 
 		return nil
 	}
 	// Never conclude from an absence: read each missing item by id once.
-	return p.refreshByID(ctx, g, missing)
+	return p.refreshByID(ctx, c, g, missing)
 }
 
 const refreshBatch = 50
 
-func (p *Poller) refreshByID(ctx context.Context, g provider.Getter, due []dueItem) error {
+func (p *Poller) refreshByID(ctx context.Context, c *cycle, g provider.Getter, due []dueItem) error {
 	batch := make([]diff.Item, 0, refreshBatch)
 	flush := func() error {
 		err := p.apply(batch, false)
 		batch = batch[:0]
 		return err
 	}
-	began := time.Now()
-	for i, d := range due {
+	for _, d := range due {
 		if ctx.Err() != nil {
 			break
 		}
-		// One cycle's reads take at most an interval, so that discovery comes round again
-		// in time for new items; what is left is the most overdue next cycle.
-		if i > 0 && p.cfg.Interval > 0 && time.Since(began) > p.cfg.Interval {
-			break
+		// Discovery comes round every interval however long the reads take; what was
+		// read before it is applied first, so that every item is applied in read order.
+		if p.cfg.Interval > 0 && time.Since(c.discovered) >= p.cfg.Interval {
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := p.rediscover(ctx, c); err != nil {
+				return err
+			}
+		}
+		if _, read := c.seen[d.ID]; read {
+			continue // discovery read it this cycle
 		}
 		var it diff.Item
 		err := p.call(ctx, PurposeRefresh, func(ctx context.Context) error {

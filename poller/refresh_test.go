@@ -2,6 +2,7 @@ package poller
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,5 +209,50 @@ func TestWindowRefreshesEveryOpenItemItHolds(t *testing.T) {
 	}
 	if n := pagesAt(20*time.Minute + time.Second); n != 2 {
 		t.Fatalf("at +20m: %d list requests, want 2 (discovery and one window for all ten)", n)
+	}
+}
+
+// arrivingSource adds an item while a window list is being walked, as a provider
+// taking payments during a long refresh.
+type arrivingSource struct {
+	*fakeSource
+	windowFrom time.Time
+	arrive     func()
+}
+
+func (a *arrivingSource) Page(ctx context.Context, req provider.Request) (provider.Page, error) {
+	if req.Cursor != "" && !req.From.After(a.windowFrom) && a.arrive != nil {
+		a.arrive()
+		a.arrive = nil
+	}
+	return a.fakeSource.Page(ctx, req)
+}
+
+func TestDiscoveryComesRoundDuringALongWindow(t *testing.T) {
+	src := &fakeSource{pageSize: 2}
+	for i := range 8 {
+		src.add(fmt.Sprintf("p%d", i), "NEW", now0.Add(-time.Duration(30-i)*time.Hour))
+	}
+	src.add("newest", "DONE", now0.Add(-time.Hour))
+	cfg := testConfig()
+	cfg.PageSize = 2
+	cfg.Interval = time.Nanosecond // every page of the window is an interval long
+	a := &arrivingSource{fakeSource: src, windowFrom: now0.Add(-30 * time.Hour)}
+	tp := newTestPoller(t, cfg, a)
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	*tp.clock = now0.Add(time.Minute)
+	src.set("p0", "DONE") // the oldest: the window reaches back to it
+	a.arrive = func() { src.add("fresh", "NEW", now0.Add(30*time.Second)) }
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if a.arrive != nil {
+		t.Fatal("the refresh did not walk a window of several pages")
+	}
+	got := transitions(tp.drained(t))
+	if !strings.Contains(got, "fresh:nil>NEW#1") || !strings.Contains(got, "p0:NEW>DONE#2") {
+		t.Fatalf("events %s; want the item that arrived during the window and p0's change", got)
 	}
 }
