@@ -396,7 +396,10 @@ func (s *Sim) buildHistory(p *prov) {
 		}
 		e.pending = e.pending[:0]
 		if due > 0 {
-			if due < s.start {
+			switch {
+			case open && s.cfg.OpenResumeWithin > 0:
+				due = s.start + 1 + rng.Int64N(max(1, s.cfg.OpenResumeWithin.Milliseconds()))
+			case due < s.start:
 				due = e.after(s.start, 1)
 			}
 			s.schedule(p, seq, s.start, due)

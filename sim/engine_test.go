@@ -324,3 +324,30 @@ func ExampleNew() {
 	fmt.Println(len(s.Truth()) > 0)
 	// Output: true
 }
+
+func TestOpenHistoryResumesSpreadOverOpenResumeWithin(t *testing.T) {
+	within := 10 * time.Minute
+	h := newHarness(t, Config{Seed: 5, History: 2000, HistorySpan: 30 * 24 * time.Hour, OpenShare: 0.2, OpenResumeWithin: within,
+		Providers: []string{ProviderCPN}})
+	start, end := testStart.UnixMilli(), testStart.Add(within).UnixMilli()
+	var early, late, open int
+	for _, it := range h.sim.provs[0].st.items {
+		if it.due == 0 {
+			continue
+		}
+		open++
+		if it.due <= start || it.due > end+1 {
+			t.Fatalf("open item due at %d, outside (%d, %d]", it.due, start, end)
+		}
+		if it.due < start+within.Milliseconds()/4 {
+			early++
+		}
+		if it.due > end-within.Milliseconds()/4 {
+			late++
+		}
+	}
+	// Uniform over the span: about a quarter of them in each end quarter.
+	if open < 300 || early < open/6 || late < open/6 {
+		t.Fatalf("%d open items, %d resume in the first quarter, %d in the last; want them spread", open, early, late)
+	}
+}

@@ -194,6 +194,10 @@ type Config struct {
 	// OpenShare is the share of history items deliberately left part-way (they move on
 	// once the simulator runs); items created shortly before the start can be open too.
 	OpenShare float64
+	// OpenResumeWithin spreads the moments at which those open history items move on:
+	// each resumes at a uniformly random time within this long after the start. Zero
+	// resumes each one step delay after the start.
+	OpenResumeWithin time.Duration
 	// FailureRate in [0,1] is the probability of taking a failure branch wherever a
 	// machine has one (scaled per branch).
 	FailureRate float64
@@ -333,6 +337,9 @@ func (c *Config) validate() error {
 	}
 	if c.HistorySpan < 0 {
 		errs = append(errs, fmt.Errorf("history_span: %v is negative", c.HistorySpan))
+	}
+	if c.OpenResumeWithin < 0 {
+		errs = append(errs, fmt.Errorf("open_resume_within: %v is negative", c.OpenResumeWithin))
 	}
 	for name, v := range map[string]float64{"open_share": c.OpenShare, "failure_rate": c.FailureRate} {
 		if !(v >= 0 && v <= 1) {

@@ -23,8 +23,10 @@ type scenarioFile struct {
 	History     *int     `yaml:"history"`
 	HistorySpan string   `yaml:"history_span"`
 	OpenShare   *float64 `yaml:"open_share"`
-	FailureRate *float64 `yaml:"failure_rate"`
-	Delays      struct {
+	// OpenResumeWithin spreads the open history items' next steps over this long.
+	OpenResumeWithin string   `yaml:"open_resume_within"`
+	FailureRate      *float64 `yaml:"failure_rate"`
+	Delays           struct {
 		Min  string `yaml:"min"`
 		Mean string `yaml:"mean"`
 		Max  string `yaml:"max"`
@@ -65,7 +67,8 @@ func applyScenario(path string, cfg *sim.Config) error {
 		key string
 		val string
 		dst *time.Duration
-	}{{"history_span", sf.HistorySpan, &cfg.HistorySpan}, {"delays.min", sf.Delays.Min, &cfg.Delays.Min},
+	}{{"history_span", sf.HistorySpan, &cfg.HistorySpan},
+		{"open_resume_within", sf.OpenResumeWithin, &cfg.OpenResumeWithin}, {"delays.min", sf.Delays.Min, &cfg.Delays.Min},
 		{"delays.mean", sf.Delays.Mean, &cfg.Delays.Mean}, {"delays.max", sf.Delays.Max, &cfg.Delays.Max}} {
 		if d.val == "" {
 			continue
@@ -101,7 +104,7 @@ func simCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfg := sim.DefaultConfig()
 	listen := fs.String("listen", "127.0.0.1:8089", "`address` to serve the five provider APIs on")
-	scenario := fs.String("scenario", "", "scenario `file` (YAML: seed, rate, history, history_span, open_share, failure_rate, delays, providers, faults)")
+	scenario := fs.String("scenario", "", "scenario `file` (YAML: seed, rate, history, history_span, open_share, open_resume_within, failure_rate, delays, providers, faults)")
 	truth := fs.String("truth", "", "append every transition the simulator makes to this JSONL `file`")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "scenario seed")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "new items per second per provider")
