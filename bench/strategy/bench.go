@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,10 +30,12 @@ import (
 type options struct {
 	Seed int64
 	// History items per provider, created evenly over HistorySpan before the start;
-	// OpenShare of them are left open and move once the run starts.
+	// OpenShare of them are left open and move on, each at a random moment within
+	// OpenResume of the start (zero: within Duration).
 	History     int
 	HistorySpan time.Duration
 	OpenShare   float64
+	OpenResume  time.Duration
 	FailureRate float64
 	// Rate is new items per second per provider while the engine runs.
 	Rate   float64
@@ -65,17 +68,19 @@ func defaultOptions() options {
 		OpenShare:   0.05,
 		FailureRate: 0.1,
 		Rate:        0.2,
-		Delays:      sim.Delays{Min: time.Second, Mean: 5 * time.Second, Max: 30 * time.Second},
-		Duration:    150 * time.Second,
-		CatchUp:     90 * time.Second,
-		IdleCycles:  5,
+		Delays:      sim.Delays{Min: 2 * time.Second, Mean: 20 * time.Second, Max: 3 * time.Minute},
+		Duration:    4 * time.Minute,
+		CatchUp:     5 * time.Minute,
+		IdleCycles:  10,
+		// The defaults' proportion (interval 15s, open_refresh 5m), 7.5 times faster.
 		Interval:    2 * time.Second,
-		OpenRefresh: 10 * time.Second,
-		Lookback:    720 * time.Hour,
-		OpenMaxAge:  720 * time.Hour,
-		RateLimit:   1000,
-		Naive:       true,
-		Slice:       30 * time.Second,
+		OpenRefresh: 40 * time.Second,
+		// A day beyond the history, so that no item reaches open_max_age during the run.
+		Lookback:   744 * time.Hour,
+		OpenMaxAge: 744 * time.Hour,
+		RateLimit:  1000,
+		Naive:      true,
+		Slice:      30 * time.Second,
 	}
 }
 
@@ -156,7 +161,8 @@ type sourceResult struct {
 	ServerList         [numPhases]int // list requests the provider served
 	ServerGet          [numPhases]int // single-item requests the provider served
 	Cycle              [numPhases]cycleStats
-	Failures           int // cycles that failed, all phases
+	Idle               []idleCycle // the idle phase's cycles, in order
+	Failures           int         // cycles that failed, all phases
 	Other              []string
 
 	// The naive poller, by phase.
@@ -215,7 +221,13 @@ type bench struct {
 	clock    *simClock
 	simW     *sim.Sim
 	simN     *sim.Sim
+	// idleCycles holds, per source, the requests of each idle cycle.
+	idleMu     sync.Mutex
+	idleCycles map[string][]idleCycle
 }
+
+// idleCycle is what one idle-phase cycle of one source requested.
+type idleCycle struct{ discovery, refresh int }
 
 func (b *bench) progress(format string, args ...any) {
 	if b.log != nil {
@@ -232,7 +244,8 @@ func run(ctx context.Context, o options) (*result, error) {
 
 	simCfg := sim.Config{
 		Seed: o.Seed, Rate: o.Rate, History: o.History, HistorySpan: o.HistorySpan, OpenShare: o.OpenShare,
-		FailureRate: o.FailureRate, Delays: o.Delays, Now: b.clock.Now,
+		OpenResumeWithin: cmp.Or(o.OpenResume, o.Duration),
+		FailureRate:      o.FailureRate, Delays: o.Delays, Now: b.clock.Now,
 		// A change becomes visible at the engine's next step: a short tick keeps that
 		// lag, which the delays include, small.
 		Tick:       simTick,
@@ -524,9 +537,18 @@ func (b *bench) idle(ctx context.Context) error {
 		var wg sync.WaitGroup
 		for j, p := range b.pollers {
 			wg.Go(func() {
+				name := p.Name()
+				disc, ref := b.t.get(name, cntDiscovery, phaseIdle), b.t.get(name, cntRefresh, phaseIdle)
 				if err := p.Poll(ctx); err != nil {
-					errs[j] = fmt.Errorf("idle cycle %d of %s: %w", i+1, p.Name(), err)
+					errs[j] = fmt.Errorf("idle cycle %d of %s: %w", i+1, name, err)
 				}
+				c := idleCycle{b.t.get(name, cntDiscovery, phaseIdle) - disc, b.t.get(name, cntRefresh, phaseIdle) - ref}
+				b.idleMu.Lock()
+				if b.idleCycles == nil {
+					b.idleCycles = map[string][]idleCycle{}
+				}
+				b.idleCycles[name] = append(b.idleCycles[name], c)
+				b.idleMu.Unlock()
 			})
 		}
 		wg.Wait()
@@ -596,7 +618,7 @@ func (b *bench) drain() error {
 func (b *bench) collect(res *result) error {
 	for i, p := range b.pollers {
 		prov := b.provider[p.Name()]
-		sr := sourceResult{Name: p.Name(), Provider: prov, PageSize: poller.Providers[prov].MaxPageSize}
+		sr := sourceResult{Name: p.Name(), Provider: prov, PageSize: poller.Providers[prov].MaxPageSize, Idle: b.idleCycles[p.Name()]}
 		for ph := range numPhases {
 			sr.Discovery[ph] = b.t.get(sr.Name, cntDiscovery, ph)
 			sr.Refresh[ph] = b.t.get(sr.Name, cntRefresh, ph)

@@ -53,9 +53,18 @@ func TestSmallRun(t *testing.T) {
 	if res.IdleEvents != 0 {
 		t.Errorf("%d events committed while nothing changed", res.IdleEvents)
 	}
+	quiet := 0
 	for _, s := range res.Sources {
-		if got := s.Discovery[phaseIdle]; got != o.IdleCycles {
-			t.Errorf("%s: %d discovery requests in %d idle cycles, want one per cycle", s.Name, got, o.IdleCycles)
+		if len(s.Idle) != o.IdleCycles {
+			t.Errorf("%s: %d idle cycles recorded, want %d", s.Name, len(s.Idle), o.IdleCycles)
+		}
+		for i, c := range s.Idle {
+			if c.refresh == 0 {
+				quiet++
+				if c.discovery != 1 {
+					t.Errorf("%s: idle cycle %d with no item due made %d requests, want 1", s.Name, i+1, c.discovery)
+				}
+			}
 		}
 		if s.Discovery[phaseRun] == 0 || s.NaiveRequests[phaseRun] == 0 {
 			t.Errorf("%s: %d watcher discovery and %d naive requests while the engine ran", s.Name, s.Discovery[phaseRun], s.NaiveRequests[phaseRun])
@@ -64,12 +73,15 @@ func TestSmallRun(t *testing.T) {
 			t.Errorf("%s: %d failed cycles (%v)", s.Name, s.Failures, s.Other)
 		}
 	}
+	if quiet == 0 {
+		t.Error("no idle cycle without an open item due; the idle cost was not measured")
+	}
 	for msg, n := range res.Logs {
 		t.Errorf("watcher logged %d x %s: %v", n, msg, res.LogLines[msg])
 	}
 
 	md := res.markdown("go run ./bench/strategy -history 40")
-	for _, want := range []string{"| 1. requests per idle cycle (discovery) | exactly 1 per source | cpn 1, ramp 1, settlements 1, onramp 1, coindirect 1 |",
+	for _, want := range []string{"| 1. requests per idle cycle (nothing new, no open item due) | exactly 1 per source | cpn 1 (", "| met |",
 		"go run ./bench/strategy -history 40", "| coindirect |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
