@@ -18,22 +18,29 @@ type rawFile struct {
 	NATS    rawNATS     `yaml:"nats"`
 	HTTP    rawHTTP     `yaml:"http"`
 	Sources []rawSource `yaml:"sources"`
+	Cluster rawCluster  `yaml:"cluster"`
 }
 
 type rawState struct {
-	Backend string `yaml:"backend"`
-	Path    string `yaml:"path"`
+	Backend string    `yaml:"backend"`
+	Path    string    `yaml:"path"`
+	NATSKV  rawNATSKV `yaml:"nats_kv"`
 }
 
 type rawNATS struct {
 	URL      string `yaml:"url"`
 	Embedded struct {
-		Listen   string `yaml:"listen"`
-		StoreDir string `yaml:"store_dir"`
+		Listen       string `yaml:"listen"`
+		StoreDir     string `yaml:"store_dir"`
+		SyncInterval string `yaml:"sync_interval"`
 	} `yaml:"embedded"`
 	Stream          string `yaml:"stream"`
 	SubjectPrefix   string `yaml:"subject_prefix"`
 	DuplicateWindow string `yaml:"duplicate_window"`
+	RetainAcked     string `yaml:"retain_acked"`
+	StreamStorage   string `yaml:"stream_storage"`
+	StreamMaxAge    string `yaml:"stream_max_age"`
+	StreamMaxBytes  string `yaml:"stream_max_bytes"` // bytes, or with a unit: 10GiB
 	Replicas        int    `yaml:"replicas"`
 	MaxOutbox       int    `yaml:"max_outbox"`
 	CredsFile       string `yaml:"creds_file"`
@@ -58,6 +65,7 @@ type rawSource struct {
 	Name               string            `yaml:"name"`
 	Provider           string            `yaml:"provider"`
 	BaseURL            string            `yaml:"base_url"`
+	CAFile             string            `yaml:"ca_file"`
 	APIKey             string            `yaml:"api_key"`
 	APIKeyFile         string            `yaml:"api_key_file"`
 	Interval           string            `yaml:"interval"`
@@ -94,8 +102,11 @@ func decodeStrict(data []byte, out any, env func(string) (string, bool)) error {
 	if len(doc.Content) == 0 {
 		return errors.New("the file is empty")
 	}
-	w := &walker{env: env, lines: map[int]string{}}
+	w := &walker{env: env, lines: map[int]string{}, expanded: map[*yaml.Node]bool{}}
 	w.walk(doc.Content[0], reflect.TypeOf(out).Elem(), "")
+	if n := len(w.errs); n > maxErrors {
+		w.errs = append(w.errs[:maxErrors], fmt.Errorf("and %d more problems", n-maxErrors))
+	}
 	if len(w.errs) > 0 {
 		return errors.Join(w.errs...)
 	}
@@ -117,9 +128,25 @@ type walker struct {
 	env   func(string) (string, bool)
 	errs  []error
 	lines map[int]string // line -> key path of the value on it, for decode errors
+	// expanded holds the scalars already expanded: an alias visits its anchor's node
+	// again, which must not expand a second time ("$${X}" would become X's value).
+	expanded map[*yaml.Node]bool
+	// visits counts the nodes walked, aliases walked again each time: a few aliases
+	// can make a small file describe billions of values.
+	visits int
 }
 
+// maxErrors bounds the problems reported of one file's structure.
+const maxErrors = 50
+
+// maxVisits bounds the values a file may describe, aliases expanded; a configuration
+// has a few thousand.
+const maxVisits = 20_000
+
 func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	if !w.spend(path) {
+		return
+	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -129,7 +156,8 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	w.lines[n.Line] = path
 	switch n.Kind {
 	case yaml.ScalarNode:
-		if strings.Contains(n.Value, "$") {
+		if strings.Contains(n.Value, "$") && !w.expanded[n] {
+			w.expanded[n] = true
 			w.expand(n, path)
 			if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
 				n.Tag = "" // re-resolve: "${PAGE_SIZE}" may expand to an integer
@@ -139,9 +167,13 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		switch t.Kind() {
 		case reflect.Struct:
 			fields := yamlFields(t)
+			lines := map[string]int{}
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, val := n.Content[i], n.Content[i+1]
 				child := join(path, k.Value)
+				if !w.unique(lines, k, child) {
+					continue
+				}
 				f, ok := fields[k.Value]
 				if !ok {
 					w.errs = append(w.errs, fmt.Errorf("%s: unknown key (line %d)", child, k.Line))
@@ -150,8 +182,12 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 				w.walk(val, f, child)
 			}
 		case reflect.Map:
+			lines := map[string]int{}
 			for i := 0; i+1 < len(n.Content); i += 2 {
-				w.walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))
+				child := join(path, n.Content[i].Value)
+				if w.unique(lines, n.Content[i], child) {
+					w.walk(n.Content[i+1], t.Elem(), child)
+				}
 			}
 		default:
 			w.errs = append(w.errs, fmt.Errorf("%s: want a %s, got a mapping (line %d)", orRoot(path), kindName(t), n.Line))
@@ -165,6 +201,29 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			w.walk(c, t.Elem(), path+"["+strconv.Itoa(i)+"]")
 		}
 	}
+}
+
+// spend counts one node walked and reports whether the walk may go on.
+func (w *walker) spend(path string) bool {
+	w.visits++
+	if w.visits == maxVisits+1 {
+		w.errs = append(w.errs, fmt.Errorf("%s: the file describes more than %d values (aliases expanded); a configuration needs far fewer", orRoot(path), maxVisits))
+	}
+	return w.visits <= maxVisits
+}
+
+// unique records key k of a mapping in lines (key -> line) and reports whether it is
+// the first of its name there; a repeated key is an error.
+func (w *walker) unique(lines map[string]int, k *yaml.Node, path string) bool {
+	if !w.spend(path) {
+		return false
+	}
+	if first, dup := lines[k.Value]; dup {
+		w.errs = append(w.errs, fmt.Errorf("%s: key repeated (line %d, first on line %d)", path, k.Line, first))
+		return false
+	}
+	lines[k.Value] = k.Line
+	return true
 }
 
 func (w *walker) expand(n *yaml.Node, path string) {

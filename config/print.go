@@ -27,8 +27,9 @@ func (c *Config) Effective() ([]byte, error) {
 		Key  string `yaml:"key,omitempty"`
 	}
 	type embedded struct {
-		Listen   string `yaml:"listen"`
-		StoreDir string `yaml:"store_dir"`
+		Listen       string `yaml:"listen"`
+		StoreDir     string `yaml:"store_dir"`
+		SyncInterval string `yaml:"sync_interval"`
 	}
 	type natsOut struct {
 		URL             string   `yaml:"url"`
@@ -36,6 +37,10 @@ func (c *Config) Effective() ([]byte, error) {
 		Stream          string   `yaml:"stream"`
 		SubjectPrefix   string   `yaml:"subject_prefix"`
 		DuplicateWindow string   `yaml:"duplicate_window"`
+		RetainAcked     string   `yaml:"retain_acked"`
+		StreamStorage   string   `yaml:"stream_storage"`
+		StreamMaxAge    string   `yaml:"stream_max_age"`
+		StreamMaxBytes  int64    `yaml:"stream_max_bytes"`
 		Replicas        int      `yaml:"replicas"`
 		MaxOutbox       int      `yaml:"max_outbox"`
 		CredsFile       string   `yaml:"creds_file,omitempty"`
@@ -49,6 +54,7 @@ func (c *Config) Effective() ([]byte, error) {
 		Name               string            `yaml:"name"`
 		Provider           string            `yaml:"provider"`
 		BaseURL            string            `yaml:"base_url"`
+		CAFile             string            `yaml:"ca_file,omitempty"`
 		APIKey             string            `yaml:"api_key,omitempty"`
 		Interval           string            `yaml:"interval"`
 		PageSize           int               `yaml:"page_size"`
@@ -83,8 +89,11 @@ func (c *Config) Effective() ([]byte, error) {
 	out.State.Backend, out.State.Path = c.State.Backend, c.State.Path
 	n := c.NATS
 	out.NATS = natsOut{
-		URL: redactURLs(n.URL), Embedded: embedded{Listen: n.Embedded.Listen, StoreDir: n.Embedded.StoreDir},
-		Stream: n.Stream, SubjectPrefix: n.SubjectPrefix, DuplicateWindow: dur(n.DuplicateWindow),
+		URL: redactURLs(n.URL), Stream: n.Stream, SubjectPrefix: n.SubjectPrefix, DuplicateWindow: dur(n.DuplicateWindow),
+		Embedded: embedded{
+			Listen: n.Embedded.Listen, StoreDir: n.Embedded.StoreDir, SyncInterval: syncInterval(n.Embedded.SyncInterval),
+		},
+		RetainAcked: dur(n.RetainAcked), StreamStorage: n.StreamStorage, StreamMaxAge: dur(n.StreamMaxAge), StreamMaxBytes: n.StreamMaxBytes,
 		Replicas: n.Replicas, MaxOutbox: n.MaxOutbox, CredsFile: n.CredsFile, Token: secret(n.Token),
 		User: n.User, Password: secret(n.Password), NKeyFile: n.NKeyFile,
 	}
@@ -94,7 +103,7 @@ func (c *Config) Effective() ([]byte, error) {
 	out.HTTP.Listen = c.HTTP.Listen
 	for _, s := range c.Sources {
 		so := sourceOut{
-			Name: s.Name, Provider: s.Config.Provider, BaseURL: s.Settings.BaseURL, APIKey: secret(s.Settings.APIKey),
+			Name: s.Name, Provider: s.Config.Provider, BaseURL: s.Settings.BaseURL, CAFile: s.CAFile, APIKey: secret(s.Settings.APIKey),
 			Interval: dur(s.Interval), PageSize: s.Settings.PageSize, DiscoveryOverlap: dur(s.DiscoveryOverlap),
 			Lookback: dur(s.Lookback), OpenRefresh: dur(s.OpenRefresh), RateLimit: s.RateLimit, Baseline: s.Baseline,
 			OpenMaxAge: dur(s.OpenMaxAge), SettleWindow: dur(s.SettleWindow), RequestTimeout: dur(s.RequestTimeout),

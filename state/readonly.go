@@ -48,7 +48,7 @@ func OpenReadOnly(path string, timeout time.Duration) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	return &Store{path: path, db: db, changed: make(chan struct{}, 1)}, nil
+	return &Store{path: path, db: guarded{db}, changed: make(chan struct{}, 1)}, nil
 }
 
 // checkLayout checks, without writing, that tx's file has the layout of this schema.
@@ -105,8 +105,8 @@ func (s *Store) Stats(source string) (SourceStats, error) {
 		}
 		return items.ForEach(func(k, v []byte) error {
 			// Every record value starts with its format version and its flags.
-			if len(v) < 2 || v[0] != recordV1 {
-				return fmt.Errorf("record %q: not a version %d record", k, recordV1)
+			if len(v) < 2 || (v[0] != recordV1 && v[0] != recordV2) {
+				return fmt.Errorf("record %q: not a version %d or %d record", k, recordV1, recordV2)
 			}
 			st.Items++
 			if v[1]&flagStalled != 0 {

@@ -7,8 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,14 +24,19 @@ type Options struct {
 	LockTimeout time.Duration
 	// NoSync disables fsync (benchmarks/tests only).
 	NoSync bool
+	// MaxSize, when positive, bounds the file's size in bytes: a Commit that would
+	// grow it further fails and changes nothing, as when the disk is full.
+	MaxSize int
 }
 
 // Store is an open state file. It is safe for concurrent use; only one Store (in any
 // process) can have a given file open at a time.
 type Store struct {
-	path    string
-	db      *bolt.DB
-	changed chan struct{}
+	path     string
+	db       guarded
+	changed  chan struct{}
+	warnings []string
+	group    committer // write transactions shared by concurrent writers (snapshot.go)
 }
 
 // Errors that Open wraps, for callers that react to them.
@@ -47,6 +54,7 @@ var (
 //	sources/<name>/open/<id>        the item's CreatedAt: the open index
 //	sources/<name>/meta             encoded Meta (a key, not a bucket)
 //	outbox/<8-byte big-endian seq>  encoded OutboxEntry; seq from NextSequence
+//	acked/<8-byte big-endian seq>   acknowledged entries kept for re-publishing (outbox.go)
 var (
 	metaBucket    = []byte("meta")
 	sourcesBucket = []byte("sources")
@@ -62,7 +70,9 @@ const layoutDepth = 3
 
 const defaultLockTimeout = 2 * time.Second
 
-// Open opens the state file at path, creating it and its directory (0o750) if needed.
+// Open opens the state file at path, creating it (mode 0600) and its missing
+// directories (mode 0700) if needed. It changes the mode of nothing that exists; an
+// existing file that other users may read is noted in Warnings.
 //
 // It fails with ErrLocked within about opt.LockTimeout when another process holds
 // the file, with ErrCorrupt when the file is truncated, damaged or not a watcher state
@@ -81,18 +91,26 @@ func Open(path string, opt Options) (*Store, error) {
 	if timeout <= 0 {
 		timeout = defaultLockTimeout
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("state file %s: create directory: %w", path, err)
 	}
 	if err := check(path, timeout); err != nil {
 		return nil, err
 	}
-	db, err := open(path, timeout, opt.NoSync)
+	db, err := open(path, timeout, opt)
 	if err != nil {
 		return nil, err
 	}
-	return &Store{path: path, db: db, changed: make(chan struct{}, 1)}, nil
+	s := &Store{path: path, db: guarded{db}, changed: make(chan struct{}, 1)}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 && runtime.GOOS != "windows" {
+		s.warnings = append(s.warnings, fmt.Sprintf("state file %s has mode %04o, so other users may read the payment data in it; chmod 600 it",
+			path, fi.Mode().Perm()))
+	}
+	return s, nil
 }
+
+// Warnings are problems Open noticed that do not stop the Store from working.
+func (s *Store) Warnings() []string { return s.warnings }
 
 // Path returns the file's path as given to Open.
 func (s *Store) Path() string { return s.path }
@@ -110,8 +128,63 @@ func lockedError(path string) error {
 }
 
 func corruptError(path string, cause error) error {
-	return fmt.Errorf("state file %s is %w: %w; restore it from a backup, or delete it and let each source re-baseline",
-		path, ErrCorrupt, cause)
+	return fmt.Errorf("state file %s is %w: %w", path, ErrCorrupt, cause)
+}
+
+// guarded is a Store's bbolt handle. Its View and Update turn a fault on the file's
+// memory map (the file was cut short under the Store) and a panic raised by bbolt
+// (its assertions on a damaged page) into an ErrCorrupt error, which the Store's
+// methods wrap with the file's name: damage done after Open checked the file fails
+// the operation, not the process. Any other panic, such as one in a callback, is not
+// bbolt's and goes on.
+type guarded struct {
+	*bolt.DB
+}
+
+// View runs fn in a read transaction; see guarded.
+func (g guarded) View(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer g.recover(&err)
+	return g.DB.View(fn)
+}
+
+// Update runs fn in a write transaction; see guarded. bbolt rolls the transaction
+// back before the panic reaches here.
+func (g guarded) Update(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer g.recover(&err)
+	return g.DB.Update(fn)
+}
+
+func (g guarded) recover(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if _, fault := r.(interface{ Addr() uintptr }); !fault && !raisedInBolt() {
+		panic(r)
+	}
+	*err = fmt.Errorf("the file is %w: reading it failed: %v", ErrCorrupt, r)
+}
+
+// raisedInBolt reports whether the panic being recovered was raised in bbolt's code:
+// whether the first frame below the runtime's panic machinery is bbolt's.
+func raisedInBolt() bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
+	panicking := false
+	for {
+		f, more := frames.Next()
+		switch {
+		case f.Function == "runtime.gopanic":
+			panicking = true
+		case panicking && !strings.HasPrefix(f.Function, "runtime."):
+			return strings.HasPrefix(f.Function, "go.etcd.io/bbolt")
+		}
+		if !more {
+			return false
+		}
+	}
 }
 
 // openError classifies an error from bolt.Open.
@@ -204,7 +277,7 @@ func walk(b *bolt.Bucket, depth int) error {
 
 // open opens path for writing and creates or checks the layout, turning a panic of
 // bbolt on a damaged file into an error.
-func open(path string, timeout time.Duration, noSync bool) (db *bolt.DB, err error) {
+func open(path string, timeout time.Duration, opt Options) (db *bolt.DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -216,7 +289,8 @@ func open(path string, timeout time.Duration, noSync bool) (db *bolt.DB, err err
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        timeout,
-		NoSync:         noSync,
+		NoSync:         opt.NoSync,
+		MaxSize:        opt.MaxSize,
 		FreelistType:   bolt.FreelistMapType,
 		NoFreelistSync: true, // rebuilt by scanning on open; saves a write per commit
 	})

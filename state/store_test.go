@@ -304,8 +304,7 @@ func TestOpenRejectsDamagedFiles(t *testing.T) {
 				t.Fatal("Open succeeded")
 			}
 			msg := err.Error()
-			if !errors.Is(err, ErrCorrupt) || !strings.Contains(msg, "state file "+path) ||
-				!strings.Contains(msg, "restore it from a backup, or delete it") || !strings.Contains(msg, tc.want) {
+			if !errors.Is(err, ErrCorrupt) || !strings.HasPrefix(msg, "state file "+path+" is damaged") || !strings.Contains(msg, tc.want) {
 				t.Errorf("Open: %v", err)
 			}
 		})

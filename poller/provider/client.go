@@ -2,9 +2,12 @@ package provider
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -15,15 +18,58 @@ import (
 // DefaultMaxBody is the response size limit when a Client sets none.
 const DefaultMaxBody = 16 << 20
 
+// maxRedirects bounds the redirects one request follows, as http.Client's default.
+const maxRedirects = 10
+
 // Client performs one HTTP request for an adapter and turns provider failures into
 // errors: *StatusError for a non-2xx answer, a plain error for transport failures and
 // oversized bodies. It does not retry.
+//
+// Whatever HTTP client it is given, Do follows a redirect only within the origin
+// (scheme, host and port) of the request, so that the credentials an adapter put on
+// the request (Authorization, Hawk) reach no other host; a redirect elsewhere is an
+// error naming both origins.
 type Client struct {
 	HTTP *http.Client
 	// MaxBody bounds every response body; DefaultMaxBody when 0.
 	MaxBody int64
 	// UserAgent is sent on every request.
 	UserAgent string
+	// BaseURL, when set, is the source's base_url: Do refuses a request to any other
+	// origin before sending it.
+	BaseURL string
+}
+
+// ClientOptions configure NewClient.
+type ClientOptions struct {
+	// BaseURL is the source's base_url; requests and redirects stay on its origin.
+	BaseURL string
+	// RootCAs, when not nil, are the only certificate authorities the source's TLS
+	// connections trust (a source's ca_file): they replace the system's roots. Nil
+	// trusts the system's roots. Certificates are verified either way.
+	RootCAs *x509.CertPool
+	// UserAgent is sent on every request.
+	UserAgent string
+	// MaxBody bounds every response body; DefaultMaxBody when 0.
+	MaxBody int64
+}
+
+// NewClient returns the Client of one source: its own connection pool (a clone of
+// http.DefaultTransport, so proxies from the environment apply), TLS 1.2 or later
+// with certificate verification always on, and requests held to the origin of
+// o.BaseURL. Per-request time limits come from the caller's context (the poller's
+// request_timeout); the transport adds its own bounds on connecting (30s) and on the
+// TLS handshake (10s).
+func NewClient(o ClientOptions) *Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 4
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs}
+	return &Client{
+		HTTP:      &http.Client{Transport: t},
+		MaxBody:   o.MaxBody,
+		UserAgent: o.UserAgent,
+		BaseURL:   o.BaseURL,
+	}
 }
 
 // ErrorDecoder extracts a provider's error message from an error body; it returns ""
@@ -33,19 +79,50 @@ type ErrorDecoder func(body []byte) string
 // Do sends req and returns the body of a 2xx response. decode, which may be nil,
 // turns an error body into the StatusError's message.
 func (c *Client) Do(ctx context.Context, req *http.Request, decode ErrorDecoder) ([]byte, http.Header, error) {
+	if c.BaseURL != "" {
+		if base, err := url.Parse(c.BaseURL); err != nil || origin(req.URL) != origin(base) {
+			return nil, nil, fmt.Errorf("%s %s: refused: the source's requests go only to base_url %s",
+				req.Method, redactURL(req), originOf(c.BaseURL))
+		}
+	}
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient
 	}
+	// A shallow copy shares the transport and its connections; only the redirect
+	// policy differs.
+	sameOrigin := *hc
+	sameOrigin.CheckRedirect = func(next *http.Request, via []*http.Request) error {
+		if from := via[0].URL; origin(next.URL) != origin(from) {
+			code := 0
+			if next.Response != nil {
+				code = next.Response.StatusCode
+			}
+			return fmt.Errorf("HTTP %d redirect to %s not followed: the source's requests and credentials go only to %s",
+				code, redactTarget(next.URL), origin(from))
+		}
+		if hc.CheckRedirect != nil {
+			return hc.CheckRedirect(next, via)
+		}
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+		return nil
+	}
 	if c.UserAgent != "" {
 		req.Header.Set("User-Agent", c.UserAgent)
 	}
-	resp, err := hc.Do(req.WithContext(ctx))
+	resp, err := sameOrigin.Do(req.WithContext(ctx))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
-		return nil, nil, fmt.Errorf("%s %s: %w", req.Method, redactURL(req), unwrapURLError(err))
+		err = unwrapURLError(err)
+		var ua x509.UnknownAuthorityError
+		if errors.As(err, &ua) {
+			return nil, nil, fmt.Errorf("%s %s: %w (a provider behind a private CA needs the source's ca_file)", req.Method, redactURL(req), err)
+		}
+		return nil, nil, fmt.Errorf("%s %s: %w", req.Method, redactURL(req), err)
 	}
 	defer resp.Body.Close()
 	limit := c.MaxBody
@@ -109,6 +186,38 @@ func redactURL(req *http.Request) string {
 	u := *req.URL
 	u.User = nil
 	return u.String()
+}
+
+// origin is u's scheme://host:port, the port made explicit and the host lowercased,
+// so that https://API.example.com and https://api.example.com:443 compare equal.
+func origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// originOf is origin of a raw URL, for messages; the raw text when it does not parse.
+func originOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return origin(u)
+}
+
+// redactTarget prints a redirect target without user info, query or fragment, which
+// the other host chose and may carry anything.
+func redactTarget(u *url.URL) string {
+	v := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
+	return v.String()
 }
 
 // unwrapURLError drops *url.Error's own copy of the method and URL, which Do prints.
