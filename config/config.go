@@ -5,13 +5,18 @@
 package config
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -28,12 +33,20 @@ type Config struct {
 	NATS    publish.Config
 	HTTP    HTTP
 	Sources []Source
+	// Cluster is in force when State.Backend is "nats_kv".
+	Cluster Cluster
+	// Warnings are problems that do not stop watcher but should be fixed, each naming
+	// its key: a secret file other users can read, plain http to another host.
+	Warnings []string
+
+	secretFiles []secretFile // the *_file secrets Parse read, for Load's mode check
 }
 
 // State is the `state:` section.
 type State struct {
-	Backend string // "bbolt"
-	Path    string
+	Backend string // "bbolt" or "nats_kv"
+	Path    string // the bbolt file
+	NATSKV  NATSKV // the nats_kv back end's buckets
 }
 
 // HTTP is the `http:` section.
@@ -51,10 +64,16 @@ type Source struct {
 	Provider provider.Provider
 	// RequestTimeout bounds one provider request.
 	RequestTimeout time.Duration
+	// CAFile is the source's ca_file, "" when it has none; RootCAs holds its
+	// certificates, which replace the system's roots for this source (nil: the
+	// system's roots).
+	CAFile  string
+	RootCAs *x509.CertPool
 }
 
 // Load reads and validates the file at path, expanding ${VAR} from the process
-// environment and reading *_file secrets relative to the working directory.
+// environment and reading *_file secrets relative to the working directory. A secret
+// file that users other than its owner may read adds a warning (see Config.Warnings).
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -64,7 +83,39 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	files := cfg.secretFiles
+	n := cfg.NATS
+	for _, f := range []secretFile{{"nats.creds_file", n.CredsFile}, {"nats.nkey_file", n.NKeyFile}, {"nats.tls.key", n.TLS.Key}} {
+		if f.path != "" {
+			files = append(files, f)
+		}
+	}
+	for _, f := range files {
+		if w := exposedFile(f, os.Stat); w != "" {
+			cfg.Warnings = append(cfg.Warnings, w)
+		}
+	}
 	return cfg, nil
+}
+
+// secretFile is a file holding a secret, and the key that names it.
+type secretFile struct {
+	key, path string
+}
+
+// exposedFile returns a warning when the secret file f grants any permission to its
+// group or to other users; "" when it does not, when it cannot be stat'ed (reading it
+// reports that), or on Windows, whose permissions are not mode bits.
+func exposedFile(f secretFile, stat func(string) (fs.FileInfo, error)) string {
+	if runtime.GOOS == "windows" {
+		return ""
+	}
+	fi, err := stat(f.path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s: %q holds a secret but has mode %04o, so other users may read it; chmod 600 it",
+		f.key, f.path, fi.Mode().Perm())
 }
 
 // Defaults of the keys a file may leave out.
@@ -77,7 +128,7 @@ const (
 	DefaultDuplicateWindow = 10 * time.Minute
 	DefaultHTTPListen      = "127.0.0.1:9464"
 	DefaultMaxOutbox       = 1_000_000
-	DefaultRetainAcked     = 0
+	DefaultRetainAcked     = 5 * time.Minute
 )
 
 // Source defaults.
@@ -106,10 +157,7 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 	v := &validator{readFile: readFile}
 	cfg := &Config{}
 
-	cfg.State.Backend = or(raw.State.Backend, "bbolt")
-	if cfg.State.Backend != "bbolt" {
-		v.addf("state.backend", "%q is not supported (want bbolt)", raw.State.Backend)
-	}
+	v.stateAndCluster(&raw, cfg, osHostname)
 	cfg.State.Path = or(raw.State.Path, DefaultStatePath)
 
 	n := raw.NATS
@@ -119,6 +167,10 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 		Stream:          or(n.Stream, DefaultStream),
 		SubjectPrefix:   or(n.SubjectPrefix, DefaultSubjectPrefix),
 		DuplicateWindow: v.duration("nats.duplicate_window", n.DuplicateWindow, DefaultDuplicateWindow),
+		RetainAcked:     v.duration("nats.retain_acked", n.RetainAcked, DefaultRetainAcked),
+		StreamStorage:   or(n.StreamStorage, publish.StorageFile),
+		StreamMaxAge:    v.duration("nats.stream_max_age", n.StreamMaxAge, 0),
+		StreamMaxBytes:  v.size("nats.stream_max_bytes", n.StreamMaxBytes),
 		CredsFile:       n.CredsFile,
 		User:            n.User,
 		NKeyFile:        n.NKeyFile,
@@ -128,6 +180,7 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 	cfg.NATS.Token = v.secret("nats.token", n.Token, n.TokenFile)
 	cfg.NATS.Password = v.secret("nats.password", n.Password, n.PasswordFile)
 	cfg.NATS.TLS.CA, cfg.NATS.TLS.Cert, cfg.NATS.TLS.Key = n.TLS.CA, n.TLS.Cert, n.TLS.Key
+	cfg.NATS.Embedded.SyncInterval = v.syncInterval("nats.embedded.sync_interval", n.Embedded.SyncInterval)
 	if cfg.NATS.Replicas == 0 {
 		cfg.NATS.Replicas = 1
 	}
@@ -163,6 +216,8 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 	if err := errors.Join(v.errs...); err != nil {
 		return nil, err
 	}
+	cfg.Warnings = v.warnings
+	cfg.secretFiles = v.files
 	return cfg, nil
 }
 
@@ -235,7 +290,7 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 	if rs.RateLimit != 0 {
 		s.RateLimit = rs.RateLimit
 	}
-	if s.RateLimit <= 0 {
+	if !(s.RateLimit > 0) || math.IsInf(s.RateLimit, 1) {
 		v.addf(key+".rate_limit", "%v must be a positive number of requests per second", rs.RateLimit)
 	}
 	s.MaxPages = sourceDefaults.MaxPages
@@ -269,8 +324,14 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 		if st.PageSize < 1 || st.PageSize > p.MaxPageSize {
 			v.addf(key+".page_size", "%d is outside 1..%d for %s", rs.PageSize, p.MaxPageSize, rs.Provider)
 		}
-		if u, err := url.Parse(st.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		u, err := url.Parse(st.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			v.addf(key+".base_url", "%q is not an absolute http(s) URL", rs.BaseURL)
+		} else {
+			s.CAFile, s.RootCAs = v.caFile(key, rs.CAFile, u)
+			if u.Scheme == "http" && !loopback(u.Hostname()) {
+				v.warnings = append(v.warnings, fmt.Sprintf("%s.base_url: %q is plain http to another host: the source's credentials and data travel unencrypted", key, u.Redacted()))
+			}
 		}
 		if len(st.TerminalStatuses) > 0 && !p.TerminalOverride {
 			v.addf(key+".terminal_statuses", "%s statuses are documented; terminal_statuses applies only to providers whose statuses are not", rs.Provider)
@@ -320,7 +381,61 @@ func credential(s provider.Settings, key string) string {
 
 type validator struct {
 	errs     []error
+	warnings []string
+	files    []secretFile // the *_file secrets read
 	readFile func(string) ([]byte, error)
+}
+
+// caFile reads a source's ca_file: a PEM bundle of one or more certificates, nothing
+// else, for an https base_url u.
+func (v *validator) caFile(key, file string, u *url.URL) (string, *x509.CertPool) {
+	if file == "" {
+		return "", nil
+	}
+	key += ".ca_file"
+	if u.Scheme != "https" {
+		v.addf(key, "applies only to an https base_url, not %q", u.Redacted())
+		return "", nil
+	}
+	data, err := v.readFile(file)
+	if err != nil {
+		v.addf(key, "%q cannot be read: %v", file, pathErr(err))
+		return "", nil
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		n++
+		if b.Type != "CERTIFICATE" {
+			v.addf(key, "%q: PEM block %d has type %s; a ca_file holds certificates only", file, n, b.Type)
+			return "", nil
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			v.addf(key, "%q: PEM block %d is not a valid certificate: %v", file, n, err)
+			return "", nil
+		}
+		pool.AddCert(cert)
+	}
+	if n == 0 {
+		v.addf(key, "%q holds no PEM certificate", file)
+		return "", nil
+	}
+	return file, pool
+}
+
+// loopback reports whether host names this machine.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (v *validator) addf(key, format string, args ...any) {
@@ -360,6 +475,7 @@ func (v *validator) secret(key, inline, file string) string {
 		v.addf(key+"_file", "%q cannot be read: %v", file, pathErr(err))
 		return ""
 	}
+	v.files = append(v.files, secretFile{key + "_file", file})
 	s := strings.TrimSpace(string(b))
 	if s == "" {
 		v.addf(key+"_file", "%q is empty", file)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -885,5 +886,58 @@ func TestDockerfile(t *testing.T) {
 	uid, _, _ := strings.Cut(users[len(users)-1][1], ":")
 	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
 		t.Errorf("USER %s, want a numeric non-root uid (Kubernetes runAsNonRoot checks it)", users[len(users)-1][1])
+	}
+}
+
+// TestKubernetesCluster checks deploy/kubernetes-cluster: kustomization.yaml lists
+// exactly its files, the watcher configuration parses with the nats_kv back end and
+// names each pod as its replica, and the Deployment runs it against the NATS cluster.
+func TestKubernetesCluster(t *testing.T) {
+	files, err := filepath.Glob("kubernetes-cluster/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kust := yamlDocs(t, "kubernetes-cluster/kustomization.yaml")[0]
+	var listed []string
+	for _, r := range get(kust, "resources").([]any) {
+		listed = append(listed, "kubernetes-cluster/"+r.(string))
+	}
+	listed = append(listed, "kubernetes-cluster/kustomization.yaml")
+	slices.Sort(listed)
+	if !slices.Equal(files, listed) {
+		t.Errorf("kustomization.yaml lists %v, the directory holds %v", listed, files)
+	}
+	kinds := map[string]any{}
+	for _, f := range files {
+		for _, d := range yamlDocs(t, f) {
+			kinds[str(d, "kind")+"/"+str(d, "metadata", "name")] = d
+		}
+	}
+	cm := kinds["ConfigMap/watcher-cluster-config"]
+	dep := kinds["Deployment/watcher"]
+	nats := kinds["StatefulSet/nats"]
+	if cm == nil || dep == nil || nats == nil {
+		t.Fatalf("missing objects; have %v", slices.Sorted(maps.Keys(kinds)))
+	}
+	env := map[string]string{"POD_NAME": "watcher-5d8f9c7b4-x2k9q", "STRIPE_API_KEY": "rk_test_placeholder"}
+	for _, e := range get(dep, "spec", "template", "spec", "containers", 0, "env").([]any) {
+		if env[str(e, "name")] == "" {
+			env[str(e, "name")] = "placeholder"
+		}
+	}
+	cfg := parseConfig(t, "kubernetes-cluster/configmap.yaml", []byte(str(cm, "data", "watcher.yaml")), env)
+	if cfg.State.Backend != "nats_kv" || cfg.Cluster.ReplicaID != env["POD_NAME"] || cfg.State.NATSKV.Replicas != 3 {
+		t.Errorf("state %+v, cluster %+v: want nats_kv with 3 copies and the pod name as replica id", cfg.State, cfg.Cluster)
+	}
+	if n, _ := get(dep, "spec", "replicas").(int); n < 2 {
+		t.Errorf("Deployment runs %d replicas", n)
+	}
+	if n, _ := get(nats, "spec", "replicas").(int); n != 3 {
+		t.Errorf("NATS StatefulSet runs %d nodes, want 3", n)
+	}
+	for _, name := range []string{"nats-0.nats", "nats-1.nats", "nats-2.nats"} {
+		if !strings.Contains(cfg.NATS.URL, name) {
+			t.Errorf("nats.url %s does not name %s", cfg.NATS.URL, name)
+		}
 	}
 }

@@ -61,6 +61,18 @@ type Data struct {
 	Refs       map[string]string `json:"refs"`
 	// Item is the provider's object with secrets removed.
 	Item json.RawMessage `json:"item"`
+	// Poller names the replica that observed the transition and its lease on the
+	// source; set only when several replicas share the sources (cluster mode).
+	Poller *Poller `json:"poller,omitempty"`
+}
+
+// Poller is the replica that observed a transition in cluster mode.
+type Poller struct {
+	// ID is the replica's id (cluster.replica_id).
+	ID string `json:"id"`
+	// LeaseRevision is the revision at which the replica acquired the source's lease:
+	// it grows with every new holder, so it orders the holders of a source.
+	LeaseRevision uint64 `json:"lease_revision"`
 }
 
 // Status is one side of a transition.

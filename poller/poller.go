@@ -61,6 +61,9 @@ type Config struct {
 	// MaxOutbox pauses polling while the outbox holds this many events or more (NATS
 	// is away); 0 means no limit. Nothing is dropped: the cycle is only put off.
 	MaxOutbox int
+	// Lease, when not nil (cluster mode), is the replica and lease this poller runs
+	// under; every event carries it as data.poller.
+	Lease *event.Poller
 }
 
 // Store is the part of state.Store the poller uses.
@@ -443,6 +446,10 @@ func (p *Poller) message(tr *diff.Transition, now time.Time) (event.Message, err
 		Source: p.cfg.Name, Provider: p.cfg.Provider, Kind: tr.Kind, ID: tr.ID,
 		Previous: prev, Current: cur, Terminal: tr.Current.Terminal, Sequence: tr.Sequence,
 		CreatedAt: it.CreatedAt.UTC(), ObservedAt: now, Refs: it.Refs, Item: json.RawMessage(it.Raw),
+	}
+	if p.cfg.Lease != nil {
+		l := *p.cfg.Lease
+		d.Poller = &l
 	}
 	if tr.ParentID != "" {
 		parent := tr.ParentID

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/payments-watcher/watcher/config"
+	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/metrics"
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/poller/provider"
@@ -41,11 +42,17 @@ const staleIntervals = 3
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	secrets := secretsOf(cfg)
 	log = slog.New(redactingHandler{next: log.Handler(), r: secrets})
+	if cfg.State.Backend == "nats_kv" {
+		return serveCluster(ctx, cfg, log)
+	}
 	store, err := state.Open(cfg.State.Path, state.Options{})
 	if err != nil {
-		return err
+		return withRecovery(err, cfg.State.Path, false)
 	}
 	defer store.Close()
+	for _, w := range store.Warnings() {
+		log.Warn("state file warning", "warning", w)
+	}
 	reg, met, err := newMetrics(cfg, store)
 	if err != nil {
 		return err
@@ -163,25 +170,33 @@ type watchedSource struct {
 }
 
 func buildPollers(cfg *config.Config, store *state.Store, log *slog.Logger) ([]watchedSource, error) {
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 4
 	var out []watchedSource
 	for _, s := range cfg.Sources {
-		client := &provider.Client{
-			HTTP:      &http.Client{Transport: transport},
-			UserAgent: "watcher/" + version,
-		}
-		src, err := s.Provider.New(s.Settings, client)
+		p, err := buildPoller(cfg, s, store, nil, log)
 		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", s.Name, err)
+			return nil, err
 		}
-		pc := s.Config
-		pc.RequestTimeout = s.RequestTimeout
-		pc.MaxOutbox = cfg.NATS.MaxOutbox
-		p := poller.New(pc, src, store, cfg.NATS.SubjectPrefix, log.With("source", s.Name))
 		out = append(out, watchedSource{name: s.Name, interval: s.Interval, p: p})
 	}
 	return out, nil
+}
+
+// buildPoller builds the poller of source s on store; lease is set in cluster mode.
+func buildPoller(cfg *config.Config, s config.Source, store poller.Store, lease *event.Poller, log *slog.Logger) (*poller.Poller, error) {
+	client := provider.NewClient(provider.ClientOptions{
+		BaseURL:   s.Settings.BaseURL,
+		RootCAs:   s.RootCAs,
+		UserAgent: "watcher/" + version,
+	})
+	src, err := s.Provider.New(s.Settings, client)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", s.Name, err)
+	}
+	pc := s.Config
+	pc.RequestTimeout = s.RequestTimeout
+	pc.MaxOutbox = cfg.NATS.MaxOutbox
+	pc.Lease = lease
+	return poller.New(pc, src, store, cfg.NATS.SubjectPrefix, log.With("source", s.Name)), nil
 }
 
 // secretsOf returns a replacer of every secret value of cfg; readiness messages carry

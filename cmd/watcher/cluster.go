@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/payments-watcher/watcher/cluster"
+	"github.com/payments-watcher/watcher/config"
+	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/metrics"
+	"github.com/payments-watcher/watcher/publish"
+	"github.com/payments-watcher/watcher/state/natskv"
+)
+
+// publisherLease is the lease key of the outbox publisher; no source name can be it
+// (source names are [a-z0-9_-]).
+const publisherLease = "publisher:outbox"
+
+// clusterHooks let tests watch a replica; every field may be nil.
+type clusterHooks struct {
+	// conn receives the replica's NATS connection once it is up.
+	conn func(*nats.Conn)
+	// task is called when the work of a lease starts (stopped false) and when it has
+	// returned (stopped true).
+	task func(l cluster.Lease, stopped bool)
+}
+
+// serveCluster runs one replica of a cluster (state.backend nats_kv) until ctx is
+// cancelled: the state lives in NATS KV, and a source is polled, and the outbox
+// published, only by the replica holding its lease (package cluster).
+func serveCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return runReplica(ctx, cfg, log, clusterHooks{})
+}
+
+func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks clusterHooks) error {
+	log = log.With("replica", cfg.Cluster.ReplicaID)
+	nc, err := publish.Connect(cfg.NATS.URL, cfg.NATS, log.With("component", "nats"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if hooks.conn != nil {
+		hooks.conn(nc)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+
+	var mgr *cluster.Manager // set before any task, so before any Commit
+	store, err := natskv.Open(ctx, js, natskv.Options{
+		Prefix: cfg.State.NATSKV.BucketPrefix, Replicas: cfg.State.NATSKV.Replicas,
+		DuplicateWindow: cfg.NATS.DuplicateWindow,
+		Fence:           func(source string) error { return mgr.Fence(source) },
+	})
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	names := make([]string, len(cfg.Sources))
+	sources := map[string]config.Source{}
+	for i, s := range cfg.Sources {
+		names[i] = s.Name
+		sources[s.Name] = s
+		if _, err := buildPoller(cfg, s, store, nil, log); err != nil { // check every source before starting
+			return err
+		}
+	}
+	met := metrics.New(reg, names)
+	if err := metrics.RegisterBuildInfo(reg, version, vcsCommit()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	pub := publish.New(js, store, cfg.NATS, publish.Options{Observer: met}, log.With("component", "publisher"))
+
+	task := func(ctx context.Context, l cluster.Lease) {
+		if hooks.task != nil {
+			hooks.task(l, false)
+			defer hooks.task(l, true)
+		}
+		if l.Key == publisherLease {
+			if err := pub.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("publisher stopped", "err", err)
+			}
+			return
+		}
+		// A new poller per lease: what the last holder did is only in the store.
+		p, err := buildPoller(cfg, sources[l.Key], store, &event.Poller{ID: l.Holder, LeaseRevision: l.Revision}, log)
+		if err != nil {
+			log.Error("source not started", "source", l.Key, "err", err)
+			return
+		}
+		p.Observe(met)
+		_ = p.Run(ctx)
+	}
+	keys := append([]string{publisherLease}, names...)
+	mgr, err = cluster.New(ctx, js, cluster.Config{
+		ReplicaID: cfg.Cluster.ReplicaID, LeaseTTL: cfg.Cluster.LeaseTTL,
+		LeaseBucket: cfg.Cluster.LeaseBucket, MembersBucket: cfg.Cluster.MembersBucket,
+		Replicas: cfg.State.NATSKV.Replicas,
+	}, keys, task, log.With("component", "cluster"))
+	if err != nil {
+		return err
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !nc.IsConnected() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "nats: not connected")
+			return
+		}
+		var held []string
+		for _, l := range mgr.Held() {
+			held = append(held, l.Key)
+		}
+		fmt.Fprintf(w, "ready; replica %s holds %s\n", cfg.Cluster.ReplicaID, strings.Join(held, ", "))
+	})
+	stopHTTP, err := serveHTTP(cfg.HTTP.Listen, mux, log)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+
+	log.Info("watcher replica running", "sources", len(names), "lease_ttl", cfg.Cluster.LeaseTTL.String(),
+		"state_buckets", cfg.State.NATSKV.BucketPrefix, "stream", cfg.NATS.Stream)
+	err = mgr.Run(ctx)
+	log.Info("stopped; leases released")
+	return err
+}

@@ -1,0 +1,753 @@
+// Package natskv keeps watcher's state in NATS JetStream instead of a local file, so
+// that several watcher replicas can share it: per source, the snapshot records, the
+// open index and the metadata live in JetStream key-value buckets, and the outbox is
+// a stream. Values use the same encodings as the bbolt back end (package state).
+//
+// # Layout
+//
+//	<prefix>_records   key <source>.<id>  encoded diff.Record
+//	<prefix>_open      key <source>.<id>  open index entry (creation time, open state)
+//	<prefix>_meta      key <source>       encoded state.Meta
+//	<prefix>_acked     key <seq>          retained acknowledged outbox entries
+//	<prefix>_outbox    stream on subject watcher_state.<prefix>.outbox: one message per
+//	                   outbox entry, its stream sequence is the entry's Seq, its
+//	                   Nats-Msg-Id the event id
+//
+// Source names and item ids are written base64url (unpadded) in keys, so any id fits
+// the key alphabet and a source's keys are exactly those under "<source>.".
+//
+// # Stale writers
+//
+// Records and metadata are written with revision checks: Load and Meta remember the
+// revision they read, and Commit updates a key only if it still has that revision
+// (creates it only if it is still absent). A replica whose view is stale, because
+// another replica committed to the source since it read, gets an error wrapping
+// ErrConflict and changes none of the keys it checked; the poller gives up the cycle,
+// and the next cycle reads afresh. Options.Fence, when set, is asked before anything
+// is written: in cluster mode it fails once the replica no longer holds the source's
+// lease, and Commit then fails with an error wrapping ErrFenced and writes nothing.
+//
+// # Commit without transactions
+//
+// JetStream has no multi-key transaction, so Commit writes in an order in which a
+// crash at any point loses nothing and duplicates nothing observable:
+//
+//  1. outbox messages, each published with Nats-Msg-Id = event id, so the stream's
+//     duplicate window drops a message it already holds;
+//  2. open index entries of records that are open (an extra entry only costs a
+//     re-read of the item);
+//  3. records, revision-checked;
+//  4. removals from the open index of records that are no longer open;
+//  5. metadata, revision-checked.
+//
+// After a crash between steps, the page is read again by the next cycle (on this
+// replica or the one that takes the source over): the records not stored compare as
+// before, give the same transitions and so the same event ids, and their messages are
+// dropped by the outbox's duplicate window (and, if they were published meanwhile,
+// by the event stream's). Events that were stored are published at least once; the
+// event stream keeps each once. The duplicate windows must therefore be longer than
+// the time a source takes to move to another replica plus one cycle.
+//
+// # Outbox
+//
+// The outbox is shared by every replica; run one publisher over it (cluster mode
+// runs it under a lease of its own). Seq is the outbox stream's sequence, so entries
+// are Pending in commit order across replicas.
+package natskv
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/state"
+)
+
+// Errors Commit wraps.
+var (
+	// ErrConflict means a key changed since this store read it: another replica
+	// committed to the source. Nothing the batch would have replaced was overwritten.
+	ErrConflict = errors.New("changed by another writer since it was read")
+	// ErrFenced means Options.Fence refused the commit (the lease is lost).
+	ErrFenced = errors.New("not allowed to write this source")
+)
+
+// Options configure a Store.
+type Options struct {
+	// Prefix names the buckets and the outbox stream; default "watcher". Letters,
+	// digits, '-' and '_' only.
+	Prefix string
+	// Replicas is the number of copies JetStream keeps of each bucket and of the
+	// outbox stream (1 to 5); default 1.
+	Replicas int
+	// DuplicateWindow is the outbox stream's duplicate window; default 10 minutes.
+	DuplicateWindow time.Duration
+	// Timeout bounds each JetStream request; default 5s.
+	Timeout time.Duration
+	// Fence, when not nil, is called with the source before a Commit writes anything;
+	// an error makes Commit fail with ErrFenced and write nothing.
+	Fence func(source string) error
+}
+
+// Store is the JetStream back end. It is safe for concurrent use.
+type Store struct {
+	js      jetstream.JetStream
+	opt     Options
+	records jetstream.KeyValue
+	open    jetstream.KeyValue
+	meta    jetstream.KeyValue
+	acked   jetstream.KeyValue
+	outbox  jetstream.Stream
+	subject string
+	changed chan struct{}
+
+	mu   sync.Mutex
+	revs map[string]uint64 // records and meta keys -> revision last read or written
+}
+
+// Names returns the bucket and stream names Open uses for prefix: records, open, meta,
+// acked buckets and the outbox stream.
+func Names(prefix string) (records, open, meta, acked, outbox string) {
+	return prefix + "_records", prefix + "_open", prefix + "_meta", prefix + "_acked", prefix + "_outbox"
+}
+
+// Open creates (or updates to opt) the buckets and the outbox stream and returns a
+// Store on them.
+func Open(ctx context.Context, js jetstream.JetStream, opt Options) (*Store, error) {
+	opt.Prefix = cmp.Or(opt.Prefix, "watcher")
+	if opt.Replicas == 0 {
+		opt.Replicas = 1
+	}
+	if opt.DuplicateWindow <= 0 {
+		opt.DuplicateWindow = 10 * time.Minute
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = 5 * time.Second
+	}
+	if !validName(opt.Prefix) {
+		return nil, fmt.Errorf("state nats_kv: prefix %q: use letters, digits, '-' and '_' only", opt.Prefix)
+	}
+	if opt.Replicas < 1 || opt.Replicas > 5 {
+		return nil, fmt.Errorf("state nats_kv: replicas %d is not between 1 and 5", opt.Replicas)
+	}
+	s := &Store{js: js, opt: opt, changed: make(chan struct{}, 1), revs: map[string]uint64{},
+		subject: "watcher_state." + opt.Prefix + ".outbox"}
+	rec, open, meta, acked, outbox := Names(opt.Prefix)
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{rec, &s.records}, {open, &s.open}, {meta, &s.meta}, {acked, &s.acked}} {
+		kv, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+			// Use a bucket that exists as it is: replicas starting together would
+			// otherwise all update it at once.
+			if kv, err := js.KeyValue(ctx, b.name); err == nil {
+				return kv, nil
+			}
+			return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: b.name, History: 1, Replicas: opt.Replicas, Storage: jetstream.FileStorage,
+			})
+		})
+		if err != nil {
+			return nil, fmt.Errorf("state nats_kv: bucket %s: %w", b.name, err)
+		}
+		*b.kv = kv
+	}
+	st, err := retry(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+		if st, err := js.Stream(ctx, outbox); err == nil {
+			return st, nil
+		}
+		return js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: outbox, Subjects: []string{s.subject}, Storage: jetstream.FileStorage,
+			Replicas: opt.Replicas, Duplicates: opt.DuplicateWindow, Retention: jetstream.LimitsPolicy,
+			Discard: jetstream.DiscardOld,
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state nats_kv: outbox stream %s: %w", outbox, err)
+	}
+	s.outbox = st
+	return s, nil
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Close releases nothing: the connection is the caller's. It exists so that the
+// Store can stand where a closable store is expected.
+func (s *Store) Close() error { return nil }
+
+func (s *Store) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.opt.Timeout)
+}
+
+var enc = base64.RawURLEncoding
+
+func sourceKey(source string) string { return enc.EncodeToString([]byte(source)) }
+
+func itemKey(source, id string) string {
+	return sourceKey(source) + "." + enc.EncodeToString([]byte(id))
+}
+
+func itemID(key string) (string, error) {
+	i := strings.LastIndexByte(key, '.')
+	b, err := enc.DecodeString(key[i+1:])
+	if err != nil {
+		return "", fmt.Errorf("key %q: %w", key, err)
+	}
+	return string(b), nil
+}
+
+func (s *Store) remember(key string, rev uint64) {
+	s.mu.Lock()
+	s.revs[key] = rev
+	s.mu.Unlock()
+}
+
+func (s *Store) revision(key string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.revs[key]
+}
+
+// Commit writes b to source in the order the package doc describes. It fails with
+// ErrFenced before writing anything when Options.Fence refuses, and with ErrConflict
+// when a record or the metadata changed since this Store read it; the writes before
+// the failing one stay, which is safe (see the package doc). After a commit that
+// appended messages, Changed is signalled.
+func (s *Store) Commit(source string, b state.Batch) error {
+	if err := s.commit(source, &b); err != nil {
+		return fmt.Errorf("state nats_kv: commit to source %q: %w", source, err)
+	}
+	if len(b.Messages) > 0 {
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+type encoded struct {
+	key      string
+	value    []byte
+	open     bool
+	openItem []byte
+}
+
+func (s *Store) commit(source string, b *state.Batch) error {
+	if source == "" {
+		return errors.New("empty source name")
+	}
+	if b.Now.IsZero() && len(b.Records)+len(b.Messages) > 0 {
+		return errors.New("batch has records or messages but no Now")
+	}
+	// Encode everything first: a value that cannot be stored writes nothing.
+	entries := make([][]byte, len(b.Messages))
+	for i := range b.Messages {
+		v, err := state.EncodeEntry(b.Now, &b.Messages[i])
+		if err != nil {
+			return fmt.Errorf("message %q: %w", b.Messages[i].ID, err)
+		}
+		entries[i] = v
+	}
+	recs := make([]encoded, len(b.Records))
+	for i := range b.Records {
+		r := &b.Records[i]
+		if err := state.CheckRecord(r); err != nil {
+			return fmt.Errorf("record %q: %w", r.ID, err)
+		}
+		v, err := state.EncodeRecord(r)
+		if err != nil {
+			return fmt.Errorf("record %q: %w", r.ID, err)
+		}
+		open, ov, err := state.EncodeOpen(r, b.Now)
+		if err != nil {
+			return fmt.Errorf("record %q: %w", r.ID, err)
+		}
+		recs[i] = encoded{key: itemKey(source, r.ID), value: v, open: open, openItem: ov}
+	}
+	var meta []byte
+	if b.Meta != nil {
+		var err error
+		if meta, err = state.EncodeMeta(b.Meta); err != nil {
+			return fmt.Errorf("meta: %w", err)
+		}
+	}
+	if s.opt.Fence != nil {
+		if err := s.opt.Fence(source); err != nil {
+			return fmt.Errorf("%w: %w", ErrFenced, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+len(entries)/64+len(recs)/64))
+	defer cancel()
+
+	// 1. Outbox, idempotent by event id.
+	for i, v := range entries {
+		if _, err := s.js.Publish(ctx, s.subject, v, jetstream.WithMsgID(b.Messages[i].ID)); err != nil {
+			return fmt.Errorf("outbox: message %q: %w", b.Messages[i].ID, err)
+		}
+	}
+	// 2. Open index entries of open records.
+	for _, r := range recs {
+		if r.open {
+			if _, err := s.open.Put(ctx, r.key, r.openItem); err != nil {
+				return fmt.Errorf("open index: %w", err)
+			}
+		}
+	}
+	// 3. Records, revision-checked.
+	for i, r := range recs {
+		rev, err := s.put(ctx, s.records, r.key, r.value)
+		if err != nil {
+			return fmt.Errorf("record %q: %w", b.Records[i].ID, err)
+		}
+		s.remember("r:"+r.key, rev)
+	}
+	// 4. Open index removals.
+	for _, r := range recs {
+		if !r.open {
+			if err := s.open.Delete(ctx, r.key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return fmt.Errorf("open index: %w", err)
+			}
+		}
+	}
+	// 5. Metadata, revision-checked.
+	if meta != nil {
+		key := sourceKey(source)
+		rev, err := s.put(ctx, s.meta, key, meta)
+		if err != nil {
+			return fmt.Errorf("meta: %w", err)
+		}
+		s.remember("m:"+key, rev)
+	}
+	return nil
+}
+
+// put writes key if it still has the revision this Store last saw (is still absent
+// when it saw none).
+func (s *Store) put(ctx context.Context, kv jetstream.KeyValue, key string, v []byte) (uint64, error) {
+	tag := "r:"
+	if kv == s.meta {
+		tag = "m:"
+	}
+	want := s.revision(tag + key)
+	var rev uint64
+	var err error
+	if want == 0 {
+		rev, err = kv.Create(ctx, key, v)
+	} else {
+		rev, err = kv.Update(ctx, key, v, want)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, fmt.Errorf("%w (expected revision %d)", ErrConflict, want)
+	}
+	return rev, err
+}
+
+// Load returns the stored records of the given ids of source, and remembers their
+// revisions (none for an absent id) for the revision checks of Commit.
+func (s *Store) Load(source string, ids []string) (map[string]*diff.Record, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+len(ids)/64))
+	defer cancel()
+	out := make(map[string]*diff.Record, len(ids))
+	for _, id := range ids {
+		key := itemKey(source, id)
+		e, err := s.records.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			s.remember("r:"+key, 0)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("state nats_kv: load from source %q: record %q: %w", source, id, err)
+		}
+		r, err := state.DecodeRecord(id, e.Value())
+		if err != nil {
+			return nil, fmt.Errorf("state nats_kv: load from source %q: record %q: %w", source, id, err)
+		}
+		s.remember("r:"+key, e.Revision())
+		out[id] = &r
+	}
+	return out, nil
+}
+
+// each calls fn with every live entry of kv under source, in no particular order.
+func each(ctx context.Context, kv jetstream.KeyValue, source string, fn func(jetstream.KeyValueEntry) error) error {
+	w, err := kv.Watch(ctx, sourceKey(source)+".>", jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch closed before the initial values were read")
+			}
+			if e == nil {
+				return nil
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// ForEach calls fn with every record of source, in id order. An error from fn stops
+// the walk and is returned as is.
+func (s *Store) ForEach(source string, fn func(diff.Record) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*s.opt.Timeout)
+	defer cancel()
+	var recs []diff.Record
+	err := each(ctx, s.records, source, func(e jetstream.KeyValueEntry) error {
+		id, err := itemID(e.Key())
+		if err != nil {
+			return err
+		}
+		r, err := state.DecodeRecord(id, e.Value())
+		if err != nil {
+			return fmt.Errorf("record %q: %w", id, err)
+		}
+		recs = append(recs, r)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state nats_kv: read source %q: %w", source, err)
+	}
+	slices.SortFunc(recs, func(a, b diff.Record) int { return cmp.Compare(a.ID, b.ID) })
+	for _, r := range recs {
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Meta returns the metadata of source, the zero Meta for a source without any, and
+// remembers its revision for the revision check of Commit.
+func (s *Store) Meta(source string) (state.Meta, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	key := sourceKey(source)
+	e, err := s.meta.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		s.remember("m:"+key, 0)
+		return state.Meta{}, nil
+	}
+	if err != nil {
+		return state.Meta{}, fmt.Errorf("state nats_kv: meta of source %q: %w", source, err)
+	}
+	m, err := state.DecodeMeta(e.Value())
+	if err != nil {
+		return state.Meta{}, fmt.Errorf("state nats_kv: meta of source %q: %w", source, err)
+	}
+	s.remember("m:"+key, e.Revision())
+	return m, nil
+}
+
+// OpenItems returns the open index of source, oldest CreatedAt first, then by ID.
+func (s *Store) OpenItems(source string) ([]state.OpenItem, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*s.opt.Timeout)
+	defer cancel()
+	var out []state.OpenItem
+	err := each(ctx, s.open, source, func(e jetstream.KeyValueEntry) error {
+		id, err := itemID(e.Key())
+		if err != nil {
+			return err
+		}
+		it, err := state.DecodeOpen(id, e.Value())
+		if err != nil {
+			return fmt.Errorf("open item %q: %w", id, err)
+		}
+		out = append(out, it)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state nats_kv: open items of source %q: %w", source, err)
+	}
+	slices.SortFunc(out, func(a, b state.OpenItem) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// Changed receives a value after a Commit through this Store that appended messages.
+// Commits by other replicas do not signal it: a publisher also looks at the outbox
+// periodically.
+func (s *Store) Changed() <-chan struct{} { return s.changed }
+
+// Pending returns up to max outbox entries with Seq greater than after, in increasing
+// Seq order. max must be positive.
+func (s *Store) Pending(after uint64, max int) ([]state.OutboxEntry, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("state nats_kv: pending outbox entries: max %d is not positive", max)
+	}
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+max/64))
+	defer cancel()
+	var out []state.OutboxEntry
+	for seq := after + 1; len(out) < max; {
+		m, err := s.outbox.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("state nats_kv: pending outbox entries: %w", err)
+		}
+		e, err := state.DecodeEntry(m.Sequence, m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("state nats_kv: outbox entry %d: %w", m.Sequence, err)
+		}
+		out = append(out, e)
+		seq = m.Sequence + 1
+	}
+	return out, nil
+}
+
+// OutboxStats returns the number of pending outbox entries and the Enqueued time of
+// the oldest; the zero time when none is pending.
+func (s *Store) OutboxStats() (int, time.Time, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	info, err := s.outbox.Info(ctx)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("state nats_kv: outbox stats: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, time.Time{}, nil
+	}
+	first, err := s.Pending(info.State.FirstSeq-1, 1)
+	if err != nil || len(first) == 0 {
+		return int(info.State.Msgs), time.Time{}, err
+	}
+	return int(info.State.Msgs), first[0].Enqueued, nil
+}
+
+func ackedKey(seq uint64) string { return fmt.Sprintf("%020d", seq) }
+
+// Delete removes the entries with the given Seqs, pending or retained; Seqs in
+// neither are ignored.
+func (s *Store) Delete(seqs []uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+len(seqs)/64))
+	defer cancel()
+	for _, seq := range seqs {
+		if err := s.outbox.DeleteMsg(ctx, seq); err != nil && !notFound(err) {
+			return fmt.Errorf("state nats_kv: delete outbox entry %d: %w", seq, err)
+		}
+		// Look first: a purge leaves a marker, and most entries were never retained.
+		if _, err := s.acked.Get(ctx, ackedKey(seq)); errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err := s.acked.Purge(ctx, ackedKey(seq)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("state nats_kv: delete retained entry %d: %w", seq, err)
+		}
+	}
+	return nil
+}
+
+// notFound reports whether err says a stream message does not exist (deleted by
+// another publisher, or never there).
+func notFound(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound || apiErr.Code == 404) {
+		return true
+	}
+	// The deletion of a missing message fails with error code 10057 in the text only.
+	msg := err.Error()
+	return strings.Contains(msg, "err_code=10057") &&
+		(strings.Contains(msg, "no message found") || strings.Contains(msg, "stream store EOF"))
+}
+
+// Ack records acknowledgements as state.Store.Ack does: a pending entry moves to the
+// retained ones; a retained entry takes a new acknowledgement unless it is a
+// duplicate. Seqs in neither are ignored.
+func (s *Store) Ack(acks []state.Ack) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+len(acks)/32))
+	defer cancel()
+	for _, a := range acks {
+		var entry []byte
+		m, err := s.outbox.GetMsg(ctx, a.Seq)
+		pending := err == nil
+		switch {
+		case pending:
+			entry = m.Data
+		case !notFound(err):
+			return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+		default:
+			e, err := s.acked.Get(ctx, ackedKey(a.Seq))
+			if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && a.Duplicate) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+			}
+			if _, entry, err = state.SplitAcked(e.Value()); err != nil {
+				return fmt.Errorf("state nats_kv: retained entry %d: %w", a.Seq, err)
+			}
+		}
+		v, err := state.EncodeAcked(a, entry)
+		if err != nil {
+			return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+		}
+		if _, err := s.acked.Put(ctx, ackedKey(a.Seq), v); err != nil {
+			return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+		}
+		if pending {
+			if err := s.outbox.DeleteMsg(ctx, a.Seq); err != nil && !notFound(err) {
+				return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+			}
+		}
+	}
+	return nil
+}
+
+// retained returns every retained entry's key and value, in Seq order.
+func (s *Store) retained(ctx context.Context) ([]uint64, [][]byte, error) {
+	w, err := s.acked.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, nil, err
+	}
+	defer w.Stop()
+	type kv struct {
+		seq uint64
+		v   []byte
+	}
+	var all []kv
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		seq, err := strconv.ParseUint(e.Key(), 10, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("retained key %q is not a sequence", e.Key())
+		}
+		all = append(all, kv{seq, e.Value()})
+	}
+	if ctx.Err() != nil {
+		return nil, nil, ctx.Err()
+	}
+	slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(a.seq, b.seq) })
+	seqs, vals := make([]uint64, len(all)), make([][]byte, len(all))
+	for i, e := range all {
+		seqs[i], vals[i] = e.seq, e.v
+	}
+	return seqs, vals, nil
+}
+
+// Retained returns up to max retained entries with Seq greater than after, in
+// increasing Seq order. It reads every retained entry. max must be positive.
+func (s *Store) Retained(after uint64, max int) ([]state.AckedEntry, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("state nats_kv: retained outbox entries: max %d is not positive", max)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*s.opt.Timeout)
+	defer cancel()
+	seqs, vals, err := s.retained(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("state nats_kv: retained outbox entries: %w", err)
+	}
+	var out []state.AckedEntry
+	for i, seq := range seqs {
+		if seq <= after {
+			continue
+		}
+		if len(out) == max {
+			break
+		}
+		e, err := state.DecodeAcked(seq, vals[i])
+		if err != nil {
+			return nil, fmt.Errorf("state nats_kv: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Prune deletes the retained entries acknowledged before cutoff and returns how many
+// it deleted and the earliest acknowledgement time of those left (zero when none).
+func (s *Store) Prune(cutoff time.Time) (pruned int, next time.Time, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*s.opt.Timeout)
+	defer cancel()
+	seqs, vals, err := s.retained(ctx)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("state nats_kv: prune retained outbox entries: %w", err)
+	}
+	for i, seq := range seqs {
+		e, _, err := state.SplitAcked(vals[i])
+		if err != nil {
+			return pruned, time.Time{}, fmt.Errorf("state nats_kv: retained entry %d: %w", seq, err)
+		}
+		if !e.Acked.Before(cutoff) {
+			if next.IsZero() || e.Acked.Before(next) {
+				next = e.Acked
+			}
+			continue
+		}
+		if err := s.acked.Purge(ctx, ackedKey(seq)); err != nil {
+			return pruned, time.Time{}, fmt.Errorf("state nats_kv: prune retained entry %d: %w", seq, err)
+		}
+		pruned++
+	}
+	if pruned > 0 {
+		// Drop the purge markers older than the library's default threshold.
+		if err := s.acked.PurgeDeletes(ctx); err != nil {
+			return pruned, next, fmt.Errorf("state nats_kv: prune retained entries' markers: %w", err)
+		}
+	}
+	return pruned, next, nil
+}
+
+// setupWait bounds the retries of creating the buckets: a JetStream cluster that has
+// just started, or several replicas creating the same buckets at once, can make the
+// first attempts time out.
+const setupWait = time.Minute
+
+// retry calls fn until it succeeds, ctx ends or setupWait passes, with a growing
+// pause between attempts; it returns the last error.
+func retry[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	deadline := time.Now().Add(setupWait)
+	pause := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		v, err := fn(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return v, err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, err
+		case <-t.C:
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}

@@ -1,0 +1,162 @@
+package natskv_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/test"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/natskv"
+	"github.com/payments-watcher/watcher/state/statetest"
+)
+
+// jetStream starts a JetStream server for the test and returns a JetStream context
+// on a connection to it.
+func jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	opts := natsserver.DefaultTestOptions
+	opts.Port = -1
+	opts.JetStream = true
+	opts.StoreDir = t.TempDir()
+	srv := natsserver.RunServer(&opts)
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func open(t *testing.T, js jetstream.JetStream, prefix string, fence func(string) error) *natskv.Store {
+	t.Helper()
+	s, err := natskv.Open(context.Background(), js, natskv.Options{Prefix: prefix, Fence: fence})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSuite(t *testing.T) {
+	js := jetStream(t)
+	n := 0
+	statetest.Run(t, func(t *testing.T) statetest.Backend {
+		n++
+		return open(t, js, fmt.Sprintf("suite%d", n), nil)
+	})
+}
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func rec(id string, seq uint32) diff.Record {
+	return diff.Record{Kind: "payment", ID: id, Sequence: seq, CreatedAt: t0,
+		Status: diff.Status{Raw: "pending", State: diff.Pending}}
+}
+
+// Two replicas read the same record; the first to commit wins, the other's commit
+// fails with ErrConflict and leaves the winner's record in place.
+func TestStaleWriterLoses(t *testing.T) {
+	js := jetStream(t)
+	a, b := open(t, js, "w", nil), open(t, js, "w", nil)
+	if err := a.Commit("src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*natskv.Store{a, b} {
+		if _, err := s.Load("src", []string{"x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Commit("src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 2)}}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Commit("src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 3)}})
+	if !errors.Is(err, natskv.ErrConflict) {
+		t.Fatalf("stale commit: err %v, want ErrConflict", err)
+	}
+	got, err := b.Load("src", []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["x"].Sequence != 2 {
+		t.Errorf("record after the stale commit has sequence %d, want the winner's 2", got["x"].Sequence)
+	}
+	// Having read again, b commits.
+	if err := b.Commit("src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 3)}}); err != nil {
+		t.Errorf("commit after a fresh Load: %v", err)
+	}
+
+	// The same holds for metadata, and for a key created by another writer meanwhile.
+	if _, err := a.Meta("src"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Meta("src"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit("src", state.Batch{Meta: &state.Meta{BaselineDone: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit("src", state.Batch{Meta: &state.Meta{}}); !errors.Is(err, natskv.ErrConflict) {
+		t.Errorf("stale meta commit: err %v, want ErrConflict", err)
+	}
+	if m, _ := a.Meta("src"); !m.BaselineDone {
+		t.Error("stale meta commit overwrote the newer metadata")
+	}
+}
+
+// A refused fence writes nothing, outbox included.
+func TestFence(t *testing.T) {
+	js := jetStream(t)
+	lost := errors.New("lease lost")
+	s := open(t, js, "f", func(string) error { return lost })
+	err := s.Commit("src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 1)},
+		Messages: []event.Message{{ID: "e1", Subject: "p.src.payment.pending", Body: []byte("{}")}}})
+	if !errors.Is(err, natskv.ErrFenced) || !errors.Is(err, lost) {
+		t.Fatalf("fenced commit: err %v, want ErrFenced wrapping the fence's error", err)
+	}
+	other := open(t, js, "f", nil)
+	got, _ := other.Load("src", []string{"x"})
+	n, _, _ := other.OutboxStats()
+	if len(got) != 0 || n != 0 {
+		t.Errorf("fenced commit wrote %d records and %d outbox entries", len(got), n)
+	}
+}
+
+// A commit replayed after a crash (same event ids) does not enqueue its messages
+// twice, even when the first copies were already published and deleted.
+func TestReplayedCommitDeduplicated(t *testing.T) {
+	js := jetStream(t)
+	s := open(t, js, "r", nil)
+	msgs := []event.Message{{ID: "e1", Subject: "p.src.payment.pending", Body: []byte("{}")},
+		{ID: "e2", Subject: "p.src.payment.pending", Body: []byte("{}")}}
+	if err := s.Commit("src", state.Batch{Now: t0, Messages: msgs}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Pending(0, 10)
+	if err != nil || len(p) != 2 {
+		t.Fatalf("Pending = %v %v", p, err)
+	}
+	if err := s.Delete([]uint64{p[0].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	// The crash came after the outbox writes: a new replica replays the page.
+	again := open(t, js, "r", nil)
+	if err := again.Commit("src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 1)}, Messages: msgs}); err != nil {
+		t.Fatal(err)
+	}
+	p, err = again.Pending(0, 10)
+	if err != nil || len(p) != 1 || p[0].Msg.ID != "e2" {
+		t.Errorf("Pending after the replay = %+v %v, want e2 once", p, err)
+	}
+}
