@@ -167,10 +167,12 @@ func TestClusterFailover(t *testing.T) {
 		second = strings.Replace(second, "name: "+n+"\n", "name: "+n+"-b\n", 1)
 	}
 	doc += second
-	doc = strings.ReplaceAll(doc, "interval: 2s", "interval: 1s")
+	// A lease outlives its holder by up to its TTL and is taken over at the next
+	// attempt (every TTL/3): a TTL of one interval moves a dead replica's sources
+	// within about 1.4 intervals, as the defaults (interval 15s, lease_ttl 15s) do.
 	doc = strings.Replace(doc, "state:\n", "state:\n  backend: nats_kv\n  nats_kv:\n    bucket_prefix: wt\n    replicas: 3\n", 1)
 	doc = strings.Replace(doc, "nats:\n", "nats:\n  replicas: 3\n", 1)
-	const interval, ttl = time.Second, 2 * time.Second
+	const interval, ttl = 2 * time.Second, 2 * time.Second
 	doc += "cluster:\n  lease_ttl: 2s\n  replica_id: REPLICA\n"
 	sourceCount := 2 * len(names)
 
