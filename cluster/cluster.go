@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -229,10 +230,9 @@ func (m *Manager) step(ctx context.Context) {
 	}
 
 	lctx, cancel := context.WithTimeout(ctx, timeout)
-	names, err := m.members.Keys(lctx)
+	live, err := countKeys(lctx, m.members)
 	cancel()
-	live := len(names)
-	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+	if err != nil {
 		m.log.Warn("cluster: members not counted; keeping the leases held", "err", err)
 		return
 	}
@@ -283,6 +283,32 @@ func (m *Manager) step(ctx context.Context) {
 	}
 }
 
+// countKeys counts the live keys of kv. Unlike KeyValue.Keys, it gives up when ctx
+// ends: a watch whose consumer was lost (a NATS node went away) may never deliver the
+// end of its initial values.
+func countKeys(ctx context.Context, kv jetstream.KeyValue) (int, error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
+	if err != nil {
+		return 0, err
+	}
+	defer w.Stop()
+	keys := map[string]struct{}{}
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return 0, errors.New("watch closed before the initial values were read")
+			}
+			if e == nil {
+				return len(keys), nil
+			}
+			keys[e.Key()] = struct{}{}
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
 // start runs key's task under the lease acquired at rev.
 func (m *Manager) start(ctx context.Context, key string, rev uint64, sent time.Time) {
 	tctx, cancel := context.WithCancel(ctx)
@@ -296,6 +322,35 @@ func (m *Manager) start(ctx context.Context, key string, rev uint64, sent time.T
 		defer close(h.done)
 		m.task(tctx, h.lease)
 	})
+	m.wg.Go(func() { m.watchdog(tctx, h) })
+}
+
+// watchdog stops h's task once its lease has gone unrenewed for 2/3 of the TTL,
+// whatever the renewal loop is doing: a NATS call stuck in it must not keep the work
+// running past the moment another replica may take the lease.
+func (m *Manager) watchdog(ctx context.Context, h *held) {
+	timer := time.NewTimer(m.safe())
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		m.mu.Lock()
+		left := m.safe() - time.Since(h.renewed)
+		if left <= 0 {
+			m.log.Warn("cluster: lease not renewed in time; stopping its work", "key", h.lease.Key)
+			h.cancel()
+			if m.held[h.lease.Key] == h {
+				delete(m.held, h.lease.Key)
+			}
+			m.mu.Unlock()
+			return
+		}
+		m.mu.Unlock()
+		timer.Reset(left)
+	}
 }
 
 // renew rewrites every held lease at its revision, concurrently; a lease whose
@@ -380,13 +435,29 @@ func (m *Manager) release(ctx context.Context, h *held) {
 // replica's membership.
 func (m *Manager) stopAll() {
 	m.mu.Lock()
-	hs := m.held
-	m.held = map[string]*held{}
+	hs := maps.Clone(m.held)
 	for _, h := range hs {
 		h.cancel()
 	}
 	m.mu.Unlock()
-	m.wg.Wait()
+	// The leases are kept while the work winds down (a commit in hand, a request
+	// being abandoned): another replica must not start it before it has stopped here.
+	stopped := make(chan struct{})
+	go func() { m.wg.Wait(); close(stopped) }()
+	tick := time.NewTicker(m.cfg.LeaseTTL / 3)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-stopped:
+			break wait
+		case <-tick.C:
+			m.renew(context.Background(), m.cfg.LeaseTTL/6)
+		}
+	}
+	m.mu.Lock()
+	m.held = map[string]*held{}
+	m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3)
 	defer cancel()
 	for _, h := range hs {

@@ -263,6 +263,11 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("replica %s crashed holding %d leases; all of them moved in %s (interval %s, lease TTL %s)",
 		victim.id, len(per[victim.id]), moved.Round(time.Millisecond), interval, ttl)
 
+	// Lose one of the three NATS nodes as well: buckets and stream keep a quorum of
+	// two, and the replicas connected to it reconnect to the others.
+	srvs[2].Shutdown()
+	srvs[2].WaitForShutdown()
+
 	// Let the survivors catch up with the simulator's truth, then stop everything.
 	stopSim()
 	<-simDone

@@ -640,18 +640,26 @@ func (s *Store) retained(ctx context.Context) ([]uint64, [][]byte, error) {
 		v   []byte
 	}
 	var all []kv
-	for e := range w.Updates() {
-		if e == nil {
-			break
+	// The watch ends its initial values with a nil entry; a watch whose consumer was
+	// lost (a NATS node went away) may never send it, so the context bounds the wait.
+read:
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, nil, errors.New("watch of retained entries closed before the initial values were read")
+			}
+			if e == nil {
+				break read
+			}
+			seq, err := strconv.ParseUint(e.Key(), 10, 64)
+			if err != nil {
+				return nil, nil, fmt.Errorf("retained key %q is not a sequence", e.Key())
+			}
+			all = append(all, kv{seq, e.Value()})
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
 		}
-		seq, err := strconv.ParseUint(e.Key(), 10, 64)
-		if err != nil {
-			return nil, nil, fmt.Errorf("retained key %q is not a sequence", e.Key())
-		}
-		all = append(all, kv{seq, e.Value()})
-	}
-	if ctx.Err() != nil {
-		return nil, nil, ctx.Err()
 	}
 	slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(a.seq, b.seq) })
 	seqs, vals := make([]uint64, len(all)), make([][]byte, len(all))
