@@ -26,6 +26,18 @@ type Config struct {
 	// DuplicateWindow is the stream's de-duplication window. Keep it longer than
 	// watcher is expected to stay down: a message re-sent after it is stored twice.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// RetainAcked is how long an outbox entry is kept after its PubAck, to be
+	// published again after a reconnect in case the server lost it (JetStream
+	// acknowledges before it fsyncs); 0 deletes entries on their PubAck.
+	RetainAcked time.Duration `yaml:"retain_acked"`
+
+	// StreamStorage is the storage of a stream watcher creates: "file" (also for "")
+	// or "memory". An existing stream's storage must match it.
+	StreamStorage string `yaml:"stream_storage"`
+	// StreamMaxAge and StreamMaxBytes are the limits of a stream watcher creates; 0
+	// means none. An existing stream keeps its own.
+	StreamMaxAge   time.Duration `yaml:"stream_max_age"`
+	StreamMaxBytes int64         `yaml:"stream_max_bytes"`
 
 	// Authentication; all optional. Secret values (Token, Password) are never
 	// logged nor put in errors.
@@ -49,6 +61,9 @@ type Embedded struct {
 	Listen string `yaml:"listen"`
 	// StoreDir holds the JetStream store; it is created if missing.
 	StoreDir string `yaml:"store_dir"`
+	// SyncInterval is how often JetStream fsyncs its store. 0, written "always" in
+	// the configuration file, fsyncs every message before acknowledging it.
+	SyncInterval time.Duration `yaml:"sync_interval"`
 }
 
 // TLS names the PEM files used to connect to NATS over TLS.
@@ -57,6 +72,12 @@ type TLS struct {
 	Cert string `yaml:"cert"` // client certificate; needs Key
 	Key  string `yaml:"key"`  // client private key; needs Cert
 }
+
+// Values of Config.StreamStorage.
+const (
+	StorageFile   = "file"
+	StorageMemory = "memory"
+)
 
 // maxReplicas is JetStream's limit on stream replicas.
 const maxReplicas = 5
@@ -82,12 +103,36 @@ func (c Config) Validate() []error {
 	if c.DuplicateWindow <= 0 {
 		add("nats.duplicate_window: %s must be positive", c.DuplicateWindow)
 	}
+	if c.RetainAcked < 0 {
+		add("nats.retain_acked: %s must not be negative (0 disables it)", c.RetainAcked)
+	}
+	switch c.StreamStorage {
+	case "", StorageFile, StorageMemory:
+	default:
+		add("nats.stream_storage: %q is not a storage type (want %s or %s)", c.StreamStorage, StorageFile, StorageMemory)
+	}
+	switch {
+	case c.StreamMaxAge < 0:
+		add("nats.stream_max_age: %s must not be negative (0 means no limit)", c.StreamMaxAge)
+	case c.StreamMaxAge > 0 && c.StreamMaxAge < c.DuplicateWindow:
+		add("nats.stream_max_age: %s is shorter than nats.duplicate_window %s; JetStream refuses a duplicate window longer than the stream's max age",
+			c.StreamMaxAge, c.DuplicateWindow)
+	case c.StreamMaxAge > 0 && c.StreamMaxAge < c.RetainAcked:
+		add("nats.stream_max_age: %s is shorter than nats.retain_acked %s; re-published events could be stored again after the stream aged them out",
+			c.StreamMaxAge, c.RetainAcked)
+	}
+	if c.StreamMaxBytes < 0 {
+		add("nats.stream_max_bytes: %d must not be negative (0 means no limit)", c.StreamMaxBytes)
+	}
 	if c.URL == "" {
 		if !validListen(c.Embedded.Listen) {
 			add("nats.embedded.listen: %q is not host:port (port 0..65535, 0 picks a free one); it is required when nats.url is empty", c.Embedded.Listen)
 		}
 		if c.Embedded.StoreDir == "" {
 			add("nats.embedded.store_dir: %q is empty; it is required when nats.url is empty", c.Embedded.StoreDir)
+		}
+		if c.Embedded.SyncInterval < 0 {
+			add("nats.embedded.sync_interval: %s must be positive, or always", c.Embedded.SyncInterval)
 		}
 	}
 	switch {

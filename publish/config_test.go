@@ -60,6 +60,18 @@ func TestConfigValidate(t *testing.T) {
 		{"password without user, value not shown", func(c *Config) { c.Password = "hunter2" }, []string{`nats.password: set without nats.user`}},
 		{"cert without key", func(c *Config) { c.TLS.Cert = "client.pem" }, []string{`nats.tls.key: "" is empty while nats.tls.cert is set`}},
 		{"key without cert", func(c *Config) { c.TLS.Key = "client.key" }, []string{`nats.tls.cert: "" is empty while nats.tls.key is set`}},
+		{"durability settings", func(c *Config) {
+			c.RetainAcked, c.StreamStorage, c.StreamMaxAge, c.StreamMaxBytes, c.Embedded.SyncInterval = 5*time.Minute, StorageMemory, time.Hour, 1<<30, time.Second
+		}, nil},
+		{"negative retain_acked", func(c *Config) { c.RetainAcked = -time.Second }, []string{`nats.retain_acked: -1s must not be negative (0 disables it)`}},
+		{"unknown storage", func(c *Config) { c.StreamStorage = "disk" }, []string{`nats.stream_storage: "disk" is not a storage type (want file or memory)`}},
+		{"negative max age", func(c *Config) { c.StreamMaxAge = -time.Hour }, []string{`nats.stream_max_age: -1h0m0s must not be negative (0 means no limit)`}},
+		{"max age shorter than the duplicate window", func(c *Config) { c.StreamMaxAge = time.Minute }, []string{
+			`nats.stream_max_age: 1m0s is shorter than nats.duplicate_window 10m0s; JetStream refuses a duplicate window longer than the stream's max age`}},
+		{"max age shorter than retain_acked", func(c *Config) { c.StreamMaxAge, c.RetainAcked = 15*time.Minute, 20*time.Minute }, []string{
+			`nats.stream_max_age: 15m0s is shorter than nats.retain_acked 20m0s; re-published events could be stored again after the stream aged them out`}},
+		{"negative max bytes", func(c *Config) { c.StreamMaxBytes = -1 }, []string{`nats.stream_max_bytes: -1 must not be negative (0 means no limit)`}},
+		{"negative sync interval", func(c *Config) { c.Embedded.SyncInterval = -time.Second }, []string{`nats.embedded.sync_interval: -1s must be positive, or always`}},
 		{"every problem at once", func(c *Config) { *c = Config{} }, []string{
 			`nats.stream: "" is empty`,
 			`nats.subject_prefix: "" is not a subject prefix: want dot-separated tokens without wildcards or whitespace`,

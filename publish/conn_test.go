@@ -2,20 +2,30 @@ package publish
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	natsserver "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 func TestStartEmbedded(t *testing.T) {
@@ -45,6 +55,10 @@ func TestStartEmbedded(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
 		t.Fatalf("JetStream store not in the store directory: %v", err)
 	}
+	// By default every message is synced to disk before its acknowledgement.
+	if jc := srv.JetStreamConfig(); !jc.SyncAlways {
+		t.Fatalf("embedded server syncs every %s, want always", jc.SyncInterval)
+	}
 
 	// The address is taken now.
 	busy := srv.Addr().String()
@@ -61,6 +75,17 @@ func TestStartEmbedded(t *testing.T) {
 	}
 }
 
+func TestStartEmbeddedSyncInterval(t *testing.T) {
+	srv, err := StartEmbedded(Embedded{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), SyncInterval: 10 * time.Second}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopServer(srv) })
+	if jc := srv.JetStreamConfig(); jc.SyncAlways || jc.SyncInterval != 10*time.Second {
+		t.Fatalf("embedded server: sync always %t, interval %s; want an fsync every 10s", jc.SyncAlways, jc.SyncInterval)
+	}
+}
+
 func TestStartEmbeddedBadListen(t *testing.T) {
 	_, err := StartEmbedded(Embedded{Listen: "localhost", StoreDir: t.TempDir()}, nil)
 	if err == nil || !strings.Contains(err.Error(), `listen "localhost"`) {
@@ -68,7 +93,7 @@ func TestStartEmbeddedBadListen(t *testing.T) {
 	}
 }
 
-func TestConnectAuthAndName(t *testing.T) {
+func TestConnectNameAndQuietLogs(t *testing.T) {
 	opts := natsserver.DefaultTestOptions
 	opts.Port = -1
 	opts.Username, opts.Password = "watcher-user", "pa55-secret"
@@ -98,13 +123,14 @@ func TestConnectAuthAndName(t *testing.T) {
 	// Credentials in the URL (here a wrong password) never reach the logs.
 	port := strconv.Itoa(srv.Addr().(*net.TCPAddr).Port)
 	bad, err := Connect("nats://watcher-user:wrong-pa55@127.0.0.1:"+port, testConfig(), log)
-	if err == nil {
-		bad.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err != nil && strings.Contains(err.Error(), "wrong-pa55") {
-		t.Fatalf("error shows the password: %v", err)
-	}
+	bad.Close()
 	nc.Close()
+	if !strings.Contains(logs.String(), "Authorization Violation") {
+		t.Fatalf("logs do not tell the refusal:\n%s", logs.String())
+	}
 	for _, secret := range []string{"pa55-secret", "wrong-pa55"} {
 		if strings.Contains(logs.String(), secret) {
 			t.Fatalf("logs show a password:\n%s", logs.String())
@@ -112,27 +138,364 @@ func TestConnectAuthAndName(t *testing.T) {
 	}
 }
 
-func TestConnectToken(t *testing.T) {
-	opts := natsserver.DefaultTestOptions
-	opts.Port = -1
-	opts.Authorization = "tok-3141"
-	srv := natsserver.RunServer(&opts)
-	t.Cleanup(func() { stopServer(srv) })
+// authAttempt is a connection attempt of TestConnectAuth: a URL (the server's when
+// url is nil) and a configuration.
+type authAttempt struct {
+	name string
+	url  func(base string) string
+	c    Config
+	want string // in the error of a refused attempt
+}
 
-	var logs syncBuffer
-	c := testConfig()
-	c.Token = "tok-3141"
-	nc, err := Connect(srv.ClientURL(), c, slog.New(slog.NewTextHandler(&logs, nil)))
+func TestConnectAuth(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	with := func(f func(*Config)) Config {
+		c := testConfig()
+		f(&c)
+		return c
+	}
+	const refused = "nats: Authorization Violation; "
+	const noneGiven = "the server requires credentials and none is configured"
+
+	// NKey users: the seed of one the server knows, and of one it does not.
+	nkeyUser := newUserKey(t)
+	nkeyPub, _ := nkeyUser.PublicKey()
+	nkeySeed, _ := nkeyUser.Seed()
+	strangerSeed, _ := newUserKey(t).Seed()
+
+	// Operator mode: a user of an account the server resolves, and one of an account it
+	// does not.
+	operator, account := newKey(t, nkeys.CreateOperator), newKey(t, nkeys.CreateAccount)
+	operatorClaims := jwt.NewOperatorClaims(publicKey(t, operator))
+	operatorJWT := encode(t, operatorClaims, operator)
+	accountJWT := encode(t, jwt.NewAccountClaims(publicKey(t, account)), operator)
+	goodCreds, goodCredsSeed := userCreds(t, account)
+	badCreds, badCredsSeed := userCreds(t, newKey(t, nkeys.CreateAccount))
+
+	// TLS: a CA the server trusts for clients and its own certificate, and another CA.
+	ca := newCA(t, "watcher test CA")
+	other := newCA(t, "other CA")
+	serverCert, serverKey := ca.issue(t, dir, "server", true)
+	clientCert, clientKey := ca.issue(t, dir, "client", false)
+	strangerCert, strangerKey := other.issue(t, dir, "stranger", false)
+	caFile, otherCAFile := ca.write(t, dir, "ca.pem"), other.write(t, dir, "other-ca.pem")
+
+	for _, tt := range []struct {
+		name    string
+		server  func(o *server.Options)
+		good    Config
+		bad     []authAttempt
+		secrets []string
+		tlsURL  bool
+	}{
+		{
+			name:   "user and password",
+			server: func(o *server.Options) { o.Username, o.Password = "watcher-user", "pa55-secret" },
+			good:   with(func(c *Config) { c.User, c.Password = "watcher-user", "pa55-secret" }),
+			bad: []authAttempt{
+				{name: "wrong password", c: with(func(c *Config) { c.User, c.Password = "watcher-user", "wrong-pa55" }),
+					want: refused + "the server refused the credentials of nats.user and nats.password"},
+				{name: "wrong password in the url", url: func(base string) string {
+					return strings.Replace(base, "nats://", "nats://watcher-user:wrong-pa55@", 1)
+				},
+					c: testConfig(), want: refused + "the server refused the credentials of nats.url"},
+				{name: "none", c: testConfig(), want: refused + noneGiven},
+			},
+			secrets: []string{"pa55-secret", "wrong-pa55"},
+		},
+		{
+			name:   "token",
+			server: func(o *server.Options) { o.Authorization = "tok-3141-secret" },
+			good:   with(func(c *Config) { c.Token = "tok-3141-secret" }),
+			bad: []authAttempt{
+				{name: "wrong", c: with(func(c *Config) { c.Token = "tok-2718-wrong" }), want: refused + "the server refused the credentials of nats.token"},
+				{name: "none", c: testConfig(), want: refused + noneGiven},
+			},
+			secrets: []string{"tok-3141-secret", "tok-2718-wrong"},
+		},
+		{
+			name:   "nkey seed file",
+			server: func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: nkeyPub}} },
+			good:   with(func(c *Config) { c.NKeyFile = write("user.nk", string(nkeySeed)) }),
+			bad: []authAttempt{
+				{name: "unknown user", c: with(func(c *Config) { c.NKeyFile = write("stranger.nk", string(strangerSeed)) }),
+					want: refused + "the server refused the credentials of nats.nkey_file"},
+				{name: "none", c: testConfig(), want: refused + noneGiven},
+			},
+			secrets: []string{string(nkeySeed), string(strangerSeed)},
+		},
+		{
+			name: "creds file",
+			server: func(o *server.Options) {
+				oc, err := jwt.DecodeOperatorClaims(operatorJWT)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resolver := &server.MemAccResolver{}
+				if err := resolver.Store(publicKey(t, account), accountJWT); err != nil {
+					t.Fatal(err)
+				}
+				o.TrustedOperators, o.AccountResolver = []*jwt.OperatorClaims{oc}, resolver
+			},
+			good: with(func(c *Config) { c.CredsFile = write("user.creds", goodCreds) }),
+			bad: []authAttempt{
+				{name: "user of an unknown account", c: with(func(c *Config) { c.CredsFile = write("stranger.creds", badCreds) }),
+					want: refused + "the server refused the credentials of nats.creds_file"},
+				{name: "none", c: testConfig(), want: refused + noneGiven},
+			},
+			secrets: []string{goodCredsSeed, badCredsSeed},
+		},
+		{
+			name: "TLS with a client certificate",
+			server: func(o *server.Options) {
+				tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: serverCert, KeyFile: serverKey, CaFile: caFile, Verify: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				o.TLS, o.TLSVerify, o.TLSConfig, o.TLSTimeout = true, true, tc, 5
+			},
+			good: with(func(c *Config) { c.TLS = TLS{CA: caFile, Cert: clientCert, Key: clientKey} }),
+			bad: []authAttempt{
+				{name: "certificate of another CA", c: with(func(c *Config) { c.TLS = TLS{CA: caFile, Cert: strangerCert, Key: strangerKey} }),
+					want: "the server refused the TLS handshake: check nats.tls.cert and nats.tls.key"},
+				{name: "no certificate", c: with(func(c *Config) { c.TLS = TLS{CA: caFile} }),
+					want: "the server refused the TLS handshake; it may require a client certificate (nats.tls.cert and nats.tls.key)"},
+				{name: "server not trusted", c: with(func(c *Config) { c.TLS = TLS{CA: otherCAFile, Cert: clientCert, Key: clientKey} }),
+					want: "the server's certificate is not trusted: check nats.tls.ca"},
+			},
+			tlsURL: true,
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			opts := natsserver.DefaultTestOptions
+			opts.Port = -1
+			tt.server(&opts)
+			srv := natsserver.RunServer(&opts)
+			t.Cleanup(func() { stopServer(srv) })
+			base := "nats://127.0.0.1:" + strconv.Itoa(srv.Addr().(*net.TCPAddr).Port)
+			if tt.tlsURL {
+				base = strings.Replace(base, "nats://", "tls://", 1)
+			}
+
+			nc, err := Connect(base, tt.good, testLogger(t))
+			if err != nil {
+				t.Fatalf("Connect with the right credential: %v", err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatalf("connection with the right credential: %v", err)
+			}
+			nc.Close()
+
+			for _, a := range tt.bad {
+				t.Run(a.name, func(t *testing.T) {
+					t.Parallel()
+					url := base
+					if a.url != nil {
+						url = a.url(base)
+					}
+					var logs syncBuffer
+					nc, err := Connect(url, a.c, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+					if err != nil {
+						t.Fatalf("Connect: %v; a refused connection is retried in the background, not an error", err)
+					}
+					defer nc.Close()
+					if nc.IsConnected() {
+						t.Fatal("connected")
+					}
+					// Connect logs the refusal: the url without credentials, the cause, what
+					// to check.
+					where := "nats " + redactURL(url) + ": "
+					if a.url != nil && !strings.Contains(where, "nats://redacted@127.0.0.1:") {
+						t.Fatalf("redactURL(%q) = %q", url, redactURL(url))
+					}
+					if line := errorLine(logs.String()); !strings.Contains(line, where) || !strings.Contains(line, a.want) {
+						t.Errorf("log of the refusal %q does not name %q and say %q; logs:\n%s", line, where, a.want, logs.String())
+					}
+					// Healthy tells it too, once nats.go has given up or retried (for a
+					// client certificate refused after a TLS 1.3 handshake it may only
+					// see the connection closed).
+					js, err := jetstream.New(nc)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p := New(js, newOutbox(t), a.c, Options{}, nil)
+					wantHealth := []string{"nats: not connected (", ") to " + redactURL(url) + ": ", a.want}
+					if tt.tlsURL {
+						wantHealth = wantHealth[:1]
+					}
+					var health error
+					waitFor(t, "Healthy to report the refusal", func() bool {
+						health = p.Healthy()
+						if health == nil {
+							return false
+						}
+						for _, w := range wantHealth {
+							if !strings.Contains(health.Error(), w) {
+								return false
+							}
+						}
+						return true
+					})
+					for _, secret := range tt.secrets {
+						if strings.Contains(logs.String(), secret) || strings.Contains(health.Error(), secret) {
+							t.Errorf("a secret shows in Healthy %q or in the logs:\n%s", health, logs.String())
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// errorLine returns the first log line at level ERROR in logs.
+func errorLine(logs string) string {
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, "level=ERROR") {
+			return line
+		}
+	}
+	return ""
+}
+
+// newKey returns a new key pair made by create.
+func newKey(t testing.TB, create func() (nkeys.KeyPair, error)) nkeys.KeyPair {
+	t.Helper()
+	kp, err := create()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	if err := nc.Flush(); err != nil {
-		t.Fatalf("token connection: %v", err)
+	return kp
+}
+
+func newUserKey(t testing.TB) nkeys.KeyPair { return newKey(t, nkeys.CreateUser) }
+
+func publicKey(t testing.TB, kp nkeys.KeyPair) string {
+	t.Helper()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if strings.Contains(logs.String(), "tok-3141") {
-		t.Fatalf("logs show the token:\n%s", logs.String())
+	return pub
+}
+
+func encode(t testing.TB, c interface {
+	Encode(nkeys.KeyPair) (string, error)
+}, signer nkeys.KeyPair) string {
+	t.Helper()
+	s, err := c.Encode(signer)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return s
+}
+
+// userCreds returns the .creds content of a new user of account, and the user's seed.
+func userCreds(t testing.TB, account nkeys.KeyPair) (creds, seed string) {
+	t.Helper()
+	user := newUserKey(t)
+	userJWT := encode(t, jwt.NewUserClaims(publicKey(t, user)), account)
+	s, err := user.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := jwt.FormatUserConfig(userJWT, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), string(s)
+}
+
+// testCA is a certificate authority made for a test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+var serial atomic.Int64
+
+func newCA(t testing.TB, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial.Add(1)),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key}
+}
+
+// write stores the CA's certificate in dir/name, PEM encoded, and returns the path.
+func (ca *testCA) write(t testing.TB, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// issue makes a certificate for 127.0.0.1 and localhost, for a server or a client,
+// and writes it and its key in dir as name.pem and name.key.
+func (ca *testCA) issue(t testing.TB, dir, name string, isServer bool) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	usage := x509.ExtKeyUsageClientAuth
+	if isServer {
+		usage = x509.ExtKeyUsageServerAuth
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial.Add(1)),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 func TestConnectBadFiles(t *testing.T) {

@@ -15,7 +15,8 @@ const embeddedReadyTimeout = 10 * time.Second
 
 // StartEmbedded starts an in-process NATS server with JetStream, storing streams in
 // e.StoreDir and accepting clients on e.Listen (host:port; port 0 picks a free port,
-// see srv.ClientURL()). It installs no signal handlers and logs through log. It returns
+// see srv.ClientURL()). JetStream fsyncs every e.SyncInterval, or every message before
+// acknowledging it when e.SyncInterval is 0. It installs no signal handlers and logs through log. It returns
 // once the server accepts connections, or an error naming the listen address when the
 // server cannot start within 10s (a port in use, an unusable store directory); the
 // server is shut down in that case. The caller owns the returned server: Shutdown then
@@ -36,6 +37,12 @@ func StartEmbedded(e Embedded, log *slog.Logger) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   e.StoreDir,
 		NoSigs:     true,
+	}
+	if e.SyncInterval > 0 {
+		opts.SyncInterval = e.SyncInterval
+	} else {
+		opts.SyncAlways = true
+		opts.SyncInterval = defaultSyncInterval // the background flush, as "sync: always" sets it
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -64,8 +71,19 @@ func StartEmbedded(e Embedded, log *slog.Logger) (*server.Server, error) {
 		sl.log.Error(msg)
 	default:
 	}
-	log.Info("Embedded NATS server started", "url", srv.ClientURL(), "store_dir", e.StoreDir)
+	log.Info("Embedded NATS server started", "url", srv.ClientURL(), "store_dir", e.StoreDir, "sync_interval", syncName(e.SyncInterval))
 	return srv, nil
+}
+
+// defaultSyncInterval is nats-server's own JetStream sync interval.
+const defaultSyncInterval = 2 * time.Minute
+
+// syncName renders Embedded.SyncInterval as the configuration file writes it.
+func syncName(d time.Duration) string {
+	if d <= 0 {
+		return "always"
+	}
+	return d.String()
 }
 
 func shutdown(srv *server.Server) {

@@ -3,6 +3,7 @@ package publish
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -54,7 +55,7 @@ func TestEnsureStream(t *testing.T) {
 	}
 }
 
-func TestEnsureStreamRefusesMemoryStorage(t *testing.T) {
+func TestEnsureStreamStorageMustMatch(t *testing.T) {
 	srv := runServer(t, -1, t.TempDir())
 	_, js := connect(t, srv.ClientURL())
 	_, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"payments.>"}, Storage: jetstream.MemoryStorage})
@@ -62,8 +63,103 @@ func TestEnsureStreamRefusesMemoryStorage(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = EnsureStream(t.Context(), js, testConfig())
-	if err == nil || !strings.Contains(err.Error(), "nats stream EVENTS: has Memory storage") {
-		t.Fatalf("EnsureStream on a memory stream: %v, want an error naming the stream and its storage", err)
+	want := "nats stream EVENTS: has Memory storage, nats.stream_storage is file; a stream's storage cannot change: recreate the stream, or set nats.stream_storage to memory"
+	if err == nil || err.Error() != want {
+		t.Fatalf("EnsureStream of file storage on a memory stream: %v\nwant %s", err, want)
+	}
+	c := testConfig()
+	c.StreamStorage = StorageMemory
+	if _, err := EnsureStream(t.Context(), js, c); err != nil {
+		t.Fatalf("EnsureStream of memory storage on a memory stream: %v", err)
+	}
+	c.Stream, c.SubjectPrefix = "OTHER", "other"
+	c.StreamStorage = StorageFile
+	if _, err := EnsureStream(t.Context(), js, c); err != nil {
+		t.Fatal(err)
+	}
+	c.StreamStorage = StorageMemory
+	_, err = EnsureStream(t.Context(), js, c)
+	want = "nats stream OTHER: has File storage, nats.stream_storage is memory; a stream's storage cannot change: recreate the stream, or set nats.stream_storage to file"
+	if err == nil || err.Error() != want {
+		t.Fatalf("EnsureStream of memory storage on a file stream: %v\nwant %s", err, want)
+	}
+}
+
+func TestEnsureStreamLimits(t *testing.T) {
+	srv := runServer(t, -1, t.TempDir())
+	_, js := connect(t, srv.ClientURL())
+	ctx := t.Context()
+
+	// A new stream takes the configured storage and limits.
+	c := testConfig()
+	c.StreamStorage, c.StreamMaxAge, c.StreamMaxBytes = StorageMemory, 72*time.Hour, 1<<30
+	s, notes, err := ensureStream(ctx, js, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.CachedInfo().Config
+	if got.Storage != jetstream.MemoryStorage || got.MaxAge != 72*time.Hour || got.MaxBytes != 1<<30 || len(notes) != 0 {
+		t.Fatalf("created: storage %s max age %s max bytes %d, notes %q; want Memory 72h 1GiB and none", got.Storage, got.MaxAge, got.MaxBytes, notes)
+	}
+	// Without limits: none.
+	c = testConfig()
+	c.Stream, c.SubjectPrefix = "UNLIMITED", "unlimited"
+	if s, err = EnsureStream(ctx, js, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config; got.Storage != jetstream.FileStorage || got.MaxAge != 0 || got.MaxBytes != -1 {
+		t.Fatalf("created without limits: storage %s max age %s max bytes %d", got.Storage, got.MaxAge, got.MaxBytes)
+	}
+
+	// An existing stream keeps its limits; the differences are told.
+	c = testConfig()
+	c.StreamStorage, c.StreamMaxAge, c.StreamMaxBytes, c.RetainAcked = StorageMemory, 24*time.Hour, 2<<30, 5*time.Minute
+	if s, notes, err = ensureStream(ctx, js, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config; got.MaxAge != 72*time.Hour || got.MaxBytes != 1<<30 {
+		t.Fatalf("existing stream's limits changed to max age %s max bytes %d", got.MaxAge, got.MaxBytes)
+	}
+	want := []string{
+		"nats stream EVENTS: max age is 72h0m0s, nats.stream_max_age is 24h0m0s; the stream keeps its own (change it with nats stream edit)",
+		"nats stream EVENTS: max bytes is 1073741824, nats.stream_max_bytes is 2147483648; the stream keeps its own (change it with nats stream edit)",
+	}
+	if !slices.Equal(notes, want) {
+		t.Fatalf("notes:\n%q\nwant\n%q", notes, want)
+	}
+
+	// A max age the duplicate window does not fit in is an error; so is one shorter
+	// than the retention of acknowledged entries, only told.
+	got = s.CachedInfo().Config
+	got.MaxAge, got.Duplicates = 3*time.Minute, 2*time.Minute
+	if _, err := js.UpdateStream(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	_, err = EnsureStream(ctx, js, c)
+	wantErr := "nats stream EVENTS: its max age 3m0s is shorter than nats.duplicate_window 10m0s, which JetStream refuses: raise the stream's max age or shorten the window"
+	if err == nil || err.Error() != wantErr {
+		t.Fatalf("EnsureStream: %v\nwant %s", err, wantErr)
+	}
+	c.DuplicateWindow, c.StreamMaxAge, c.StreamMaxBytes = time.Minute, 0, 0
+	if _, notes, err = ensureStream(ctx, js, c); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"nats stream EVENTS: max age 3m0s is shorter than nats.retain_acked 5m0s; an event re-published after a reconnect can be stored again after the stream aged it out"}
+	if !slices.Equal(notes, want) {
+		t.Fatalf("notes:\n%q\nwant\n%q", notes, want)
+	}
+
+	// The Publisher logs them, once.
+	var logs syncBuffer
+	p := New(js, newOutbox(t), c, Options{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	for range 2 {
+		p.needStream = true
+		if err := p.pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "nats.retain_acked 5m0s"); n != 1 {
+		t.Fatalf("the difference was logged %d times, want once:\n%s", n, logs.String())
 	}
 }
 

@@ -4,15 +4,16 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// Pending returns up to max outbox entries with Seq greater than after, in increasing
-// Seq order: the order in which they were committed, across restarts too. Pass 0 to
-// start from the oldest entry and the last Seq returned to page on. max must be
-// positive.
+// Pending returns up to max pending outbox entries (not acknowledged yet) with Seq
+// greater than after, in increasing Seq order: the order in which they were committed,
+// across restarts too. Pass 0 to start from the oldest entry and the last Seq returned
+// to page on. max must be positive.
 func (s *Store) Pending(after uint64, max int) ([]OutboxEntry, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("state file %s: pending outbox entries: max %d is not positive", s.path, max)
@@ -50,16 +51,22 @@ func decodeOutbox(k, v []byte) (OutboxEntry, error) {
 	return e, nil
 }
 
-// Delete removes the outbox entries with the given Seqs, in one transaction; Seqs not
-// in the outbox are ignored.
+// Delete removes the entries with the given Seqs, pending or retained, in one
+// transaction; Seqs in neither are ignored.
 func (s *Store) Delete(seqs []uint64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		outbox := tx.Bucket(outboxBucket)
+	err := s.update(func(tx *bolt.Tx) error {
+		outbox, acked := tx.Bucket(outboxBucket), tx.Bucket(ackedBucket)
 		for _, seq := range seqs {
 			if err := outbox.Delete(seqKey(seq)); err != nil {
+				return fmt.Errorf("entry %d: %w", seq, err)
+			}
+			if acked == nil {
+				continue
+			}
+			if err := acked.Delete(seqKey(seq)); err != nil {
 				return fmt.Errorf("entry %d: %w", seq, err)
 			}
 		}
@@ -71,8 +78,9 @@ func (s *Store) Delete(seqs []uint64) error {
 	return nil
 }
 
-// OutboxStats returns the number of outbox entries and the Enqueued time of the
-// oldest; the zero time when the outbox is empty.
+// OutboxStats returns the number of pending outbox entries (retained acknowledged
+// entries are not counted) and the Enqueued time of the oldest; the zero time when
+// none is pending.
 func (s *Store) OutboxStats() (n int, oldest time.Time, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
 		outbox := tx.Bucket(outboxBucket)
@@ -97,3 +105,235 @@ func (s *Store) OutboxStats() (n int, oldest time.Time, err error) {
 // value and Commit never waits for a reader, so a publisher that drains the outbox
 // after every receive misses nothing.
 func (s *Store) Changed() <-chan struct{} { return s.changed }
+
+// Acknowledged entries may be retained after their PubAck (the publisher's
+// nats.retain_acked) so that they can be published again should the NATS server lose
+// them. They live in a bucket of their own, so that Pending, OutboxStats and the outbox
+// limit only ever see what still waits for NATS:
+//
+//	acked/<8-byte big-endian seq>  version  flags(duplicate=1)  acked time  stream seq  encoded OutboxEntry
+//
+// The bucket is created by the first Ack; a file without it retains nothing.
+var ackedBucket = []byte("acked")
+
+const (
+	ackedV1       = 1
+	ackDuplicate  = 1 // the acknowledgement said duplicate: the store time is unknown
+	ackFlagsValid = ackDuplicate
+)
+
+// Ack is the acknowledgement of one outbox entry by JetStream.
+type Ack struct {
+	Seq uint64
+	// At is when the acknowledgement arrived.
+	At time.Time
+	// StreamSeq is the stream sequence the acknowledgement named; 0 if unknown.
+	StreamSeq uint64
+	// Duplicate is set when the stream already held the message: it was stored at
+	// some earlier, unknown time.
+	Duplicate bool
+}
+
+// AckedEntry is an outbox entry that JetStream acknowledged, retained until Prune.
+type AckedEntry struct {
+	OutboxEntry
+	// Acked is when the acknowledgement that stored the message arrived.
+	Acked time.Time
+	// StreamSeq is the stream sequence of that acknowledgement; 0 if unknown.
+	StreamSeq uint64
+	// Duplicate is set when that acknowledgement was for a duplicate, so the message
+	// was stored at some unknown time before Acked.
+	Duplicate bool
+}
+
+// Ack records acknowledgements, in one transaction. A pending entry moves, with its
+// message and Seq, to the retained entries (it is no longer Pending). A retained entry
+// acknowledged again after it was re-published takes the new acknowledgement, unless
+// that one is a duplicate: the stream then still holds the copy the first one stored.
+// Seqs in neither are ignored.
+func (s *Store) Ack(acks []Ack) error {
+	if len(acks) == 0 {
+		return nil
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		outbox := tx.Bucket(outboxBucket)
+		acked, err := tx.CreateBucketIfNotExists(ackedBucket)
+		if err != nil {
+			return err
+		}
+		acked.FillPercent = 0.9 // mostly appended in key order
+		for _, a := range acks {
+			key := seqKey(a.Seq)
+			var entry []byte
+			if v := outbox.Get(key); v != nil {
+				entry = v
+			} else if v := acked.Get(key); v != nil && !a.Duplicate {
+				if _, entry, err = splitAcked(v); err != nil {
+					return fmt.Errorf("entry %d: %w", a.Seq, err)
+				}
+			} else {
+				continue
+			}
+			v, err := encodeAcked(a, entry)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", a.Seq, err)
+			}
+			if err := acked.Put(key, v); err != nil {
+				return fmt.Errorf("entry %d: %w", a.Seq, err)
+			}
+			if err := outbox.Delete(key); err != nil {
+				return fmt.Errorf("entry %d: %w", a.Seq, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state file %s: record acknowledgements: %w", s.path, err)
+	}
+	return nil
+}
+
+// encodeAcked prefixes an encoded outbox entry with the acknowledgement of a.
+func encodeAcked(a Ack, entry []byte) ([]byte, error) {
+	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+len(entry))
+	var flags byte
+	if a.Duplicate {
+		flags |= ackDuplicate
+	}
+	b = append(b, ackedV1, flags)
+	b, err := appendTime(b, a.At)
+	if err != nil {
+		return nil, fmt.Errorf("acknowledged: %w", err)
+	}
+	b = binary.AppendUvarint(b, a.StreamSeq)
+	return append(b, entry...), nil
+}
+
+// splitAcked decodes the acknowledgement of a retained value and returns the encoded
+// outbox entry that follows it (sharing memory with v).
+func splitAcked(v []byte) (AckedEntry, []byte, error) {
+	d := decoder{b: v}
+	d.version(ackedV1)
+	flags := d.flags(ackFlagsValid)
+	e := AckedEntry{Duplicate: flags&ackDuplicate != 0}
+	e.Acked = d.time()
+	e.StreamSeq = d.uvarint()
+	if d.err != nil {
+		return AckedEntry{}, nil, d.err
+	}
+	return e, d.b, nil
+}
+
+func decodeAcked(k, v []byte) (AckedEntry, error) {
+	if len(k) != 8 {
+		return AckedEntry{}, fmt.Errorf("retained key %x is not 8 bytes", k)
+	}
+	seq := binary.BigEndian.Uint64(k)
+	e, entry, err := splitAcked(v)
+	if err == nil {
+		e.OutboxEntry, err = decodeEntry(seq, entry)
+	}
+	if err != nil {
+		return AckedEntry{}, fmt.Errorf("retained entry %d: %w", seq, err)
+	}
+	return e, nil
+}
+
+// Retained returns up to max retained acknowledged entries with Seq greater than
+// after, in increasing Seq order; page on like Pending. max must be positive.
+func (s *Store) Retained(after uint64, max int) ([]AckedEntry, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("state file %s: retained outbox entries: max %d is not positive", s.path, max)
+	}
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	var out []AckedEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		acked := tx.Bucket(ackedBucket)
+		if acked == nil {
+			return nil
+		}
+		c := acked.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			e, err := decodeAcked(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: retained outbox entries: %w", s.path, err)
+	}
+	return out, nil
+}
+
+// Prune deletes the retained entries acknowledged before cutoff, in one transaction,
+// and returns how many it deleted and the earliest acknowledgement time of those left
+// (the zero time when none is left). It reads every retained entry's header.
+func (s *Store) Prune(cutoff time.Time) (pruned int, next time.Time, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		pruned, next = 0, time.Time{} // run again after a failed shared transaction
+		acked := tx.Bucket(ackedBucket)
+		if acked == nil {
+			return nil
+		}
+		var old [][]byte
+		err := acked.ForEach(func(k, v []byte) error {
+			e, _, err := splitAcked(v)
+			if err != nil {
+				return fmt.Errorf("retained entry %x: %w", k, err)
+			}
+			switch {
+			case e.Acked.Before(cutoff):
+				old = append(old, slices.Clone(k))
+			case next.IsZero() || e.Acked.Before(next):
+				next = e.Acked
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := acked.Delete(k); err != nil {
+				return err
+			}
+		}
+		pruned = len(old)
+		return nil
+	})
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("state file %s: prune retained outbox entries: %w", s.path, err)
+	}
+	return pruned, next, nil
+}
+
+// RetainedStats returns the number of retained acknowledged entries and the earliest
+// acknowledgement time among them; the zero time when none is retained. It reads every
+// retained entry's header.
+func (s *Store) RetainedStats() (n int, oldest time.Time, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		acked := tx.Bucket(ackedBucket)
+		if acked == nil {
+			return nil
+		}
+		return acked.ForEach(func(k, v []byte) error {
+			e, _, err := splitAcked(v)
+			if err != nil {
+				return fmt.Errorf("retained entry %x: %w", k, err)
+			}
+			n++
+			if oldest.IsZero() || e.Acked.Before(oldest) {
+				oldest = e.Acked
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("state file %s: retained outbox stats: %w", s.path, err)
+	}
+	return n, oldest, nil
+}

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
@@ -100,6 +103,165 @@ func TestOutbox(t *testing.T) {
 	checkStats(0, time.Time{})
 	if err := s.Delete(nil); err != nil {
 		t.Errorf("Delete(nil): %v", err)
+	}
+}
+
+func TestOutboxRetainsAcknowledged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "watcher.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []event.Message
+	for i := range 6 {
+		sent = append(sent, msg(i+1))
+	}
+	commit(t, s, "cpn", Batch{Now: t0, Messages: sent})
+
+	// A file that never retained anything.
+	if r, err := s.Retained(0, 10); err != nil || len(r) != 0 {
+		t.Fatalf("Retained before any Ack = %v, %v", r, err)
+	}
+	if n, oldest, err := s.RetainedStats(); err != nil || n != 0 || !oldest.IsZero() {
+		t.Fatalf("RetainedStats before any Ack = %d, %v, %v", n, oldest, err)
+	}
+	if n, next, err := s.Prune(t0.Add(time.Hour)); err != nil || n != 0 || !next.IsZero() {
+		t.Fatalf("Prune before any Ack = %d, %v, %v", n, next, err)
+	}
+
+	at1, at2 := t0.Add(time.Second), t0.Add(2*time.Second)
+	err = s.Ack([]Ack{
+		{Seq: 1, At: at1, StreamSeq: 101},
+		{Seq: 2, At: at1, StreamSeq: 102, Duplicate: true},
+		{Seq: 4, At: at2, StreamSeq: 104},
+		{Seq: 999, At: at2, StreamSeq: 1}, // unknown: ignored
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pendingSeqs := func() []uint64 {
+		t.Helper()
+		es, err := s.Pending(0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, e := range es {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	if got := pendingSeqs(); !slices.Equal(got, []uint64{3, 5, 6}) {
+		t.Errorf("pending after Ack = %v, want [3 5 6]", got)
+	}
+	if n, oldest, err := s.OutboxStats(); err != nil || n != 3 || !oldest.Equal(t0) {
+		t.Errorf("OutboxStats after Ack = %d, %v, %v; want 3 pending, retained ones not counted", n, oldest, err)
+	}
+	checkRetained := func(want ...AckedEntry) {
+		t.Helper()
+		var got []AckedEntry
+		var after uint64
+		for {
+			page, err := s.Retained(after, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			got = append(got, page...)
+			after = page[len(page)-1].Seq
+		}
+		if len(got) != len(want) {
+			t.Fatalf("Retained = %+v, want %+v", got, want)
+		}
+		for i, g := range got {
+			w := want[i]
+			m := sent[w.Seq-1]
+			if g.Seq != w.Seq || !g.Acked.Equal(w.Acked) || g.StreamSeq != w.StreamSeq || g.Duplicate != w.Duplicate ||
+				!g.Enqueued.Equal(t0) || g.Msg.ID != m.ID || g.Msg.Subject != m.Subject || !bytes.Equal(g.Msg.Body, m.Body) {
+				t.Errorf("retained %d = %+v, want %+v with message %+v", i, g, w, m)
+			}
+		}
+	}
+	retained := func(seq uint64, at time.Time, streamSeq uint64, dup bool) AckedEntry {
+		return AckedEntry{OutboxEntry: OutboxEntry{Seq: seq}, Acked: at, StreamSeq: streamSeq, Duplicate: dup}
+	}
+	checkRetained(retained(1, at1, 101, false), retained(2, at1, 102, true), retained(4, at2, 104, false))
+
+	// Re-published: a fresh store takes the new acknowledgement, a duplicate keeps the
+	// old one. A pending entry acknowledged as a duplicate is retained as such.
+	at3 := t0.Add(3 * time.Second)
+	err = s.Ack([]Ack{{Seq: 1, At: at3, StreamSeq: 201}, {Seq: 2, At: at3, StreamSeq: 102}, {Seq: 4, At: at3, StreamSeq: 104, Duplicate: true},
+		{Seq: 3, At: at3, StreamSeq: 103, Duplicate: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRetained(retained(1, at3, 201, false), retained(2, at3, 102, false), retained(3, at3, 103, true), retained(4, at2, 104, false))
+	if n, oldest, err := s.RetainedStats(); err != nil || n != 4 || !oldest.Equal(at2) {
+		t.Errorf("RetainedStats = %d, %v, %v; want 4, %v", n, oldest, err, at2)
+	}
+
+	// Survives a reopen, read-only too.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := ro.RetainedStats(); err != nil || n != 4 {
+		t.Errorf("read-only RetainedStats = %d, %v; want 4", n, err)
+	}
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	// Prune deletes what was acknowledged before the cutoff, and tells the next due.
+	if n, next, err := s.Prune(at2); err != nil || n != 0 || !next.Equal(at2) {
+		t.Errorf("Prune(at2) = %d, %v, %v; want 0, %v", n, next, err, at2)
+	}
+	if n, next, err := s.Prune(at3); err != nil || n != 1 || !next.Equal(at3) {
+		t.Errorf("Prune(at3) = %d, %v, %v; want 1, %v", n, next, err, at3)
+	}
+	checkRetained(retained(1, at3, 201, false), retained(2, at3, 102, false), retained(3, at3, 103, true))
+
+	// Delete removes retained entries as well as pending ones.
+	if err := s.Delete([]uint64{2, 5}); err != nil {
+		t.Fatal(err)
+	}
+	checkRetained(retained(1, at3, 201, false), retained(3, at3, 103, true))
+	if got := pendingSeqs(); !slices.Equal(got, []uint64{6}) {
+		t.Errorf("pending after Delete = %v, want [6]", got)
+	}
+	if n, next, err := s.Prune(at3.Add(time.Nanosecond)); err != nil || n != 2 || !next.IsZero() {
+		t.Errorf("Prune of everything = %d, %v, %v; want 2 and the zero time", n, next, err)
+	}
+	checkRetained()
+	if err := s.Check(); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+
+	if _, err := s.Retained(0, 0); err == nil || !strings.Contains(err.Error(), "max 0") {
+		t.Errorf("Retained with max 0: %v", err)
+	}
+
+	// A damaged value is an error naming the file and the entry, never a panic.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(ackedBucket).Put(seqKey(7), []byte{ackedV1, 0, 0x80})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Retained(0, 10); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "retained entry 7") {
+		t.Errorf("Retained of a damaged entry: %v", err)
+	}
+	if _, _, err := s.Prune(at3); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("Prune of a damaged entry: %v", err)
 	}
 }
 

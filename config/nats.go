@@ -1,0 +1,78 @@
+package config
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// syncAlways is how nats.embedded.sync_interval asks for an fsync of every message.
+const syncAlways = "always"
+
+// syncInterval parses nats.embedded.sync_interval: "always" (also when empty) is 0, a
+// fsync of every message before its acknowledgement; anything else is a positive
+// duration.
+func (v *validator) syncInterval(key, val string) time.Duration {
+	if val == "" || val == syncAlways {
+		return 0
+	}
+	d, err := time.ParseDuration(val)
+	switch {
+	case err != nil:
+		v.addf(key, "%q is neither %s nor a duration (e.g. 1s, 2m)", val, syncAlways)
+	case d <= 0:
+		v.addf(key, "%q must be positive, or %s", val, syncAlways)
+	default:
+		return d
+	}
+	return 0
+}
+
+// syncInterval renders Embedded.SyncInterval as the configuration file writes it.
+func syncInterval(d time.Duration) string {
+	if d <= 0 {
+		return syncAlways
+	}
+	return d.String()
+}
+
+// sizeUnits are the units of a byte size, in powers of 1024 as nats-server reads
+// them; matched without regard to case.
+var sizeUnits = []struct {
+	suffix string
+	shift  uint
+}{
+	{"kib", 10}, {"mib", 20}, {"gib", 30}, {"tib", 40},
+	{"kb", 10}, {"mb", 20}, {"gb", 30}, {"tb", 40},
+	{"k", 10}, {"m", 20}, {"g", 30}, {"t", 40},
+	{"b", 0},
+}
+
+// size parses a byte size: a whole number of bytes, optionally followed by a unit
+// (K, M, G, T, with or without B or iB: powers of 1024). "" is 0.
+func (v *validator) size(key, val string) int64 {
+	if val == "" {
+		return 0
+	}
+	num, shift := strings.TrimSpace(val), uint(0)
+	lower := strings.ToLower(num)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(lower, u.suffix) {
+			num, shift = strings.TrimSpace(num[:len(num)-len(u.suffix)]), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	switch {
+	case err != nil:
+		v.addf(key, "%q is not a size (bytes, or with a unit: 512MiB, 10GiB)", val)
+	case n < 0:
+		v.addf(key, "%q must not be negative (0 means no limit)", val)
+	case n > math.MaxInt64>>shift:
+		v.addf(key, "%q is too large", val)
+	default:
+		return n << shift
+	}
+	return 0
+}
