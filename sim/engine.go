@@ -375,13 +375,21 @@ func (s *Sim) buildHistory(p *prov) {
 		steps := -1 // steps still allowed; -1: up to the start
 		if open {
 			steps = rng.IntN(4)
+			if finalStatus(p, seq) {
+				// Created final: only a late nested change could come, and pollers watch a
+				// final item for a settle window, not for a month; it finishes in the
+				// history instead.
+				open, steps = false, -1
+			}
 		}
 		for due > 0 && due < s.start && steps != 0 {
 			// This item is the newest, so its nested objects are at the arena's end and a
 			// step can be undone by restoring the item and cutting the arena.
 			saved, kids, pending := p.st.items[seq], len(p.st.kids), len(e.pending)
 			next := p.m.step(&e, seq, due)
-			if open && next == 0 {
+			// An open item stops before the step that would end it or make it final, so
+			// that it is left on a status that still moves.
+			if open && (next == 0 || finalStatus(p, seq)) {
 				p.st.items[seq], p.st.kids, e.pending = saved, p.st.kids[:kids], e.pending[:pending]
 				break
 			}
@@ -405,6 +413,20 @@ func (s *Sim) buildHistory(p *prov) {
 			s.schedule(p, seq, s.start, due)
 		}
 	}
+}
+
+// finalStatuses are the top-level raw statuses after which an item's own status no
+// longer changes, across the simulated providers.
+var finalStatuses = map[string]bool{
+	"COMPLETED": true, "FAILED": true, "EXPIRED": true, // Circle CPN, ramp
+	"COMPLETE": true, "UNDERPAID": true, "CANCELLED": true, // Coindirect
+	"settled":  true,                               // Circle settlements
+	"rejected": true, "fulfillment_complete": true, // Stripe onramp
+}
+
+// finalStatus reports whether item seq of p has a final top-level status.
+func finalStatus(p *prov, seq int) bool {
+	return finalStatuses[p.m.statuses()[p.st.items[seq].status]]
 }
 
 // requestIDs numbers requests for the providers' request-id headers.

@@ -209,6 +209,13 @@ func TestHistoryIsOrderedAndLeavesTheOpenShareOpen(t *testing.T) {
 		if share := float64(open) / n; share < 0.08 || share > 0.12 {
 			t.Errorf("%s: %.3f of history open, want about 0.1", p.id, share)
 		}
+		for i, it := range p.st.items {
+			// Final items may still move only shortly after they ended (a settle window);
+			// an item that ended days before the start does not.
+			if it.due != 0 && finalStatus(p, i) && it.created < start-(24*time.Hour).Milliseconds() {
+				t.Fatalf("%s item %d is left open on final status %s: created %d, due %d, start %d", p.id, i, p.m.statuses()[it.status], it.created, it.due, start)
+			}
+		}
 	}
 	if got := len(h.sim.Truth()); got != 0 {
 		t.Errorf("history recorded %d transitions without HistoryTruth", got)

@@ -93,6 +93,7 @@
 //	POST /_sim/items/{provider}/{id}/status   body {"status":"FAILED"}: force any documented top-level status -> 200, the item
 //	GET  /_sim/faults/{provider}              the provider's Faults as JSON
 //	POST /_sim/faults/{provider}              replace them (body: Faults as JSON; {} clears)
+//	GET  /_sim/faults/{provider}/counts       the faults injected so far, by kind (FaultCounts as JSON)
 //	GET  /_sim/truth[?after=N]                the retained transitions with seq > N, as JSON lines
 //
 // A forced status is recorded in the truth like any other change, whether or not the
@@ -191,8 +192,9 @@ type Config struct {
 	// before it (default 7 days) and already advanced through their lifecycles.
 	History     int
 	HistorySpan time.Duration
-	// OpenShare is the share of history items deliberately left part-way (they move on
-	// once the simulator runs); items created shortly before the start can be open too.
+	// OpenShare is the share of history items left part-way, on a status that still
+	// moves (they move on once the simulator runs); items created shortly before the
+	// start can be open too.
 	OpenShare float64
 	// OpenResumeWithin spreads the moments at which those open history items move on:
 	// each resumes at a uniformly random time within this long after the start. Zero
