@@ -139,10 +139,12 @@ func (p *Poller) windowCost(from time.Time) (int, error) {
 
 func (p *Poller) refreshByWindow(ctx context.Context, c *cycle, g provider.Getter, canGet bool, from time.Time, due []dueItem) error {
 	seen := c.seen
+	// The walk's start is when its items count as read: an item read late in a long walk
+	// falls due a little early rather than a walk's length late.
+	now := p.now()
 	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, func() error { return p.rediscover(ctx, c) }, nil); err != nil {
 		return err
 	}
-	now := p.now()
 	// Every open item the window held was read now, due or not: counting that keeps
 	// the open items' due times together, so that one window a period serves them all
 	// instead of a window every cycle for the few that fall due in it.
