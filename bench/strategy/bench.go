@@ -67,11 +67,13 @@ func defaultOptions() options {
 		HistorySpan: 720 * time.Hour,
 		OpenShare:   0.05,
 		FailureRate: 0.1,
-		Rate:        0.2,
-		Delays:      sim.Delays{Min: 2 * time.Second, Mean: 20 * time.Second, Max: 3 * time.Minute},
-		Duration:    4 * time.Minute,
-		CatchUp:     5 * time.Minute,
-		IdleCycles:  10,
+		// New items per second per provider: the 10m discovery_overlap then holds about
+		// 30 items, one page even for ramp sessions (at most 50 a page).
+		Rate:       0.05,
+		Delays:     sim.Delays{Min: 2 * time.Second, Mean: 20 * time.Second, Max: 3 * time.Minute},
+		Duration:   4 * time.Minute,
+		CatchUp:    5 * time.Minute,
+		IdleCycles: 10,
 		// The defaults' proportion (interval 15s, open_refresh 5m), 7.5 times faster.
 		Interval:    2 * time.Second,
 		OpenRefresh: 40 * time.Second,
