@@ -12,24 +12,40 @@ import (
 )
 
 // Values are stored in a small binary format rather than JSON or gob: a snapshot holds
-// one record per tracked item, and the file should stay near 200 bytes per item. Every
-// value starts with a format version byte, so that the format can change without a new
-// schema. Integers are varints, strings and byte slices are length-prefixed, times are
-// Unix nanoseconds (the zero time is 0, so the Unix epoch itself reads back as the zero
-// time). Decoders check every length against what is
-// left, so a damaged value gives an error, never a panic or a huge allocation.
+// one record per tracked item, and the file should stay well under 200 bytes per item.
+// Every value starts with a format version byte, so that the format can change without
+// a new schema; decoders read every version ever written. Integers are varints,
+// strings and byte slices are length-prefixed. Decoders check every length against
+// what is left, so a damaged value gives an error, never a panic or a huge allocation.
+// Values are self-contained: they decode without anything else from the file.
 //
-// Record (the key is the ID):
+// Record (the key is the ID), version 2:
+//
+//	version=2  flags(terminal=1, stalled=2)  sequence  kind  status  createdAt  settleUntil
+//	count, then per nested item: flags  sequence  [kind]  id  status
+//
+// where
+//   - status is raw, a state code (stateCodes; 0 means the state string follows) and
+//     the addendum;
+//   - kind, raw, addendum and a state string are string references (appendRef): one
+//     byte for a string of commonStrings, else the string itself;
+//   - times are compact (appendTime2): whole seconds or milliseconds, as providers
+//     write them, take 5 or 7 bytes instead of 9;
+//   - a nested item's flags are terminal=1, kind as previous=2 (a nested item whose
+//     kind equals the previous nested item's, refunds listed together, does not
+//     repeat it), and in bits 2-4 the form of its id (idForm): canonical UUIDs and hex
+//     strings, such as transaction hashes, are stored as the bytes they spell.
+//
+// Version 1 (still read) stored every string and the nested ids as they are and every
+// time as Unix nanoseconds (0 for the zero time, so that the Unix epoch itself read
+// back as the zero time):
 //
 //	version=1  flags(terminal=1, stalled=2)  sequence  kind  status  createdAt  settleUntil
 //	count, then per nested item: flags(terminal=1, kind as previous=2)  sequence  [kind]  id  status
-//
-// where status is raw, a state code (stateCodes; 0 means the state string follows) and
-// the addendum. A nested item whose kind equals the previous nested item's (refunds
-// listed together) does not repeat it.
 
 const (
 	recordV1 = 1
+	recordV2 = 2
 	metaV1   = 1
 	outboxV1 = 1
 )
@@ -39,6 +55,7 @@ const (
 	flagTerminal       = 1
 	flagStalled        = 2 // in a record's flags
 	flagKindAsPrevious = 2 // in a nested item's flags
+	idFormShift        = 2 // a nested item's id form, in its flags' bits 2-4
 )
 
 // stateCodes are the one-byte codes of the normalized states. The table is part of the
@@ -47,6 +64,39 @@ var stateCodes = [...]diff.State{
 	1: diff.Pending, 2: diff.ActionRequired, 3: diff.Processing, 4: diff.Completed,
 	5: diff.Underpaid, 6: diff.Failed, 7: diff.Canceled, 8: diff.Expired, 9: diff.Unknown,
 }
+
+// commonStrings are the kinds, raw statuses and addenda of the supported providers,
+// which a record refers to by their index instead of storing them. The table is part
+// of the file format: append only, never reorder or change an entry. A string not in
+// it is stored as it is, so a provider's new status needs no change here.
+var commonStrings = [...]string{
+	// Kinds.
+	"payment", "payment_refund", "payment_rfi", "payment_onchain_transaction", "ramp_session",
+	"settlement", "settlement_detail", "onramp_session", "payment_transaction",
+	// Circle CPN payments, RFIs, refunds and on-chain transactions.
+	"CREATED", "CRYPTO_FUNDS_PENDING", "FIAT_PAYMENT_INITIATED", "COMPLETED", "FAILED",
+	"INFORMATION_REQUIRED", "IN_REVIEW", "APPROVED", "PENDING", "BROADCASTED", "IN_MANUAL_REVIEW",
+	// Circle ramp sessions and settlements.
+	"EXPIRED", "CANCELED", "CANCELLED", "pending", "settled", "complete",
+	// Stripe crypto onramp sessions.
+	"initialized", "requires_payment", "fulfillment_processing", "fulfillment_complete", "rejected",
+	// Coindirect payments and their transactions.
+	"PROCESSING", "COMPLETE", "UNDERPAID", "UNCONFIRMED", "CONFIRMED",
+	// Common elsewhere.
+	"processing", "completed", "failed", "canceled", "cancelled", "expired", "succeeded", "requires_action",
+}
+
+// commonIndex maps each of commonStrings to its index; maxCommonLen is the length of
+// the longest.
+var commonIndex, maxCommonLen = func() (map[string]int, int) {
+	m := make(map[string]int, len(commonStrings))
+	n := 0
+	for i, s := range commonStrings {
+		m[s] = i
+		n = max(n, len(s))
+	}
+	return m, n
+}()
 
 // minNestedLen is the smallest encoding of a nested item: flags, sequence, kind
 // reference, id length, raw length, state code and addendum length.
@@ -72,23 +122,173 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendStatus(b []byte, s diff.Status) []byte {
-	b = appendString(b, s.Raw)
-	code := 0
-	for i, st := range stateCodes {
-		if i > 0 && st == s.State {
-			code = i
-			break
+// appendRef appends a string reference: uvarint 2i+1 for commonStrings[i], else
+// uvarint 2n followed by the string's n bytes.
+func appendRef(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, 0)
+	}
+	if len(s) <= maxCommonLen {
+		if i, ok := commonIndex[s]; ok {
+			return binary.AppendUvarint(b, uint64(2*i+1))
 		}
 	}
-	b = append(b, byte(code))
-	if code == 0 {
-		b = appendString(b, string(s.State))
-	}
-	return appendString(b, s.Addendum)
+	b = binary.AppendUvarint(b, 2*uint64(len(s)))
+	return append(b, s...)
 }
 
-// encodeRecord appends the encoding of r (without its ID) to b.
+func appendStatusV2(b []byte, s diff.Status) []byte {
+	b = appendRef(b, s.Raw)
+	code := stateCode(s.State)
+	b = append(b, byte(code))
+	if code == 0 {
+		b = appendRef(b, string(s.State))
+	}
+	return appendRef(b, s.Addendum)
+}
+
+func stateCode(st diff.State) int {
+	for i, c := range stateCodes {
+		if i > 0 && c == st {
+			return i
+		}
+	}
+	return 0
+}
+
+// Units of appendTime2: the low two bits of its first varint.
+const (
+	unitSeconds = 1
+	unitMillis  = 2
+	unitNanos   = 3 // the Unix nanoseconds follow in a second varint
+)
+
+// appendTime2 appends t compactly: varint 0 for the zero time, else varint
+// (n<<2 | unit) with n the Unix seconds or milliseconds when t is a whole number of
+// them, else varint unitNanos followed by varint Unix nanoseconds.
+func appendTime2(b []byte, t time.Time) ([]byte, error) {
+	if t.IsZero() {
+		return binary.AppendVarint(b, 0), nil
+	}
+	if t.Before(minTime) || t.After(maxTime) {
+		return b, fmt.Errorf("time %s is outside the storable range (years 1678 to 2262)", t.Format(time.RFC3339))
+	}
+	n := t.UnixNano()
+	switch {
+	case n%1e9 == 0:
+		return binary.AppendVarint(b, n/1e9<<2|unitSeconds), nil
+	case n%1e6 == 0:
+		return binary.AppendVarint(b, n/1e6<<2|unitMillis), nil
+	default:
+		return binary.AppendVarint(binary.AppendVarint(b, unitNanos), n), nil
+	}
+}
+
+// Forms of a nested item's id (idForm): how its bytes are stored.
+const (
+	idLiteral    = iota // the string as it is
+	idUUID              // a canonical lower-case UUID: its 16 bytes
+	idHexLower          // lower-case hex of even length: uvarint n, then the n bytes
+	idHexUpper          // the same in upper case
+	idHexLower0x        // idHexLower after "0x"
+	idHexUpper0x        // idHexUpper after "0x"
+	numIDForms
+)
+
+// idForm returns the form id is stored in.
+func idForm(id string) int {
+	if isUUID(id) {
+		return idUUID
+	}
+	form, hex := idHexLower, id
+	if len(hex) > 2 && hex[0] == '0' && hex[1] == 'x' {
+		form, hex = idHexLower0x, hex[2:]
+	}
+	if len(hex) == 0 || len(hex)%2 != 0 {
+		return idLiteral
+	}
+	lower, upper := true, true
+	for i := 0; i < len(hex); i++ {
+		switch c := hex[i]; {
+		case '0' <= c && c <= '9':
+		case 'a' <= c && c <= 'f':
+			upper = false
+		case 'A' <= c && c <= 'F':
+			lower = false
+		default:
+			return idLiteral
+		}
+	}
+	switch {
+	case lower:
+		return form
+	case upper:
+		return form + 1 // the upper-case twin
+	default:
+		return idLiteral
+	}
+}
+
+// isUUID reports whether s is a canonical lower-case UUID (8-4-4-4-12 hex digits).
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	default:
+		return c - 'a' + 10
+	}
+}
+
+// appendID appends id in form (from idForm).
+func appendID(b []byte, id string, form int) []byte {
+	switch form {
+	case idUUID:
+		for i := 0; i < 36; i++ {
+			if i == 8 || i == 13 || i == 18 || i == 23 {
+				continue
+			}
+			b = append(b, unhex(id[i])<<4|unhex(id[i+1]))
+			i++
+		}
+		return b
+	case idHexLower0x, idHexUpper0x:
+		id = id[2:]
+		fallthrough
+	case idHexLower, idHexUpper:
+		b = binary.AppendUvarint(b, uint64(len(id)/2))
+		for i := 0; i < len(id); i += 2 {
+			b = append(b, unhex(id[i])<<4|unhex(id[i+1]))
+		}
+		return b
+	default:
+		return appendString(b, id)
+	}
+}
+
+// encodeRecord appends the encoding of r (without its ID) to b: always the latest
+// version.
 func encodeRecord(b []byte, r *diff.Record) ([]byte, error) {
 	var flags byte
 	if r.Status.Terminal {
@@ -97,21 +297,22 @@ func encodeRecord(b []byte, r *diff.Record) ([]byte, error) {
 	if r.Stalled {
 		flags |= flagStalled
 	}
-	b = append(b, recordV1, flags)
+	b = append(b, recordV2, flags)
 	b = binary.AppendUvarint(b, uint64(r.Sequence))
-	b = appendString(b, r.Kind)
-	b = appendStatus(b, r.Status)
+	b = appendRef(b, r.Kind)
+	b = appendStatusV2(b, r.Status)
 	var err error
-	if b, err = appendTime(b, r.CreatedAt); err != nil {
+	if b, err = appendTime2(b, r.CreatedAt); err != nil {
 		return b, fmt.Errorf("created_at: %w", err)
 	}
-	if b, err = appendTime(b, r.SettleUntil); err != nil {
+	if b, err = appendTime2(b, r.SettleUntil); err != nil {
 		return b, fmt.Errorf("settle_until: %w", err)
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.Nested)))
 	for i := range r.Nested {
 		n := &r.Nested[i]
-		flags = 0
+		form := idForm(n.ID)
+		flags = byte(form) << idFormShift
 		if n.Status.Terminal {
 			flags |= flagTerminal
 		}
@@ -122,10 +323,10 @@ func encodeRecord(b []byte, r *diff.Record) ([]byte, error) {
 		b = append(b, flags)
 		b = binary.AppendUvarint(b, uint64(n.Sequence))
 		if !sameKind {
-			b = appendString(b, n.Kind)
+			b = appendRef(b, n.Kind)
 		}
-		b = appendString(b, n.ID)
-		b = appendStatus(b, n.Status)
+		b = appendID(b, n.ID, form)
+		b = appendStatusV2(b, n.Status)
 	}
 	return b, nil
 }
@@ -213,6 +414,120 @@ func (d *decoder) bytes() []byte {
 
 func (d *decoder) string() string { return string(d.bytes()) }
 
+// ref reads a string reference written by appendRef. A common string is returned
+// without a copy.
+func (d *decoder) ref() string {
+	x := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if x&1 == 1 {
+		if i := x >> 1; i < uint64(len(commonStrings)) {
+			return commonStrings[i]
+		}
+		d.fail(fmt.Errorf("common string %d does not exist", x>>1))
+		return ""
+	}
+	n := x >> 1
+	if n > uint64(len(d.b)) {
+		d.fail(fmt.Errorf("length %d exceeds the %d bytes left", n, len(d.b)))
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+// time2 reads a time written by appendTime2.
+func (d *decoder) time2() time.Time {
+	if d.err != nil {
+		return time.Time{}
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail(errors.New("bad time varint"))
+		return time.Time{}
+	}
+	d.b = d.b[n:]
+	switch {
+	case v == 0:
+		return time.Time{}
+	case v == unitNanos:
+		ns, n := binary.Varint(d.b)
+		if n <= 0 {
+			d.fail(errors.New("bad time varint"))
+			return time.Time{}
+		}
+		d.b = d.b[n:]
+		return time.Unix(0, ns).UTC()
+	case v&3 == unitSeconds && v>>2 >= math.MinInt64/int64(time.Second) && v>>2 <= math.MaxInt64/int64(time.Second):
+		return time.Unix(v>>2, 0).UTC()
+	case v&3 == unitMillis && v>>2 >= math.MinInt64/int64(time.Millisecond) && v>>2 <= math.MaxInt64/int64(time.Millisecond):
+		return time.UnixMilli(v >> 2).UTC()
+	default:
+		d.fail(fmt.Errorf("bad time %d", v))
+		return time.Time{}
+	}
+}
+
+const hexDigits = "0123456789abcdef"
+const hexDigitsUpper = "0123456789ABCDEF"
+
+// id reads a nested item's id stored in form.
+func (d *decoder) id(form int) string {
+	if d.err != nil {
+		return ""
+	}
+	var raw []byte
+	switch form {
+	case idLiteral:
+		return d.string()
+	case idUUID:
+		if len(d.b) < 16 {
+			d.fail(errShort)
+			return ""
+		}
+		raw, d.b = d.b[:16], d.b[16:]
+	default:
+		if raw = d.bytes(); d.err == nil && len(raw) == 0 {
+			d.fail(errors.New("empty hex id"))
+		}
+		if d.err != nil {
+			return ""
+		}
+	}
+	digits := hexDigits
+	if form == idHexUpper || form == idHexUpper0x {
+		digits = hexDigitsUpper
+	}
+	out := make([]byte, 0, 2+2*len(raw)+4)
+	if form == idHexLower0x || form == idHexUpper0x {
+		out = append(out, "0x"...)
+	}
+	for i, c := range raw {
+		if form == idUUID && (i == 4 || i == 6 || i == 8 || i == 10) {
+			out = append(out, '-')
+		}
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}
+
+func (d *decoder) statusV2(terminal bool) diff.Status {
+	s := diff.Status{Raw: d.ref(), Terminal: terminal}
+	code := int(d.byte())
+	switch {
+	case code == 0:
+		s.State = diff.State(d.ref())
+	case code < len(stateCodes):
+		s.State = stateCodes[code]
+	default:
+		d.fail(fmt.Errorf("unknown state code %d", code))
+	}
+	s.Addendum = d.ref()
+	return s
+}
+
 func (d *decoder) status(terminal bool) diff.Status {
 	s := diff.Status{Raw: d.string(), Terminal: terminal}
 	code := int(d.byte())
@@ -249,9 +564,56 @@ func (d *decoder) end() error {
 	return d.err
 }
 
-// decodeRecord decodes a value written by encodeRecord; id is the key. The result
-// shares no memory with b.
+// decodeRecord decodes a value written by encodeRecord, of any version; id is the key.
+// The result shares no memory with b.
 func decodeRecord(id string, b []byte) (diff.Record, error) {
+	if len(b) > 0 && b[0] == recordV1 {
+		return decodeRecordV1(id, b)
+	}
+	d := decoder{b: b}
+	d.version(recordV2)
+	flags := d.flags(flagTerminal | flagStalled)
+	r := diff.Record{ID: id, Stalled: flags&flagStalled != 0}
+	r.Sequence = d.uint32()
+	r.Kind = d.ref()
+	r.Status = d.statusV2(flags&flagTerminal != 0)
+	r.CreatedAt = d.time2()
+	r.SettleUntil = d.time2()
+	count := d.uvarint()
+	if d.err == nil && count > uint64(len(d.b)/minNestedLen) {
+		d.fail(fmt.Errorf("%d nested items cannot fit in %d bytes", count, len(d.b)))
+	}
+	if d.err == nil && count > 0 {
+		r.Nested = make([]diff.NestedRecord, count)
+		for i := range r.Nested {
+			n := &r.Nested[i]
+			f := d.flags(flagTerminal | flagKindAsPrevious | 7<<idFormShift)
+			form := int(f >> idFormShift)
+			if d.err == nil && form >= numIDForms {
+				d.fail(fmt.Errorf("unknown id form %d", form))
+			}
+			n.Sequence = d.uint32()
+			switch {
+			case f&flagKindAsPrevious == 0:
+				n.Kind = d.ref()
+			case i == 0:
+				d.fail(errors.New("first nested item refers to a previous kind"))
+			default:
+				n.Kind = r.Nested[i-1].Kind
+			}
+			n.ID = d.id(form)
+			n.Status = d.statusV2(f&flagTerminal != 0)
+		}
+	}
+	if err := d.end(); err != nil {
+		return diff.Record{}, err
+	}
+	return r, nil
+}
+
+// decodeRecordV1 decodes a version 1 record; id is the key. The result shares no
+// memory with b.
+func decodeRecordV1(id string, b []byte) (diff.Record, error) {
 	d := decoder{b: b}
 	d.version(recordV1)
 	flags := d.flags(flagTerminal | flagStalled)
@@ -332,11 +694,15 @@ func decodeMeta(b []byte) (Meta, error) {
 // encodeEntry returns the encoding of an outbox entry: version, enqueued time, id,
 // subject, body. The body is stored as given.
 func encodeEntry(enqueued time.Time, m *event.Message) ([]byte, error) {
-	b := make([]byte, 0, 2+binary.MaxVarintLen64+len(m.ID)+len(m.Subject)+len(m.Body)+3*binary.MaxVarintLen32)
+	return appendEntry(make([]byte, 0, 2+binary.MaxVarintLen64+len(m.ID)+len(m.Subject)+len(m.Body)+3*binary.MaxVarintLen32), enqueued, m)
+}
+
+// appendEntry appends the encoding of an outbox entry (encodeEntry) to b.
+func appendEntry(b []byte, enqueued time.Time, m *event.Message) ([]byte, error) {
 	b = append(b, outboxV1)
 	var err error
 	if b, err = appendTime(b, enqueued); err != nil {
-		return nil, fmt.Errorf("enqueued: %w", err)
+		return b, fmt.Errorf("enqueued: %w", err)
 	}
 	b = appendString(b, m.ID)
 	b = appendString(b, m.Subject)
@@ -360,21 +726,45 @@ func decodeEntry(seq uint64, b []byte) (OutboxEntry, error) {
 	return e, nil
 }
 
-// encodeOpen encodes an open index value: the creation time, then the state that sets
-// the item's refresh schedule ("" for a final item that is still settling).
+// encodeOpen encodes an open index value: the creation time (as appendTime), then
+// the state that sets the item's refresh schedule: nothing for "" (a final item that is
+// still settling), one byte 0x80|code for a state of stateCodes, else the state
+// string. Files written before the one-byte form held the string in every case
+// (length-prefixed, so never a single byte with the high bit set); both decode.
 func encodeOpen(t time.Time, st diff.State) ([]byte, error) {
-	b, err := appendTime(nil, t)
+	return appendOpen(make([]byte, 0, binary.MaxVarintLen64+1), t, st)
+}
+
+// appendOpen appends an open index value (encodeOpen) to b.
+func appendOpen(b []byte, t time.Time, st diff.State) ([]byte, error) {
+	b, err := appendTime(b, t)
 	if err != nil {
-		return nil, err
+		return b, err
 	}
-	return appendString(b, string(st)), nil
+	switch code := stateCode(st); {
+	case st == "":
+		return b, nil
+	case code > 0:
+		return append(b, 0x80|byte(code)), nil
+	default:
+		return appendString(b, string(st)), nil
+	}
 }
 
 func decodeOpen(b []byte) (time.Time, diff.State, error) {
 	d := decoder{b: b}
 	t := d.time()
 	var st diff.State
-	if d.err == nil && len(d.b) > 0 {
+	switch {
+	case d.err != nil || len(d.b) == 0:
+	case len(d.b) == 1 && d.b[0]&0x80 != 0:
+		if code := int(d.b[0] &^ 0x80); code > 0 && code < len(stateCodes) {
+			st = stateCodes[code]
+		} else {
+			d.fail(fmt.Errorf("unknown state code %d", code))
+		}
+		d.b = d.b[1:]
+	default:
 		st = diff.State(d.string())
 	}
 	return t, st, d.end()

@@ -3,7 +3,10 @@ package state
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
+	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +53,118 @@ func sampleRecords() []diff.Record {
 		{ID: "zero", Sequence: 1}, // every other field zero: empty strings, zero times, no nested items
 		{Kind: "onramp_session", ID: "cos_1", Status: diff.Status{Raw: "weird", State: diff.Unknown}, Sequence: 2,
 			CreatedAt: time.Date(1960, 5, 1, 0, 0, 0, 1, time.UTC)}, // before the Unix epoch
+		idFormsRecord(),
+	}
+}
+
+// idFormsRecord has a nested id of every form, and times of every precision.
+func idFormsRecord() diff.Record {
+	nested := func(id string) diff.NestedRecord {
+		return diff.NestedRecord{Kind: "payment_transaction", ID: id, Status: diff.Status{Raw: "CONFIRMED", State: diff.Completed, Terminal: true}, Sequence: 1}
+	}
+	return diff.Record{
+		Kind: "payment", ID: "forms", Sequence: 3, Status: diff.Status{Raw: "COMPLETE", State: diff.Completed, Terminal: true},
+		CreatedAt:   time.Date(2026, 11, 3, 23, 6, 25, 163_000_000, time.UTC), // milliseconds
+		SettleUntil: time.Date(2026, 11, 4, 23, 6, 25, 0, time.UTC),           // seconds
+		Nested: []diff.NestedRecord{
+			nested("b8627ae8-732b-4d25-b947-1df8f4007a29"),                               // UUID
+			nested("B8627AE8-732B-4D25-B947-1DF8F4007A29"),                               // upper-case UUID: as it is
+			nested("4a6c7fa5edb46976dd1c9241feb3aa50ff37f76e66996087f61215967982a2c6"),   // hex
+			nested("4A6C7FA5EDB46976DD1C9241FEB3AA50FF37F76E66996087F61215967982A2C6"),   // upper-case hex
+			nested("0x52cea0b5ec8a027434878f9e8f019b56e1d2f947607d110fd1f4032ed97082e6"), // 0x hex
+			nested("0xABCDEF"), // 0x upper-case hex
+			nested("0123"),     // digits only
+			nested("abc"), nested("0x"), nested("0xabc"), nested("aBcD"), nested("0Xab"), nested("xyz"), nested(""),
+			nested("b8627ae8-732b-4d25-b947-1df8f4007a2"), // one digit short of a UUID
+			nested("b8627ae8x732b-4d25-b947-1df8f4007a29"),
+		},
+	}
+}
+
+// encodeRecordV1 is the version 1 encoder, which files written before version 2
+// hold records of.
+func encodeRecordV1(b []byte, r *diff.Record) ([]byte, error) {
+	status := func(b []byte, s diff.Status) []byte {
+		b = appendString(b, s.Raw)
+		code := stateCode(s.State)
+		b = append(b, byte(code))
+		if code == 0 {
+			b = appendString(b, string(s.State))
+		}
+		return appendString(b, s.Addendum)
+	}
+	var flags byte
+	if r.Status.Terminal {
+		flags |= flagTerminal
+	}
+	if r.Stalled {
+		flags |= flagStalled
+	}
+	b = append(b, recordV1, flags)
+	b = binary.AppendUvarint(b, uint64(r.Sequence))
+	b = appendString(b, r.Kind)
+	b = status(b, r.Status)
+	var err error
+	if b, err = appendTime(b, r.CreatedAt); err != nil {
+		return b, err
+	}
+	if b, err = appendTime(b, r.SettleUntil); err != nil {
+		return b, err
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.Nested)))
+	for i := range r.Nested {
+		n := &r.Nested[i]
+		flags = 0
+		if n.Status.Terminal {
+			flags |= flagTerminal
+		}
+		sameKind := i > 0 && n.Kind == r.Nested[i-1].Kind
+		if sameKind {
+			flags |= flagKindAsPrevious
+		}
+		b = append(b, flags)
+		b = binary.AppendUvarint(b, uint64(n.Sequence))
+		if !sameKind {
+			b = appendString(b, n.Kind)
+		}
+		b = appendString(b, n.ID)
+		b = status(b, n.Status)
+	}
+	return b, nil
+}
+
+// TestVersion1RecordsDecode reads records as version 1 wrote them: a file written
+// before version 2 keeps working, and its records are rewritten in version 2 as they
+// change.
+func TestVersion1RecordsDecode(t *testing.T) {
+	// richRecord as the first release wrote it.
+	golden, err := hex.DecodeString("010307077061796d656e74064641494c45440610494e5f4d414e55414c5f52455649455780c8e6f8e4f196b62e80b08d9cb390d2ea" +
+		"310500010e7061796d656e745f726566756e642462383632376165382d373332622d346432352d623934372d31646638663430303761323907435245" +
+		"415445440100030202723209434f4d504c45544544040000ffffffff0f1b7061796d656e745f6f6e636861696e5f7472616e73616374696f6e0630" +
+		"78346132620b42524f4144434153544544030000010b7061796d656e745f7266690000000b6e6f742d612d7374617465017801010e7061796d656e" +
+		"745f726566756e64027233064641494c45440600")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rich := richRecord()
+	if got, err := decodeRecord(rich.ID, golden); err != nil || !reflect.DeepEqual(got, rich) {
+		t.Errorf("first release's record: %v\n got %+v\nwant %+v", err, got, rich)
+	}
+	if b, _ := encodeRecordV1(nil, &rich); !bytes.Equal(b, golden) {
+		t.Fatalf("encodeRecordV1 does not write what the first release wrote:\n%x", b)
+	}
+	for _, r := range sampleRecords() {
+		b, err := encodeRecordV1(nil, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeRecord(r.ID, b)
+		if err != nil {
+			t.Fatalf("decode version 1 %q: %v", r.ID, err)
+		}
+		if !reflect.DeepEqual(got, r) {
+			t.Errorf("version 1 %q:\n got %+v\nwant %+v", r.ID, got, r)
+		}
 	}
 }
 
@@ -76,12 +191,33 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestRecordEncodingIsCompact(t *testing.T) {
-	r := plainRecord("c4d1da72-111e-4d52-bdbf-2e74a2d803d5", t0, "FIAT_PAYMENT_INITIATED", diff.Processing, false)
+	r := plainRecord("c4d1da72-111e-4d52-bdbf-2e74a2d803d5", t0.Truncate(time.Second), "FIAT_PAYMENT_INITIATED", diff.Processing, false)
+	r.Nested = []diff.NestedRecord{{Kind: "payment_refund", ID: "b8627ae8-732b-4d25-b947-1df8f4007a29",
+		Status: diff.Status{Raw: "COMPLETED", State: diff.Completed, Terminal: true}, Sequence: 1}}
 	b := mustEncode(t, &r)
-	// version, flags, sequence, kind 1+7, raw 1+22, state code, addendum 1, two times of
-	// at most 10 bytes, nested count.
-	if max := 2 + 1 + 8 + 23 + 1 + 1 + 10 + 1 + 1; len(b) > max {
+	// version, flags, sequence, kind, raw, state code, addendum, created at in whole
+	// seconds (5), settle until (zero), nested count; the refund's flags, sequence, kind,
+	// 16 bytes of UUID, raw, state code, addendum.
+	if max := 7 + 5 + 2 + 3 + 16 + 3; len(b) > max {
 		t.Errorf("typical record encodes to %d bytes, want at most %d", len(b), max)
+	}
+	if v1, _ := encodeRecordV1(nil, &r); len(b)*3 > len(v1) {
+		t.Errorf("version 2 takes %d bytes, version 1 %d: want a third or less", len(b), len(v1))
+	}
+	// Times take the precision they have.
+	for _, tc := range []struct {
+		t    time.Time
+		size int
+	}{
+		{time.Time{}, 1},
+		{time.Unix(0, 0), 1},
+		{time.Date(2026, 11, 22, 10, 0, 3, 0, time.UTC), 5},
+		{time.Date(2026, 11, 22, 10, 0, 3, 120_000_000, time.UTC), 7},
+		{time.Date(2026, 11, 22, 10, 0, 3, 120_000_001, time.UTC), 10},
+	} {
+		if b, err := appendTime2(nil, tc.t); err != nil || len(b) != tc.size {
+			t.Errorf("time %s takes %d bytes (%v), want %d", tc.t, len(b), err, tc.size)
+		}
 	}
 	// A nested item repeating its predecessor's kind does not store it again.
 	rich := richRecord()
@@ -137,6 +273,31 @@ func TestDecodeRecordRejectsDamage(t *testing.T) {
 	// The hand-built prefix above is itself valid, so the cases fail for their reason.
 	if _, err := decodeRecord("x", []byte{recordV1, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0}); err != nil {
 		t.Fatalf("valid hand-built record: %v", err)
+	}
+
+	// Version 2: a valid hand-built record (kind "payment", raw "CREATED", pending, no
+	// addendum, created at second 1 (varint 1<<2|unitSeconds), no settle window, one nested item of kind
+	// "payment", a UUID id of zeros, raw "", pending, no addendum), then damage.
+	valid2 := []byte{recordV2, 0, 1, 1, 19, 1, 0, 10, 0, 1, idUUID << idFormShift, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0}
+	if r, err := decodeRecord("x", valid2); err != nil || r.Nested[0].ID != "00000000-0000-0000-0000-000000000000" || r.Status.Raw != "CREATED" || !r.CreatedAt.Equal(time.Unix(1, 0)) {
+		t.Fatalf("valid hand-built version 2 record: %+v, %v", r, err)
+	}
+	with := func(i int, v ...byte) []byte { return append(append(bytes.Clone(valid2[:i]), v...), valid2[i+1:]...) }
+	cases2 := map[string][]byte{
+		"unknown common string": with(3, byte(2*len(commonStrings)+1)),
+		"literal past the end":  with(3, 200),
+		"time of unknown unit":  with(7, 4<<1), // varint 4: unit 0, but not the zero time
+		"seconds out of range":  with(7, binary.AppendVarint(nil, (math.MaxInt64/int64(time.Second)+1)<<2|unitSeconds)...),
+		"unknown id form":       with(10, numIDForms<<idFormShift),
+		"unknown nested flag":   with(10, 0x80|idUUID<<idFormShift),
+		"short uuid":            valid2[:20],
+		"empty hex id":          append(with(10, idHexLower<<idFormShift)[:13], 0, 1, 0, 0),
+		"nanoseconds cut short": append(with(7, unitNanos<<1)[:8], 0x80),
+	}
+	for name, b := range cases2 {
+		if _, err := decodeRecord("x", b); err == nil {
+			t.Errorf("version 2, %s: decoding succeeded", name)
+		}
 	}
 }
 
@@ -199,6 +360,11 @@ func TestEntryRoundTrip(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	for _, r := range sampleRecords() {
 		f.Add(mustEncode(f, &r))
+		v1, err := encodeRecordV1(nil, &r)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v1)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeRecord("id", b)
@@ -220,6 +386,50 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("encoding is not deterministic: %x then %x", enc, enc2)
 		}
 	})
+}
+
+func TestOpenIndexValues(t *testing.T) {
+	for _, st := range append(slices.Clone(diff.States), "", "settling-ish") {
+		v, err := encodeOpen(t0, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gt, gst, err := decodeOpen(v)
+		if err != nil || !gt.Equal(t0) || gst != st {
+			t.Errorf("open value of %q: %s, %q, %v", st, gt, gst, err)
+		}
+		if stateCode(st) > 0 && len(v) > binary.MaxVarintLen64+1 {
+			t.Errorf("open value of %q takes %d bytes", st, len(v))
+		}
+	}
+	// Values as the first release wrote them: the time, then the state string.
+	for hexValue, want := range map[string]diff.State{
+		"80b09587a1ebaaea310a70726f63657373696e67": diff.Processing,
+		"80b09587a1ebaaea3100":                     "",
+	} {
+		v, _ := hex.DecodeString(hexValue)
+		gt, gst, err := decodeOpen(v)
+		if err != nil || !gt.Equal(t0) || gst != want {
+			t.Errorf("first release's open value %s: %s, %q, %v; want %s, %q", hexValue, gt, gst, err, t0, want)
+		}
+	}
+	for _, bad := range [][]byte{{0x02, 0x80}, {0x02, 0x8a}, {0x02, 0x81, 0x81}, {0x02, 0x05, 'a'}} {
+		if _, _, err := decodeOpen(bad); err == nil {
+			t.Errorf("open value %x decoded", bad)
+		}
+	}
+}
+
+func BenchmarkDecodeRecord(b *testing.B) {
+	r := idFormsRecord()
+	enc := mustEncode(b, &r)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(enc)))
+	for b.Loop() {
+		if _, err := decodeRecord(r.ID, enc); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func BenchmarkEncodeRecord(b *testing.B) {

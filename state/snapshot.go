@@ -1,11 +1,14 @@
 package state
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -14,7 +17,9 @@ import (
 
 // Commit applies b to source in one write transaction: the outbox entries, the
 // snapshot records with their open index entries and the metadata are all stored, or
-// (when Commit returns an error) none of them is. Messages are enqueued at b.Now; b.Now
+// (when Commit returns an error) none of them is. Commits made at the same time from
+// several goroutines may share a transaction (see committer); each is still stored
+// whole or not at all. Messages are enqueued at b.Now; b.Now
 // must be set when b has records or messages.
 //
 // A record needs an ID and a Sequence of at least 1, and times between the years 1678
@@ -40,20 +45,33 @@ func (s *Store) commit(source string, b *Batch) error {
 		return errors.New("batch has records or messages but no Now")
 	}
 	// The order of the writes does not matter: Update rolls everything back on error.
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
+		// Keys and values must stay valid until the transaction ends: they are
+		// encoded one after the other into one buffer, which a reallocation leaves
+		// valid (earlier ones keep the old array), rather than allocated one by one.
+		size := 0
+		for i := range b.Messages {
+			m := &b.Messages[i]
+			size += 8 + 1 + 2*binary.MaxVarintLen64 + len(m.ID) + len(m.Subject) + len(m.Body)
+		}
+		buf := make([]byte, 0, size+len(b.Records)*recordEstimate)
+
 		outbox := tx.Bucket(outboxBucket)
 		outbox.FillPercent = 0.9 // keys only ever grow: fill pages before splitting
 		for i := range b.Messages {
 			m := &b.Messages[i]
-			v, err := encodeEntry(b.Now, m)
-			if err != nil {
-				return fmt.Errorf("message %q: %w", m.ID, err)
-			}
 			seq, err := outbox.NextSequence()
 			if err != nil {
 				return fmt.Errorf("outbox: %w", err)
 			}
-			if err := outbox.Put(seqKey(seq), v); err != nil {
+			start := len(buf)
+			buf = binary.BigEndian.AppendUint64(buf, seq)
+			key := buf[start:len(buf):len(buf)]
+			start = len(buf)
+			if buf, err = appendEntry(buf, b.Now, m); err != nil {
+				return fmt.Errorf("message %q: %w", m.ID, err)
+			}
+			if err := outbox.Put(key, buf[start:len(buf):len(buf)]); err != nil {
 				return fmt.Errorf("message %q: %w", m.ID, err)
 			}
 		}
@@ -72,7 +90,7 @@ func (s *Store) commit(source string, b *Batch) error {
 		}
 		for i := range b.Records {
 			r := &b.Records[i]
-			if err := putRecord(items, open, r, b); err != nil {
+			if buf, err = putRecord(items, open, r, b.Now, buf); err != nil {
 				return fmt.Errorf("record %q: %w", r.ID, err)
 			}
 		}
@@ -90,32 +108,46 @@ func (s *Store) commit(source string, b *Batch) error {
 	})
 }
 
-func putRecord(items, open *bolt.Bucket, r *diff.Record, b *Batch) error {
+// recordEstimate is about the bytes a record takes in a commit's buffer: its key, its
+// value and its open index value.
+const recordEstimate = 128
+
+// putRecord stores r and its open index entry as of now, with their keys and values
+// appended to buf (which it returns): they must stay unchanged until the transaction
+// ends. An open index entry that already holds the value is not written again.
+func putRecord(items, open *bolt.Bucket, r *diff.Record, now time.Time, buf []byte) ([]byte, error) {
 	if r.ID == "" {
-		return errors.New("empty id")
+		return buf, errors.New("empty id")
 	}
 	if len(r.ID) > bolt.MaxKeySize {
-		return fmt.Errorf("id of %d bytes is longer than %d", len(r.ID), bolt.MaxKeySize)
+		return buf, fmt.Errorf("id of %d bytes is longer than %d", len(r.ID), bolt.MaxKeySize)
 	}
 	if r.Sequence == 0 {
-		return errors.New("sequence 0")
+		return buf, errors.New("sequence 0")
 	}
-	v, err := encodeRecord(nil, r)
+	start := len(buf)
+	buf = append(buf, r.ID...)
+	key := buf[start:len(buf):len(buf)]
+	start = len(buf)
+	buf, err := encodeRecord(buf, r)
 	if err != nil {
-		return err
+		return buf, err
 	}
-	key := []byte(r.ID)
-	if err := items.Put(key, v); err != nil {
-		return err
+	if err := items.Put(key, buf[start:len(buf):len(buf)]); err != nil {
+		return buf, err
 	}
-	if !r.Open(b.Now) || r.Stalled {
-		return open.Delete(key)
+	if !r.Open(now) || r.Stalled {
+		return buf, open.Delete(key)
 	}
-	v, err = encodeOpen(r.CreatedAt, r.OpenState())
-	if err != nil {
-		return err
+	start = len(buf)
+	if buf, err = appendOpen(buf, r.CreatedAt, r.OpenState()); err != nil {
+		return buf, err
 	}
-	return open.Put(key, v)
+	v := buf[start:len(buf):len(buf)]
+	if bytes.Equal(open.Get(key), v) {
+		return buf, nil
+	}
+	return buf, open.Put(key, v)
 }
 
 // seqKey is the outbox key of seq: big-endian, so that keys sort in append order.
@@ -272,4 +304,109 @@ func (s *Store) Sources() ([]string, error) {
 		return nil, fmt.Errorf("state file %s: list sources: %w", s.path, err)
 	}
 	return out, nil
+}
+
+// committer lets concurrent writers share write transactions (group commit): while
+// one transaction runs, the writers that arrive queue up, and the first of them then
+// runs all their functions in the next transaction, so that the pollers of several
+// sources and the publisher's deletes and acknowledgements pay for one pair of
+// fsyncs instead of one each. A writer that finds no transaction running starts one
+// at once: grouping never delays a write.
+//
+// Each function still commits all or nothing: when a shared transaction fails, every
+// function of it is run again in a transaction of its own, so that one writer's error
+// (a record that cannot be encoded) never fails another's write. Functions must
+// therefore change nothing outside the transaction.
+type committer struct {
+	mu    sync.Mutex
+	busy  bool // a writer is running a transaction
+	queue []*groupWrite
+}
+
+// groupWrite is one writer's function and, once done, its outcome.
+type groupWrite struct {
+	fn  func(*bolt.Tx) error
+	err error
+	// wake receives true when the writer is to run the next transaction itself, false
+	// when its function was committed (or failed: err).
+	wake chan bool
+}
+
+// update runs fn in a write transaction, possibly shared with other writers' (see
+// committer), and returns fn's error or the transaction's.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	g := &s.group
+	w := &groupWrite{fn: fn, wake: make(chan bool, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, w)
+	lead := !g.busy
+	g.busy = true
+	g.mu.Unlock()
+	if !lead && !<-w.wake {
+		return w.err
+	}
+	// This writer runs the transaction of everything queued, itself included.
+	g.mu.Lock()
+	batch := g.queue
+	g.queue = nil
+	g.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			// A function panicked: the others fail rather than wait forever, and the
+			// next writer still gets its turn.
+			for _, o := range batch {
+				o.err = fmt.Errorf("write transaction abandoned: a function of it panicked: %v", r)
+			}
+			s.handOn(batch, w)
+			panic(r)
+		}
+	}()
+	s.runGroup(batch)
+	s.handOn(batch, w)
+	return w.err
+}
+
+// handOn wakes the writer next in the queue to run the next transaction, or marks the
+// store idle, then tells the writers of batch but w that their functions are done.
+func (s *Store) handOn(batch []*groupWrite, w *groupWrite) {
+	g := &s.group
+	g.mu.Lock()
+	var next *groupWrite
+	if len(g.queue) > 0 {
+		next = g.queue[0] // hand on: it runs the next transaction
+	} else {
+		g.busy = false
+	}
+	g.mu.Unlock()
+	if next != nil {
+		next.wake <- true
+	}
+	for _, o := range batch {
+		if o != w {
+			o.wake <- false
+		}
+	}
+}
+
+// runGroup commits the functions of batch in one transaction, or each in its own when
+// that fails, and sets their errors.
+func (s *Store) runGroup(batch []*groupWrite) {
+	if len(batch) == 1 {
+		batch[0].err = s.db.Update(batch[0].fn)
+		return
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, w := range batch {
+			if err := w.fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return
+	}
+	for _, w := range batch {
+		w.err = s.db.Update(w.fn)
+	}
 }

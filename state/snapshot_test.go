@@ -62,7 +62,7 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"c4d1da72-111e-4d52-bdbf-2e74a2d803d5", "cos_1", "p1", "zero"}; !reflect.DeepEqual(seen, want) {
+	if want := []string{"c4d1da72-111e-4d52-bdbf-2e74a2d803d5", "cos_1", "forms", "p1", "zero"}; !reflect.DeepEqual(seen, want) {
 		t.Errorf("ForEach visited %v, want %v", seen, want)
 	}
 	stop := errors.New("stop")
@@ -306,4 +306,182 @@ func checkOpen(t *testing.T, s *Store, want []string, items int) {
 	if err != nil || n != items || o != len(want) {
 		t.Errorf("Counts = %d, %d, %v; want %d, %d", n, o, err, items, len(want))
 	}
+}
+
+// TestConcurrentCommitsShareTransactions holds one write transaction open while other
+// writers queue up: they are then committed together in one transaction, and one
+// writer's failure there fails neither the others nor their writes.
+func TestConcurrentCommitsShareTransactions(t *testing.T) {
+	s := newStore(t)
+	release := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- s.update(func(tx *bolt.Tx) error {
+			<-release
+			return nil
+		})
+	}()
+	// Wait until the first writer runs its transaction: it has taken the queue.
+	waitFor(t, "the first writer to start", func() bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return s.group.busy && len(s.group.queue) == 0
+	})
+
+	const writers = 6
+	errs := make(chan error, writers)
+	for i := range writers {
+		go func() {
+			if i == writers-1 {
+				// A bad record: this writer's commit fails, alone.
+				errs <- s.Commit("cpn", Batch{Now: t0, Records: []diff.Record{{Kind: "payment", Sequence: 1}}})
+				return
+			}
+			errs <- s.update(func(tx *bolt.Tx) error {
+				src, err := tx.Bucket(sourcesBucket).CreateBucketIfNotExists([]byte(fmt.Sprintf("src%d", i)))
+				if err != nil {
+					return err
+				}
+				return src.Put(metaKey, []byte{metaV1, 0, 0, 0})
+			})
+		}()
+	}
+	waitFor(t, "every writer to queue", func() bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return len(s.group.queue) == writers
+	})
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for range writers {
+		if err := <-errs; err != nil {
+			failed++
+			if !strings.Contains(err.Error(), "empty id") {
+				t.Errorf("unexpected failure: %v", err)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d writers failed, want the one with a bad record", failed)
+	}
+	sources, err := s.Sources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sources) != writers-1 {
+		t.Errorf("sources after the group: %v, want src0..src%d", sources, writers-2)
+	}
+}
+
+// TestConcurrentCommitsGroup checks that writers queued behind a running transaction
+// share the next one when none of them fails.
+func TestConcurrentCommitsGroup(t *testing.T) {
+	s := newStore(t)
+	release := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- s.update(func(tx *bolt.Tx) error {
+			<-release
+			return nil
+		})
+	}()
+	waitFor(t, "the first writer to start", func() bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return s.group.busy && len(s.group.queue) == 0
+	})
+	const writers = 5
+	errs := make(chan error, writers)
+	var txIDs [writers]int
+	for i := range writers {
+		go func() {
+			errs <- s.update(func(tx *bolt.Tx) error {
+				txIDs[i] = tx.ID()
+				return nil
+			})
+		}()
+	}
+	waitFor(t, "every writer to queue", func() bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return len(s.group.queue) == writers
+	})
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range writers {
+		if txIDs[i] != txIDs[0] {
+			t.Fatalf("queued writers ran in transactions %v, want one shared transaction", txIDs)
+		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPanickingWriterReleasesTheQueue checks that a write function that panics fails
+// the writers queued with it instead of leaving them, and every later writer,
+// waiting.
+func TestPanickingWriterReleasesTheQueue(t *testing.T) {
+	s := newStore(t)
+	release := make(chan struct{})
+	first := make(chan any, 1)
+	go func() {
+		defer func() { first <- recover() }()
+		_ = s.update(func(tx *bolt.Tx) error {
+			<-release
+			return nil
+		})
+	}()
+	waitFor(t, "the first writer to start", func() bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return s.group.busy && len(s.group.queue) == 0
+	})
+	panicked := make(chan any, 1)
+	other := make(chan error, 1)
+	go func() {
+		defer func() { panicked <- recover() }()
+		_ = s.update(func(*bolt.Tx) error { panic("boom") })
+	}()
+	waitFor(t, "the panicking writer to queue", func() bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return len(s.group.queue) == 1
+	})
+	go func() { other <- s.update(func(*bolt.Tx) error { return nil }) }()
+	waitFor(t, "the second writer to queue", func() bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return len(s.group.queue) == 2
+	})
+	close(release)
+	if r := <-first; r != nil {
+		t.Fatalf("first writer panicked: %v", r)
+	}
+	if r := <-panicked; r != "boom" {
+		t.Errorf("the panic did not reach its writer: %v", r)
+	}
+	if err := <-other; err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Errorf("writer queued with the panicking one: %v", err)
+	}
+	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{plainRecord("after", t0, "CREATED", diff.Pending, false)}})
 }

@@ -9,6 +9,7 @@
 //	watcher tail [--state failed] …        print the event stream
 //	watcher sim --listen ADDR              serve the simulated provider APIs
 //	watcher state sources|get|open|…       inspect the state file, or ask the running watcher
+//	watcher bench                          measure watcher's cost beside bbolt's and JetStream's limits
 //	watcher version                        print version, commit and Go version
 package main
 
@@ -57,6 +58,7 @@ Usage:
                                        serve the simulated provider APIs
   watcher state sources|get|open|export|outbox|check|rebaseline [--config FILE | --state FILE]
                                        inspect the state file (or ask the running watcher); 'watcher state -h'
+  watcher bench [-out BENCHMARKS.md]   measure watcher's own cost beside bbolt's and JetStream's on this machine
   watcher version                      print version, commit and Go version
 
 Run 'watcher COMMAND -h' for the flags of a command.
@@ -84,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tailCommand(ctx, args[1:], stdout, stderr)
 	case "state":
 		return stateCommand(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		printVersion(stdout)
 		return nil
@@ -113,6 +117,9 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning", "config", *path, "warning", w)
+	}
 	return serve(ctx, cfg, log)
 }
 
@@ -130,6 +137,9 @@ func configCheck(args []string, stdout, stderr io.Writer) error {
 	out, err := cfg.Effective()
 	if err != nil {
 		return err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "watcher config check: warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "# %s is valid; effective configuration:\n%s", *path, out)
 	return nil

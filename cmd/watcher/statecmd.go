@@ -596,7 +596,7 @@ func stateCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "watcher state: state file %s is in use; read from the running watcher at %s\n", o.path, o.addr)
 		rd = newRemote(o.addr)
 	default:
-		return err
+		return withRecovery(err, o.path, false)
 	}
 	return printState(ctx, o, rd, stdout)
 }
@@ -677,11 +677,11 @@ func stateCheck(o *stateOptions, stdout io.Writer) error {
 		return fmt.Errorf("state check needs the watcher stopped: state file %s is in use by a running watcher (a check reads the whole file, which a running watcher keeps changing); stop it, then run the check again", o.path)
 	}
 	if err != nil {
-		return err
+		return withRecovery(err, o.path, true)
 	}
 	defer store.Close()
 	if err := store.Check(); err != nil {
-		return err
+		return withRecovery(err, o.path, true)
 	}
 	fmt.Fprintf(stdout, "state file %s: no problems found\n", o.path)
 	return nil
@@ -708,7 +708,7 @@ func stateRebaseline(ctx context.Context, o *stateOptions, stdout, stderr io.Wri
 		fmt.Fprintf(stdout, "source %s: rebaseline requested; the running watcher re-records every item without publishing at its next cycle\n", source)
 		return nil
 	case err != nil:
-		return err
+		return withRecovery(err, o.path, false)
 	}
 	if err := rebaselineFile(store, o.configured, source); err != nil {
 		_ = store.Close()

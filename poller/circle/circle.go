@@ -410,8 +410,8 @@ func decodeList(body []byte) ([]json.RawMessage, error) {
 	if len(env.Data) == 0 || env.Data[0] != '[' {
 		return nil, errors.New(`body has no "data" array`)
 	}
-	var data []json.RawMessage
-	if err := json.Unmarshal(env.Data, &data); err != nil {
+	data, err := provider.Elements(env.Data)
+	if err != nil {
 		return nil, fmt.Errorf(`"data": %w`, err)
 	}
 	return data, nil

@@ -269,8 +269,8 @@ func decodeList(body []byte) ([]json.RawMessage, error) {
 	if len(body) == 0 || body[0] != '[' {
 		return nil, errors.New("body is not a JSON array")
 	}
-	var data []json.RawMessage
-	if err := json.Unmarshal(body, &data); err != nil {
+	data, err := provider.Elements(body)
+	if err != nil {
 		return nil, fmt.Errorf("body: %w", err)
 	}
 	return data, nil

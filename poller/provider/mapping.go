@@ -66,10 +66,18 @@ func ParseAmountJSON(raw json.RawMessage) (d decimal.Decimal, ok bool, err error
 }
 
 // Redact returns obj compacted, with every object member whose name is in fields
-// removed at any depth. Member order and all other values are kept as sent.
+// removed at any depth. Member order and all other values are kept as sent; member
+// names are written as encoding/json writes a string.
 func Redact(obj json.RawMessage, fields []string) ([]byte, error) {
-	var buf bytes.Buffer
+	// One pass over the bytes; anything it does not accept is left to encoding/json
+	// below, whose error is the one reported.
+	r := redactor{src: obj, fields: fields, out: make([]byte, 0, len(obj))}
+	r.space()
+	if r.value(0, true) && r.space() == len(obj) {
+		return r.out, nil
+	}
 	if len(fields) == 0 {
+		var buf bytes.Buffer
 		if err := json.Compact(&buf, obj); err != nil {
 			return nil, err
 		}
@@ -79,10 +87,329 @@ func Redact(obj json.RawMessage, fields []string) ([]byte, error) {
 	for _, f := range fields {
 		drop[f] = true
 	}
+	var buf bytes.Buffer
 	if err := stripMembers(&buf, obj, drop); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// redactor is Redact's single pass: a JSON scanner that copies what it reads to out,
+// compacted, leaving out the members named in fields. Without fields it writes member
+// names as they are, as json.Compact does. Its methods return false on anything that
+// is not JSON as encoding/json reads it.
+type redactor struct {
+	src    []byte
+	pos    int
+	fields []string
+	out    []byte
+}
+
+// maxRedactDepth is encoding/json's limit on nesting.
+const maxRedactDepth = 10000
+
+// space skips white space and returns the position after it.
+func (r *redactor) space() int {
+	for r.pos < len(r.src) {
+		switch r.src[r.pos] {
+		case ' ', '\t', '\n', '\r':
+			r.pos++
+		default:
+			return r.pos
+		}
+	}
+	return r.pos
+}
+
+// value reads one value, copying it to out when emit is set.
+func (r *redactor) value(depth int, emit bool) bool {
+	if r.pos >= len(r.src) || depth > maxRedactDepth {
+		return false
+	}
+	start := r.pos
+	switch c := r.src[r.pos]; {
+	case c == '{':
+		return r.object(depth, emit)
+	case c == '[':
+		return r.array(depth, emit)
+	case c == '"':
+		if !r.str() {
+			return false
+		}
+	case c == '-' || (c >= '0' && c <= '9'):
+		if !r.number() {
+			return false
+		}
+	case c == 't':
+		if !r.literal("true") {
+			return false
+		}
+	case c == 'f':
+		if !r.literal("false") {
+			return false
+		}
+	case c == 'n':
+		if !r.literal("null") {
+			return false
+		}
+	default:
+		return false
+	}
+	if emit {
+		r.out = append(r.out, r.src[start:r.pos]...)
+	}
+	return true
+}
+
+func (r *redactor) object(depth int, emit bool) bool {
+	r.pos++ // {
+	if emit {
+		r.out = append(r.out, '{')
+	}
+	first := true
+	r.space()
+	if r.pos < len(r.src) && r.src[r.pos] == '}' {
+		r.pos++
+		if emit {
+			r.out = append(r.out, '}')
+		}
+		return true
+	}
+	for {
+		r.space()
+		keyStart := r.pos
+		if r.pos >= len(r.src) || r.src[r.pos] != '"' || !r.str() {
+			return false
+		}
+		key := r.src[keyStart:r.pos]
+		r.space()
+		if r.pos >= len(r.src) || r.src[r.pos] != ':' {
+			return false
+		}
+		r.pos++
+		r.space()
+		keep := emit
+		plain := len(r.fields) == 0 || plainName(key)
+		var name string
+		if !plain {
+			var err error
+			if name, err = unquote(key); err != nil {
+				return false
+			}
+		}
+		if keep {
+			if plain {
+				keep = !r.dropped(key[1 : len(key)-1])
+			} else {
+				keep = !r.dropped([]byte(name))
+			}
+		}
+		if keep {
+			if !first {
+				r.out = append(r.out, ',')
+			}
+			first = false
+			if plain {
+				r.out = append(r.out, key...)
+			} else {
+				k, err := json.Marshal(name)
+				if err != nil {
+					return false
+				}
+				r.out = append(r.out, k...)
+			}
+			r.out = append(r.out, ':')
+		}
+		if !r.value(depth+1, keep) {
+			return false
+		}
+		r.space()
+		if r.pos >= len(r.src) {
+			return false
+		}
+		switch r.src[r.pos] {
+		case ',':
+			r.pos++
+		case '}':
+			r.pos++
+			if emit {
+				r.out = append(r.out, '}')
+			}
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+func (r *redactor) array(depth int, emit bool) bool {
+	r.pos++ // [
+	if emit {
+		r.out = append(r.out, '[')
+	}
+	r.space()
+	if r.pos < len(r.src) && r.src[r.pos] == ']' {
+		r.pos++
+		if emit {
+			r.out = append(r.out, ']')
+		}
+		return true
+	}
+	for first := true; ; first = false {
+		r.space()
+		if emit && !first {
+			r.out = append(r.out, ',')
+		}
+		if !r.value(depth+1, emit) {
+			return false
+		}
+		r.space()
+		if r.pos >= len(r.src) {
+			return false
+		}
+		switch r.src[r.pos] {
+		case ',':
+			r.pos++
+		case ']':
+			r.pos++
+			if emit {
+				r.out = append(r.out, ']')
+			}
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+func (r *redactor) dropped(name []byte) bool {
+	for _, f := range r.fields {
+		if string(name) == f {
+			return true
+		}
+	}
+	return false
+}
+
+// plainName reports whether encoding/json writes the name that quoted stands for
+// back exactly as quoted: printable ASCII without escapes or the characters it escapes
+// for HTML.
+func plainName(quoted []byte) bool {
+	for _, c := range quoted[1 : len(quoted)-1] {
+		if c < 0x20 || c >= 0x80 || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}
+
+func unquote(quoted []byte) (string, error) {
+	var s string
+	err := json.Unmarshal(quoted, &s)
+	return s, err
+}
+
+// plainByte marks the bytes a string holds as they are: not a quote, a backslash or
+// a control character.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// str reads a string (validating its escapes) from its opening quote.
+func (r *redactor) str() bool {
+	r.pos++ // "
+	for r.pos < len(r.src) {
+		rest := r.src[r.pos:]
+		n := 0
+		for n < len(rest) && plainByte[rest[n]] {
+			n++
+		}
+		r.pos += n
+		if r.pos >= len(r.src) {
+			return false
+		}
+		c := r.src[r.pos]
+		switch {
+		case c == '"':
+			r.pos++
+			return true
+		case c < 0x20:
+			return false
+		case c == '\\':
+			if r.pos+1 >= len(r.src) {
+				return false
+			}
+			switch r.src[r.pos+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				r.pos += 2
+			case 'u':
+				if r.pos+6 > len(r.src) {
+					return false
+				}
+				for _, h := range r.src[r.pos+2 : r.pos+6] {
+					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+						return false
+					}
+				}
+				r.pos += 6
+			default:
+				return false
+			}
+		default:
+			r.pos++
+		}
+	}
+	return false
+}
+
+// number reads a number as JSON's grammar has it.
+func (r *redactor) number() bool {
+	digits := func() int {
+		n := 0
+		for r.pos < len(r.src) && r.src[r.pos] >= '0' && r.src[r.pos] <= '9' {
+			r.pos++
+			n++
+		}
+		return n
+	}
+	if r.src[r.pos] == '-' {
+		r.pos++
+	}
+	if r.pos >= len(r.src) {
+		return false
+	}
+	if r.src[r.pos] == '0' {
+		r.pos++
+	} else if digits() == 0 {
+		return false
+	}
+	if r.pos < len(r.src) && r.src[r.pos] == '.' {
+		r.pos++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if r.pos < len(r.src) && (r.src[r.pos] == 'e' || r.src[r.pos] == 'E') {
+		r.pos++
+		if r.pos < len(r.src) && (r.src[r.pos] == '+' || r.src[r.pos] == '-') {
+			r.pos++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *redactor) literal(word string) bool {
+	if !bytes.HasPrefix(r.src[r.pos:], []byte(word)) {
+		return false
+	}
+	r.pos += len(word)
+	return true
 }
 
 // stripMembers writes v to buf, compacted, without the object members named in drop.
@@ -215,11 +542,58 @@ func NestedArray(raw json.RawMessage) ([]json.RawMessage, error) {
 	if raw[0] != '[' {
 		return nil, errors.New("not an array")
 	}
+	return Elements(raw)
+}
+
+// Elements returns the elements of the JSON array raw, as json.Unmarshal into a
+// []json.RawMessage does (with its errors), in one pass over raw and without copying:
+// the elements share raw's memory.
+func Elements(raw json.RawMessage) ([]json.RawMessage, error) {
+	r := redactor{src: raw}
+	r.space()
+	if out, ok := r.elements(); ok && r.space() == len(raw) {
+		return out, nil
+	}
 	var out []json.RawMessage
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// elements reads an array, returning its elements.
+func (r *redactor) elements() ([]json.RawMessage, bool) {
+	if r.pos >= len(r.src) || r.src[r.pos] != '[' {
+		return nil, false
+	}
+	r.pos++
+	out := []json.RawMessage{}
+	r.space()
+	if r.pos < len(r.src) && r.src[r.pos] == ']' {
+		r.pos++
+		return out, true
+	}
+	for {
+		r.space()
+		start := r.pos
+		if !r.value(1, false) {
+			return nil, false
+		}
+		out = append(out, r.src[start:r.pos:r.pos])
+		r.space()
+		if r.pos >= len(r.src) {
+			return nil, false
+		}
+		switch r.src[r.pos] {
+		case ',':
+			r.pos++
+		case ']':
+			r.pos++
+			return out, true
+		default:
+			return nil, false
+		}
+	}
 }
 
 // LastID is the "id" of the last element of data that has a string one; "" when none

@@ -1,7 +1,9 @@
 package provider
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -78,4 +80,76 @@ func TestHideSecret(t *testing.T) {
 	if got := HideSecret("x", "", "[k]"); got != "x" {
 		t.Errorf("empty secret changed the text: %q", got)
 	}
+}
+
+// FuzzRedact checks Redact's single pass against json.Compact (without fields) and
+// the decoder-based stripMembers: the same output, or the same error, for any input.
+func FuzzRedact(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"x1","client_secret":"cs","nested":[{"token":"t","keep":null},[1,{"client_secret":{"deep":true}}],"token"]}`,
+		` { "a" : [ 1 , -2.5e+3 , true , false , null , "s\"\\\/\b\f\n\r\t\u00e9" ] , "b" : { } , "c" : [ ] } `,
+		`{"\u0074oken":1,"<k>":2,"é":3,"x\u2028":4}`,
+		`{"a":01}`, `{"a":}`, `{"a":1}x`, `[1,]`, `{"a" 1}`, `"\ud800"`, `-`, `1.`, `1e`, `tru`, "{\"a\":\"\x01\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	fields := []string{"client_secret", "token", "a", "<k>"}
+	drop := map[string]bool{}
+	for _, k := range fields {
+		drop[k] = true
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := Redact(in, nil)
+		var compact bytes.Buffer
+		cerr := json.Compact(&compact, in)
+		if (err == nil) != (cerr == nil) || (err != nil && err.Error() != cerr.Error()) {
+			t.Fatalf("Redact(%q, nil): error %v, json.Compact's %v", in, err, cerr)
+		}
+		if err == nil && !bytes.Equal(got, compact.Bytes()) {
+			t.Fatalf("Redact(%q, nil) = %q, json.Compact's %q", in, got, compact.Bytes())
+		}
+
+		got, err = Redact(in, fields)
+		var want bytes.Buffer
+		werr := stripMembers(&want, in, drop)
+		if (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()) {
+			t.Fatalf("Redact(%q): error %v, decoder's %v", in, err, werr)
+		}
+		if err == nil && !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("Redact(%q) = %q, decoder's %q", in, got, want.Bytes())
+		}
+	})
+}
+
+func BenchmarkRedact(b *testing.B) {
+	obj := json.RawMessage(`{"type":"payment","id":"c4d1da72-111e-4d52-bdbf-2e74a2d803d5","quoteId":"custom_ref_id","paymentMethodType":"SPEI",` +
+		`"blockchain":"ETH-SEPOLIA","senderAddress":"0xe01be9cdd9e744ae6a709794bfe531ec3ec0671c","createDate":"2023-01-01T12:04:05Z",` +
+		`"status":"COMPLETED","sourceAmount":{"amount":"110.270000","currency":"USDC"},"destinationAmount":{"amount":"183.24","currency":"MXN"},` +
+		`"fees":{"breakdown":[{"amount":{"amount":"0.240000","currency":"USDC"},"type":"BFI_TRANSACTION_FEE"}],"totalAmount":{"amount":"110.270000","currency":"USDC"}},` +
+		`"refunds":[{"id":"c4d1da72-111e-4d52-bdbf-2e74a2d803d5","status":"CREATED","amount":{"amount":"110.270000","currency":"USDC"}}],"metadata":{}}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(obj)))
+	for b.Loop() {
+		if _, err := Redact(obj, []string{"client_secret"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzElements checks Elements against json.Unmarshal into a []json.RawMessage.
+func FuzzElements(f *testing.F) {
+	for _, s := range []string{`[]`, ` [ 1 , {"a":[2]} , "x" , null ] `, `[1,]`, `[`, `[1] 2`, `null`, `{}`, `[{"a":}]`, `[ ]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := Elements(in)
+		var want []json.RawMessage
+		werr := json.Unmarshal(in, &want)
+		if (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()) {
+			t.Fatalf("Elements(%q): error %v, json.Unmarshal's %v", in, err, werr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("Elements(%q) = %q, json.Unmarshal's %q", in, got, want)
+		}
+	})
 }

@@ -230,8 +230,8 @@ func decodeList(body []byte) (list, error) {
 	case env.HasMore == nil:
 		return list{}, errors.New(`body has no "has_more" boolean`)
 	}
-	var data []json.RawMessage
-	if err := json.Unmarshal(env.Data, &data); err != nil {
+	data, err := provider.Elements(env.Data)
+	if err != nil {
 		return list{}, fmt.Errorf(`"data": %s`, provider.DecodeReason(err))
 	}
 	return list{data: data, hasMore: *env.HasMore}, nil
