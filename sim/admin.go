@@ -16,6 +16,7 @@ func (s *Sim) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /_sim/items/{provider}/{id}/status", s.adminForce)
 	mux.HandleFunc("GET /_sim/faults/{provider}", s.adminGetFaults)
 	mux.HandleFunc("POST /_sim/faults/{provider}", s.adminSetFaults)
+	mux.HandleFunc("GET /_sim/faults/{provider}/counts", s.adminFaultCounts)
 	mux.HandleFunc("GET /_sim/truth", s.adminTruth)
 }
 

@@ -207,6 +207,7 @@ func (a *circleAPI) list(w http.ResponseWriter, r *http.Request) {
 	}
 	st := &a.p.st
 	lo, hi := st.span(from, to)
+	match = a.p.listable(now.UnixMilli(), match)
 	var idx []int
 	switch {
 	case after != "":

@@ -437,10 +437,20 @@ func (a *coindirectAPI) list(w http.ResponseWriter, r *http.Request) {
 	}
 	status, search := q.Get("status"), q.Get("q")
 
+	if n := a.p.faults.drift(offset); n > 0 {
+		s.mu.Lock()
+		at := s.now().UnixMilli()
+		for range n {
+			s.createItem(a.p, at, -1)
+		}
+		s.mu.Unlock()
+	}
+
 	s.mu.RLock()
 	lo, hi := a.p.st.span(from, to)
+	listable := a.p.listable(s.now().UnixMilli(), nil)
 	var idx []int
-	if status == "" && search == "" {
+	if status == "" && search == "" && listable == nil {
 		for i := hi - 1 - offset; i >= lo && len(idx) < size; i-- {
 			idx = append(idx, i)
 		}
@@ -448,7 +458,7 @@ func (a *coindirectAPI) list(w http.ResponseWriter, r *http.Request) {
 		skip := offset
 		for i := hi - 1; i >= lo && len(idx) < size; i-- {
 			if status != "" && !strings.EqualFold(cdStatuses[a.p.st.items[i].status], status) ||
-				search != "" && !cdMatchesQ(a.p, i, search) {
+				search != "" && !cdMatchesQ(a.p, i, search) || listable != nil && !listable(i) {
 				continue
 			}
 			if skip > 0 {

@@ -15,12 +15,16 @@ import (
 // Faults make one provider misbehave. Each request draws its fate in this order: added
 // latency; a 429 burst in progress or starting (RateLimitRate); a hang (TimeoutRate);
 // a 500 (ErrorRate); a malformed or truncated body (MalformedRate, TruncateRate) on an
-// otherwise normal answer. Error answers have the provider's own error body.
+// otherwise normal answer. Error answers have the provider's own error body. Two faults
+// change what a list holds rather than how it is answered: late items (LateRate) and,
+// for Coindirect's offset pages, items arriving during a walk (PageDriftRate). Every fault injected is
+// counted (FaultCounts).
 //
 // In JSON (admin API) the fields are snake_case and durations are Go duration strings:
 // {"error_rate":0.1,"rate_limit_rate":0.05,"rate_limit_burst":3,"retry_after":"2s",
 // "latency":"100ms","latency_jitter":"50ms","timeout_rate":0.01,"max_hang":"30s",
-// "malformed_rate":0.01,"truncate_rate":0.01}.
+// "malformed_rate":0.01,"truncate_rate":0.01,"late_rate":0.1,"late_by":"20s",
+// "page_drift_rate":0.2,"page_drift_max":3}.
 type Faults struct {
 	// ErrorRate is the probability of a 500 answer.
 	ErrorRate float64
@@ -42,6 +46,22 @@ type Faults struct {
 	// whose Content-Length announced all of it.
 	MalformedRate float64
 	TruncateRate  float64
+	// LateRate is the share of items that list answers leave out until some time after
+	// their creation: each late item becomes listable at a moment drawn uniformly from
+	// (0, LateBy] (default 10s) after it was created, while a read by id finds it at
+	// once. Which items are late, and by how much, depends only on the seed, the item
+	// and these two settings; its creation time does not change when it shows up, so it
+	// appears below newer items that a walk may already have passed.
+	LateRate float64
+	LateBy   time.Duration
+	// PageDriftRate is the probability that 1..PageDriftMax (default 3) new payments
+	// are created just before a Coindirect list request with an offset above 0 is
+	// answered, as if they had arrived while a client walks the pages: every older
+	// payment moves that many places down, so the page repeats the end of the
+	// previous one. They are real items (in the truth, moving on like any other), so
+	// the truth then depends on when such requests come too. Other providers ignore it.
+	PageDriftRate float64
+	PageDriftMax  int
 }
 
 type faultsJSON struct {
@@ -55,6 +75,10 @@ type faultsJSON struct {
 	MaxHang        string  `json:"max_hang,omitempty"`
 	MalformedRate  float64 `json:"malformed_rate"`
 	TruncateRate   float64 `json:"truncate_rate"`
+	LateRate       float64 `json:"late_rate,omitempty"`
+	LateBy         string  `json:"late_by,omitempty"`
+	PageDriftRate  float64 `json:"page_drift_rate,omitempty"`
+	PageDriftMax   int     `json:"page_drift_max,omitempty"`
 }
 
 // MarshalJSON writes f in the admin API's form.
@@ -69,6 +93,7 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 		ErrorRate: f.ErrorRate, RateLimitRate: f.RateLimitRate, RateLimitBurst: f.RateLimitBurst,
 		RetryAfter: dur(f.RetryAfter), Latency: dur(f.Latency), LatencyJitter: dur(f.LatencyJitter),
 		TimeoutRate: f.TimeoutRate, MaxHang: dur(f.MaxHang), MalformedRate: f.MalformedRate, TruncateRate: f.TruncateRate,
+		LateRate: f.LateRate, LateBy: dur(f.LateBy), PageDriftRate: f.PageDriftRate, PageDriftMax: f.PageDriftMax,
 	})
 }
 
@@ -96,6 +121,7 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		RetryAfter: dur("retry_after", j.RetryAfter), Latency: dur("latency", j.Latency),
 		LatencyJitter: dur("latency_jitter", j.LatencyJitter), TimeoutRate: j.TimeoutRate,
 		MaxHang: dur("max_hang", j.MaxHang), MalformedRate: j.MalformedRate, TruncateRate: j.TruncateRate,
+		LateRate: j.LateRate, LateBy: dur("late_by", j.LateBy), PageDriftRate: j.PageDriftRate, PageDriftMax: j.PageDriftMax,
 	}
 	return errors.Join(errs...)
 }
@@ -106,7 +132,8 @@ func (f Faults) validate() error {
 		name string
 		v    float64
 	}{{"error_rate", f.ErrorRate}, {"rate_limit_rate", f.RateLimitRate}, {"timeout_rate", f.TimeoutRate},
-		{"malformed_rate", f.MalformedRate}, {"truncate_rate", f.TruncateRate}} {
+		{"malformed_rate", f.MalformedRate}, {"truncate_rate", f.TruncateRate}, {"late_rate", f.LateRate},
+		{"page_drift_rate", f.PageDriftRate}} {
 		if !(r.v >= 0 && r.v <= 1) {
 			errs = append(errs, fmt.Errorf("%s: %v is outside 0..1", r.name, r.v))
 		}
@@ -114,13 +141,17 @@ func (f Faults) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"retry_after", f.RetryAfter}, {"latency", f.Latency}, {"latency_jitter", f.LatencyJitter}, {"max_hang", f.MaxHang}} {
+	}{{"retry_after", f.RetryAfter}, {"latency", f.Latency}, {"latency_jitter", f.LatencyJitter}, {"max_hang", f.MaxHang},
+		{"late_by", f.LateBy}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %v is negative", d.name, d.v))
 		}
 	}
 	if f.RateLimitBurst < 0 {
 		errs = append(errs, fmt.Errorf("rate_limit_burst: %d is negative", f.RateLimitBurst))
+	}
+	if f.PageDriftMax < 0 {
+		errs = append(errs, fmt.Errorf("page_drift_max: %d is negative", f.PageDriftMax))
 	}
 	return errors.Join(errs...)
 }
@@ -138,10 +169,131 @@ const (
 )
 
 type faultState struct {
-	mu    sync.Mutex
-	f     Faults
-	burst int // 429 answers still due in the current burst
-	rng   *rand.Rand
+	mu     sync.Mutex
+	f      Faults
+	burst  int // 429 answers still due in the current burst
+	rng    *rand.Rand
+	counts FaultCounts
+	late   map[int]bool // late items left out of a list answer at least once
+}
+
+// FaultCounts are the faults one provider has injected since the simulator started.
+type FaultCounts struct {
+	// ServerErrors counts 500 answers; RateLimited 429 answers (each answer of a burst);
+	// Hangs the requests held until the client gave up or MaxHang passed.
+	ServerErrors uint64 `json:"server_errors"`
+	RateLimited  uint64 `json:"rate_limited"`
+	Hangs        uint64 `json:"hangs"`
+	// Malformed and Truncated count the bodies damaged.
+	Malformed uint64 `json:"malformed"`
+	Truncated uint64 `json:"truncated"`
+	// LateItems counts the distinct items a list answer left out because they were not
+	// listable yet; PageDrifts the Coindirect pages preceded by new payments.
+	LateItems  uint64 `json:"late_items"`
+	PageDrifts uint64 `json:"page_drifts"`
+}
+
+// Total is the number of faults counted.
+func (c FaultCounts) Total() uint64 {
+	return c.ServerErrors + c.RateLimited + c.Hangs + c.Malformed + c.Truncated + c.LateItems + c.PageDrifts
+}
+
+// count records one request's fault.
+func (fs *faultState) count(fa fate) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	switch fa {
+	case fateRateLimited:
+		fs.counts.RateLimited++
+	case fateHang:
+		fs.counts.Hangs++
+	case fateServerError:
+		fs.counts.ServerErrors++
+	case fateMalformed:
+		fs.counts.Malformed++
+	case fateTruncated:
+		fs.counts.Truncated++
+	}
+}
+
+// drift returns how many payments to create before answering a Coindirect list page
+// at offset: 0, or 1..PageDriftMax when the page drifts.
+func (fs *faultState) drift(offset int) int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if offset <= 0 || fs.f.PageDriftRate <= 0 || fs.rng.Float64() >= fs.f.PageDriftRate {
+		return 0
+	}
+	most := fs.f.PageDriftMax
+	if most <= 0 {
+		most = 3
+	}
+	fs.counts.PageDrifts++
+	return 1 + fs.rng.IntN(most)
+}
+
+// noteLate records that a late item was left out of a list answer.
+func (fs *faultState) noteLate(seq int) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.late == nil {
+		fs.late = map[int]bool{}
+	}
+	if !fs.late[seq] {
+		fs.late[seq] = true
+		fs.counts.LateItems++
+	}
+}
+
+// listable returns the filter of the items a list answered at now (unix ms) may hold:
+// match (nil: every item) without the late items that are not listable yet. It returns
+// nil when match is nil and no item is late. The caller holds s.mu.
+func (p *prov) listable(now int64, match func(int) bool) func(int) bool {
+	f := p.faults.get()
+	if f.LateRate <= 0 {
+		return match
+	}
+	by := f.LateBy.Milliseconds()
+	if by <= 0 {
+		by = 10_000
+	}
+	threshold := uint64(f.LateRate * (1 << 53))
+	return func(seq int) bool {
+		if match != nil && !match(seq) {
+			return false
+		}
+		d := p.derive(seq, 0x1a7e)
+		if d.next()>>11 >= threshold {
+			return true
+		}
+		if p.st.items[seq].created+1+int64(d.next()%uint64(by)) <= now {
+			return true
+		}
+		p.faults.noteLate(seq)
+		return false
+	}
+}
+
+// FaultCounts returns the faults each simulated provider has injected so far, by
+// provider id.
+func (s *Sim) FaultCounts() map[string]FaultCounts {
+	out := make(map[string]FaultCounts, len(s.provs))
+	for _, p := range s.provs {
+		p.faults.mu.Lock()
+		out[p.id] = p.faults.counts
+		p.faults.mu.Unlock()
+	}
+	return out
+}
+
+// adminFaultCounts answers GET /_sim/faults/{provider}/counts.
+func (s *Sim) adminFaultCounts(w http.ResponseWriter, r *http.Request) {
+	if p := s.adminProv(w, r); p != nil {
+		p.faults.mu.Lock()
+		c := p.faults.counts
+		p.faults.mu.Unlock()
+		writeJSON(w, http.StatusOK, c)
+	}
 }
 
 func (fs *faultState) set(f Faults) {
@@ -227,6 +379,10 @@ func serve(p *prov, fl flavor, h http.HandlerFunc) http.HandlerFunc {
 			}
 		}
 		switch fa {
+		case fateRateLimited, fateHang, fateServerError:
+			p.faults.count(fa)
+		}
+		switch fa {
 		case fateRateLimited:
 			w.Header().Set("Retry-After", retryAfterSeconds(f))
 			fl.fail(w, http.StatusTooManyRequests)
@@ -256,6 +412,7 @@ func serve(p *prov, fl flavor, h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 			return
 		}
+		p.faults.count(fa)
 		rec := &recorder{header: http.Header{}, code: http.StatusOK}
 		h(rec, r)
 		for k, v := range rec.header {

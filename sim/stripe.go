@@ -386,6 +386,7 @@ func (a *stripeAPI) list(w http.ResponseWriter, r *http.Request) {
 	s.mu.RLock()
 	st := &a.p.st
 	lo, hi := st.span(from, to)
+	match = a.p.listable(s.now().UnixMilli(), match)
 	var idx []int
 	hasMore := false
 	switch {

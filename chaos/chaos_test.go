@@ -1,0 +1,94 @@
+package main
+
+import (
+	"flag"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	seedFlag = flag.Int64("chaos.seed", 0, "seed of TestChaos (0: a new one each run, printed)")
+	dirFlag  = flag.String("chaos.dir", "", "keep TestChaos's state, NATS store, truth and logs in this directory")
+)
+
+// shortForm is the test's run: at least 20 SIGKILLs of watcher after 0.5-3s each (and
+// a SIGTERM every fifth stop) and 3 NATS outages, with every provider fault on. -short
+// shrinks it.
+func shortForm(t *testing.T) Options {
+	opt := Options{
+		Kills: 20, KillAfter: [2]time.Duration{500 * time.Millisecond, 3 * time.Second}, TermEvery: 5,
+		NATSRestarts: 3, NATSEvery: 8 * time.Second, NATSDown: [2]time.Duration{500 * time.Millisecond, 3 * time.Second},
+		CatchUp: 2 * time.Minute, Rate: 1, History: 40,
+		Seed: *seedFlag, Dir: *dirFlag,
+	}
+	if testing.Short() {
+		opt.Kills, opt.NATSRestarts, opt.NATSEvery = 6, 2, 4*time.Second
+	}
+	if opt.Seed == 0 {
+		opt.Seed = time.Now().UnixNano()
+	}
+	if opt.Dir == "" {
+		opt.Dir = t.TempDir()
+	}
+	return opt
+}
+
+// lineLogger writes each line to the test log.
+type lineLogger struct{ t *testing.T }
+
+func (l lineLogger) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// TestChaos runs the real watcher and nats-server binaries through SIGKILLs, NATS
+// outages and provider faults, and checks that the stream holds every item's final
+// status, no event twice and every item's events in a consistent, true order.
+func TestChaos(t *testing.T) {
+	opt := shortForm(t)
+	opt.Progress = lineLogger{t}
+	t.Logf("seed %d (rerun the scenario with -chaos.seed %d)", opt.Seed, opt.Seed)
+	rep, err := Run(t.Context(), opt)
+	if err != nil {
+		t.Fatalf("chaos run: %v", err)
+	}
+	var out strings.Builder
+	rep.Write(&out)
+	t.Log("report:\n" + out.String())
+	if !rep.OK() {
+		t.Errorf("lost %d, duplicated %d, other violations: see the report above (watcher's log: %s/watcher.log, kept with -chaos.dir)",
+			rep.Result.Lost(), rep.Result.Duplicated(), opt.Dir)
+	}
+	if rep.Result.Events == 0 || rep.Result.Items == 0 {
+		t.Errorf("checked %d events of %d items; the run published nothing", rep.Result.Events, rep.Result.Items)
+	}
+	if rep.Kills < opt.Kills || rep.Terms == 0 {
+		t.Errorf("%d watcher kills and %d graceful stops, want at least %d and 1", rep.Kills, rep.Terms, opt.Kills)
+	}
+	total := 0
+	for _, n := range rep.NATSRestarts {
+		total += n
+	}
+	if total < opt.NATSRestarts || rep.NATSRestarts["SIGTERM"] == 0 || rep.NATSRestarts["SIGKILL"] == 0 {
+		t.Errorf("NATS restarts %v, want at least %d with both signals", rep.NATSRestarts, opt.NATSRestarts)
+	}
+	kinds := map[string]uint64{}
+	for _, c := range rep.Faults {
+		kinds["500"] += c.ServerErrors
+		kinds["429"] += c.RateLimited
+		kinds["hang"] += c.Hangs
+		kinds["malformed"] += c.Malformed
+		kinds["truncated"] += c.Truncated
+		kinds["late item"] += c.LateItems
+		kinds["page drift"] += c.PageDrifts
+	}
+	for k, n := range kinds {
+		if n == 0 {
+			t.Errorf("no %s fault was injected: %v", k, kinds)
+		}
+	}
+	if len(kinds) != 7 {
+		t.Errorf("fault counts of %d providers: %v", len(rep.Faults), rep.Faults)
+	}
+}
