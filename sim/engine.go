@@ -367,6 +367,7 @@ func (s *Sim) buildHistory(p *prov) {
 	span := float64(s.cfg.HistorySpan.Milliseconds())
 	base := s.start - int64(span)
 	p.st.items = make([]item, 0, n)
+	var savedKids []kid
 	for i := range n {
 		at := min(base+int64(span*(float64(i)+rng.Float64())/float64(n)), s.start-1)
 		seq := s.newItem(p, at)
@@ -385,12 +386,16 @@ func (s *Sim) buildHistory(p *prov) {
 		for due > 0 && due < s.start && steps != 0 {
 			// This item is the newest, so its nested objects are at the arena's end and a
 			// step can be undone by restoring the item and cutting the arena.
+			// A step may also change the item's kids in place (a transaction confirmed):
+			// their statuses are kept too.
 			saved, kids, pending := p.st.items[seq], len(p.st.kids), len(e.pending)
+			savedKids = append(savedKids[:0], p.st.kidsOf(&saved)...)
 			next := p.m.step(&e, seq, due)
 			// An open item stops before the step that would end it or make it final, so
 			// that it is left on a status that still moves.
 			if open && (next == 0 || finalStatus(p, seq)) {
 				p.st.items[seq], p.st.kids, e.pending = saved, p.st.kids[:kids], e.pending[:pending]
+				copy(p.st.kidsOf(&saved), savedKids)
 				break
 			}
 			if next > 0 {
