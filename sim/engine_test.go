@@ -358,3 +358,38 @@ func TestOpenHistoryResumesSpreadOverOpenResumeWithin(t *testing.T) {
 		t.Fatalf("%d open items, %d resume in the first quarter, %d in the last; want them spread", open, early, late)
 	}
 }
+
+// TestHistoryStatusesMatchTheTruth checks that every item and nested item the history
+// built shows the status its last recorded transition gave it, open items (whose last
+// step was undone) included.
+func TestHistoryStatusesMatchTheTruth(t *testing.T) {
+	for _, id := range ProviderIDs() {
+		t.Run(id, func(t *testing.T) {
+			s, err := New(Config{Seed: 9, History: 2000, OpenShare: 0.5, FailureRate: 0.5, HistoryTruth: true,
+				Providers: []string{id}, Now: func() time.Time { return testStart }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			type key struct{ kind, parent, id string }
+			last := map[key]string{}
+			for _, tr := range s.Truth() {
+				last[key{tr.Kind, tr.ParentID, tr.ID}] = tr.To + "/" + tr.ToAddendum
+			}
+			p := s.byID[id]
+			e := env{s: s, p: p}
+			for seq := range p.st.items {
+				it := &p.st.items[seq]
+				k := key{p.m.kind(), "", p.itemID(seq)}
+				if got := p.m.statuses()[it.status] + "/" + p.m.addendum(it); got != last[k] {
+					t.Fatalf("item %d shows %s, its truth ends %s", seq, got, last[k])
+				}
+				for i, kd := range p.st.kidsOf(it) {
+					k := key{p.m.kidKind(kd.kind), p.itemID(seq), e.kidID(seq, i)}
+					if got := p.m.kidStatus(kd.kind, kd.status) + "/"; got != last[k] {
+						t.Fatalf("item %d's %s %d shows %s, its truth ends %s", seq, k.kind, i, got, last[k])
+					}
+				}
+			}
+		})
+	}
+}
