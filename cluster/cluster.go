@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/payments-watcher/watcher/publish"
 )
 
 // Config configures a Manager.
@@ -128,7 +129,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, keys []string,
 		name string
 		kv   *jetstream.KeyValue
 	}{{cfg.LeaseBucket, &m.leases}, {cfg.MembersBucket, &m.members}} {
-		kv, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		kv, err := publish.RetrySetup(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 			if kv, err := js.KeyValue(ctx, b.name); err == nil {
 				if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.LeaseTTL {
 					return kv, nil
@@ -466,32 +467,4 @@ wait:
 		}
 	}
 	_ = m.members.Delete(ctx, m.cfg.ReplicaID)
-}
-
-// setupWait bounds the retries of creating the buckets: a JetStream cluster that has
-// just started, or several replicas creating the same buckets at once, can make the
-// first attempts time out.
-const setupWait = time.Minute
-
-// retry calls fn until it succeeds, ctx ends or setupWait passes, with a growing
-// pause between attempts; it returns the last error.
-func retry[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
-	deadline := time.Now().Add(setupWait)
-	pause := 100 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		v, err := fn(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
-			return v, err
-		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return v, err
-		case <-t.C:
-		}
-		pause = min(2*pause, 2*time.Second)
-	}
 }

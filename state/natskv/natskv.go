@@ -69,6 +69,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/payments-watcher/watcher/publish"
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/state"
@@ -148,7 +149,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opt Options) (*Store, err
 		name string
 		kv   *jetstream.KeyValue
 	}{{rec, &s.records}, {open, &s.open}, {meta, &s.meta}, {acked, &s.acked}} {
-		kv, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		kv, err := publish.RetrySetup(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 			// Use a bucket that exists as it is: replicas starting together would
 			// otherwise all update it at once.
 			if kv, err := js.KeyValue(ctx, b.name); err == nil {
@@ -163,7 +164,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opt Options) (*Store, err
 		}
 		*b.kv = kv
 	}
-	st, err := retry(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+	st, err := publish.RetrySetup(ctx, func(ctx context.Context) (jetstream.Stream, error) {
 		if st, err := js.Stream(ctx, outbox); err == nil {
 			return st, nil
 		}
@@ -730,32 +731,4 @@ func (s *Store) Prune(cutoff time.Time) (pruned int, next time.Time, err error) 
 		}
 	}
 	return pruned, next, nil
-}
-
-// setupWait bounds the retries of creating the buckets: a JetStream cluster that has
-// just started, or several replicas creating the same buckets at once, can make the
-// first attempts time out.
-const setupWait = time.Minute
-
-// retry calls fn until it succeeds, ctx ends or setupWait passes, with a growing
-// pause between attempts; it returns the last error.
-func retry[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
-	deadline := time.Now().Add(setupWait)
-	pause := 100 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		v, err := fn(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
-			return v, err
-		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return v, err
-		case <-t.C:
-		}
-		pause = min(2*pause, 2*time.Second)
-	}
 }
