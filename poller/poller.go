@@ -237,11 +237,12 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	c := &cycle{meta: &meta, seen: map[string]struct{}{}, discovered: time.Now()}
+	c := &cycle{meta: &meta, seen: map[string]struct{}{}}
 	pages, err := p.discover(ctx, &meta, c.seen)
 	if err != nil {
 		return err
 	}
+	c.discovered = time.Now()
 	if err := p.refresh(ctx, c, p.refreshBudget(pages)); err != nil {
 		return err
 	}
@@ -254,11 +255,11 @@ type cycle struct {
 	meta *state.Meta
 	// seen holds the ids read this cycle: an item is applied once per walk.
 	seen map[string]struct{}
-	// discovered is when discovery last began (wall clock).
+	// discovered is when discovery last ended (wall clock).
 	discovered time.Time
 }
 
-// rediscover runs discovery again when an interval has passed since it last began, so
+// rediscover runs discovery again when an interval has passed since it last ended, so
 // that a long refresh (a window list of many pages, many reads by id) delays new items
 // by no more than an interval. Pages are applied in the order they are read, so the
 // two interleave safely.
@@ -266,9 +267,11 @@ func (p *Poller) rediscover(ctx context.Context, c *cycle) error {
 	if p.cfg.Interval <= 0 || time.Since(c.discovered) < p.cfg.Interval {
 		return nil
 	}
-	c.discovered = time.Now()
 	fresh := map[string]struct{}{}
 	_, err := p.discover(ctx, c.meta, fresh)
+	// The next round is an interval after this one ended: a discovery walk longer than
+	// an interval must not leave refresh one request between walks.
+	c.discovered = time.Now()
 	now := p.now()
 	for id := range fresh {
 		c.seen[id] = struct{}{}
