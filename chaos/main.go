@@ -39,7 +39,7 @@ func longForm() Options {
 	return Options{
 		Duration: 10 * time.Minute, Kills: 20, KillAfter: [2]time.Duration{500 * time.Millisecond, 5 * time.Second}, TermEvery: 5,
 		NATSRestarts: 3, NATSEvery: 30 * time.Second, NATSDown: [2]time.Duration{500 * time.Millisecond, 3 * time.Second},
-		CatchUp: 10 * time.Minute, Rate: 1, History: 200,
+		CatchUp: 15 * time.Minute, Rate: 1, History: 200,
 	}
 }
 
