@@ -426,6 +426,11 @@ func circleTime(field, s string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%s %q: not an RFC 3339 time", field, provider.Clip(s, 64))
 	}
+	// An offset can move a year-0000 time into year -1: RFC 3339 (and an event) cannot
+	// carry it.
+	if y := t.UTC().Year(); y < 0 || y > 9999 {
+		return time.Time{}, fmt.Errorf("%s %q: outside the years 0000 to 9999 in UTC", field, provider.Clip(s, 64))
+	}
 	return t.UTC(), nil
 }
 
