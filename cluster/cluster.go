@@ -355,7 +355,8 @@ func (m *Manager) watchdog(ctx context.Context, h *held) {
 }
 
 // renew rewrites every held lease at its revision, concurrently; a lease whose
-// renewal fails, or that went unrenewed too long, is lost: its task is cancelled.
+// renewal is refused (or fails once it went unrenewed too long) is lost: its task is
+// cancelled. The watchdog of start stops work whose renewals stopped coming back.
 func (m *Manager) renew(ctx context.Context, timeout time.Duration) {
 	m.mu.Lock()
 	hs := make([]*held, 0, len(m.held))
@@ -391,16 +392,8 @@ func (m *Manager) renew(ctx context.Context, timeout time.Duration) {
 		})
 	}
 	wg.Wait()
-	// Work whose lease went unrenewed too long stops even if no renewal came back.
-	m.mu.Lock()
-	for key, h := range m.held {
-		if time.Since(h.renewed) > m.safe() {
-			m.log.Warn("cluster: lease not renewed in time; stopping its work", "key", key)
-			h.cancel()
-			delete(m.held, key)
-		}
-	}
-	m.mu.Unlock()
+	// Work whose lease went unrenewed too long is stopped by its watchdog, whether or
+	// not a renewal came back.
 }
 
 // finishReleases deletes the leases whose tasks have returned (handed over, or
