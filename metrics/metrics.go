@@ -62,6 +62,7 @@ type Metrics struct {
 	skipped        *prometheus.CounterVec
 	transitions    *prometheus.CounterVec
 	unknown        *prometheus.CounterVec
+	anomalies      *prometheus.CounterVec
 	open           *prometheus.GaugeVec
 	stalled        *prometheus.GaugeVec
 	lastSuccess    *prometheus.GaugeVec
@@ -126,6 +127,10 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 			Name: "watcher_unknown_status_total",
 			Help: "Transitions to a raw status the provider's mapping does not know (published with state unknown).",
 		}, []string{"source", "kind"}),
+		anomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "watcher_provider_anomalies_total",
+			Help: "Provider behaviour the documents do not show, by kind (unordered, date_filter_ignored, short_page, foreign_link, clock_skew, signing); counted at most once per cycle.",
+		}, []string{"source", "kind"}),
 		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "watcher_open_items",
 			Help: "Items still re-read because they or a nested item are not final, as of the last cycle.",
@@ -159,7 +164,7 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 	}
 	reg.MustRegister(
 		m.polls, m.requests, m.requestSeconds, m.rateLimited, m.waitSeconds, m.items, m.skipped,
-		m.transitions, m.unknown, m.open, m.stalled, m.lastSuccess, m.outboxDepth, m.publishLatency,
+		m.transitions, m.unknown, m.anomalies, m.open, m.stalled, m.lastSuccess, m.outboxDepth, m.publishLatency,
 		m.published, m.publishErrors, ageCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -176,6 +181,9 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 		}
 		for _, r := range waitReasons {
 			m.waitSeconds.WithLabelValues(s, r)
+		}
+		for _, k := range poller.Anomalies {
+			m.anomalies.WithLabelValues(s, k)
 		}
 		m.rateLimited.WithLabelValues(s)
 		m.items.WithLabelValues(s)
@@ -304,6 +312,14 @@ func (m *Metrics) Open(source string, open, stalled int, oldest time.Time) {
 	m.mu.Lock()
 	m.oldestOpen[source] = oldest
 	m.mu.Unlock()
+}
+
+// Anomaly counts provider behaviour the documents do not show (poller.Anomalies).
+func (m *Metrics) Anomaly(source, kind string) {
+	if !m.known(source) || !slices.Contains(poller.Anomalies, kind) {
+		return
+	}
+	m.anomalies.WithLabelValues(source, kind).Inc()
 }
 
 // Success records the end of a successful cycle.

@@ -30,7 +30,34 @@ type Observer interface {
 	Open(source string, open, stalled int, oldest time.Time)
 	// Success reports the end of a successful cycle.
 	Success(source string, at time.Time)
+	// Anomaly reports provider behaviour that the documents do not show and that
+	// watcher worked around or stopped at; kind is one of the Anomaly* constants. The
+	// poller reports each kind at most once per cycle.
+	Anomaly(source, kind string)
 }
+
+// Provider anomalies (Observer.Anomaly). Each is logged once per source and counted.
+const (
+	// AnomalyUnordered: creation times went up within or across pages, so the list is
+	// not newest first; the source walks every page down to the list's end from then on.
+	AnomalyUnordered = "unordered"
+	// AnomalyDateFilterIgnored: an item created before the walk's date filter came back.
+	AnomalyDateFilterIgnored = "date_filter_ignored"
+	// AnomalyShortPage: a page held fewer items than asked for and was not the last.
+	AnomalyShortPage = "short_page"
+	// AnomalyForeignLink: a next-page link named another origin than base_url and was
+	// followed on base_url's origin.
+	AnomalyForeignLink = "foreign_link"
+	// AnomalyClockSkew: the provider refused a request's timestamp as stale; it was
+	// signed again with the provider's time.
+	AnomalyClockSkew = "clock_skew"
+	// AnomalySigning: the provider accepted a request only when signed the other way
+	// than configured (Coindirect sign_query).
+	AnomalySigning = "signing"
+)
+
+// Anomalies lists every Anomaly* kind.
+var Anomalies = []string{AnomalyUnordered, AnomalyDateFilterIgnored, AnomalyShortPage, AnomalyForeignLink, AnomalyClockSkew, AnomalySigning}
 
 // Poll results.
 const (
@@ -58,3 +85,4 @@ func (nopObserver) Skipped(string)                              {}
 func (nopObserver) Transition(string, string, diff.State, bool) {}
 func (nopObserver) Open(string, int, int, time.Time)            {}
 func (nopObserver) Success(string, time.Time)                   {}
+func (nopObserver) Anomaly(string, string)                      {}

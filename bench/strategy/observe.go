@@ -206,6 +206,8 @@ func (o *observer) Open(source string, _, stalled int, _ time.Time) {
 		o.t.add(source, cntStalled, stalled)
 	}
 }
+func (o *observer) Anomaly(string, string) {}
+
 func (o *observer) Success(string, time.Time) {}
 
 // countingStore is watcher's state store, counting what the pollers write.
