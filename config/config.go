@@ -314,6 +314,7 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 		HawkID:           rs.HawkID,
 		MerchantID:       rs.MerchantID,
 		SignQuery:        rs.SignQuery == nil || *rs.SignQuery,
+		FromDateFormat:   rs.FromDateFormat,
 	}
 	st.APIKey = v.secret(key+".api_key", rs.APIKey, rs.APIKeyFile)
 	st.HawkKey = v.secret(key+".hawk_key", rs.HawkKey, rs.HawkKeyFile)

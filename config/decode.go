@@ -87,6 +87,7 @@ type rawSource struct {
 	HawkKeyFile        string            `yaml:"hawk_key_file"`
 	MerchantID         string            `yaml:"merchant_id"`
 	SignQuery          *bool             `yaml:"sign_query"`
+	FromDateFormat     string            `yaml:"from_date_format"`
 }
 
 var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)

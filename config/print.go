@@ -74,6 +74,7 @@ func (c *Config) Effective() ([]byte, error) {
 		HawkKey            string            `yaml:"hawk_key,omitempty"`
 		MerchantID         string            `yaml:"merchant_id,omitempty"`
 		SignQuery          *bool             `yaml:"sign_query,omitempty"`
+		FromDateFormat     string            `yaml:"from_date_format,omitempty"`
 	}
 	out := struct {
 		State struct {
@@ -119,6 +120,7 @@ func (c *Config) Effective() ([]byte, error) {
 		if s.Config.Provider == "coindirect_payments" {
 			sq := s.Settings.SignQuery
 			so.SignQuery = &sq
+			so.FromDateFormat = s.Settings.FromDateFormat
 		}
 		out.Sources = append(out.Sources, so)
 	}

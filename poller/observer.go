@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/poller/provider"
 )
 
 // Observer receives what a poller does, for metrics. Implementations must be safe for
@@ -49,11 +50,13 @@ const (
 	// followed on base_url's origin.
 	AnomalyForeignLink = "foreign_link"
 	// AnomalyClockSkew: the provider refused a request's timestamp as stale; it was
-	// signed again with the provider's time.
-	AnomalyClockSkew = "clock_skew"
+	// signed again with the provider's time. Adapters report it through
+	// provider.AnomalyReporter.
+	AnomalyClockSkew = provider.AnomalyClockSkew
 	// AnomalySigning: the provider accepted a request only when signed the other way
-	// than configured (Coindirect sign_query).
-	AnomalySigning = "signing"
+	// than configured (Coindirect sign_query). Adapters report it through
+	// provider.AnomalyReporter.
+	AnomalySigning = provider.AnomalySigning
 )
 
 // Anomalies lists every Anomaly* kind.

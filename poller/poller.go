@@ -104,6 +104,18 @@ type Poller struct {
 	obs       Observer
 	rebase    atomic.Bool // a rebaseline was requested
 
+	// unordered records that the provider's list was seen out of newest-first order:
+	// walks then read every page down to the list's end instead of stopping at their
+	// lower bound. Owned by the Run goroutine.
+	unordered bool
+	// anomalyLogged holds the anomaly kinds already logged (once per source);
+	// anomalyCycle those already counted in the current cycle. Owned by the Run goroutine.
+	anomalyLogged map[string]bool
+	anomalyCycle  map[string]bool
+	// failureCause is the cause (see advise) of the last failure logged at ERROR; ""
+	// after a successful cycle. Owned by the Run goroutine.
+	failureCause string
+
 	mu     sync.Mutex
 	health Health
 }
@@ -140,6 +152,9 @@ func New(cfg Config, src provider.Source, store Store, prefix string, log *slog.
 		now:       func() time.Time { return time.Now().UTC() },
 		refreshed: map[string]time.Time{},
 		obs:       nopObserver{},
+
+		anomalyLogged: map[string]bool{},
+		anomalyCycle:  map[string]bool{},
 	}
 }
 
@@ -177,19 +192,30 @@ func (p *Poller) Run(ctx context.Context) error {
 			if errors.As(err, &se) && se.RetryAfter > wait {
 				wait = se.RetryAfter
 			}
+		} else {
+			p.logSuccess()
 		}
 		timer.Reset(wait)
 	}
 }
 
+// logFailure logs a failed cycle. A refusal advise explains (a 401, a 403, a cause an
+// adapter identified) is logged at ERROR with its advice when its cause differs from
+// the last one logged, else at DEBUG, until a cycle succeeds (logSuccess). Other
+// failures are logged at WARN every time and forget the cause, so a recurrence is
+// logged again. Metrics and /readyz report every failed cycle regardless.
 func (p *Poller) logFailure(err error) {
-	var se *provider.StatusError
-	if errors.As(err, &se) && se.Auth() {
-		p.log.Error("provider rejected the source's credentials; fix them and restart (other sources keep running)",
-			"provider", p.cfg.Provider, "err", err)
-		return
+	msg, cause := advise(err, p.cfg.Provider, Providers[p.cfg.Provider].Credentials)
+	switch {
+	case cause == "":
+		p.failureCause = ""
+		p.log.Warn("poll failed; state unchanged for the failed page, retrying next interval", "err", err)
+	case cause == p.failureCause:
+		p.log.Debug(msg, "cause", cause, "err", err)
+	default:
+		p.failureCause = cause
+		p.log.Error(msg, "provider", p.cfg.Provider, "cause", cause, "err", err)
 	}
-	p.log.Warn("poll failed; state unchanged for the failed page, retrying next interval", "err", err)
 }
 
 // jitter spreads d by ±10%.
@@ -233,6 +259,7 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 			return fmt.Errorf("%w: %d events wait for NATS (nats.max_outbox %d)", ErrOutboxFull, n, p.cfg.MaxOutbox)
 		}
 	}
+	clear(p.anomalyCycle)
 	meta, err := p.store.Meta(p.cfg.Name)
 	if err != nil {
 		return err
@@ -303,13 +330,28 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 	}
 	silent := baseline && (meta.Rebaseline || p.cfg.Baseline != "emit")
 	high := meta.HighWater
-	n, err := p.walk(ctx, PurposeDiscovery, floor, seen, silent, nil, func(it *diff.Item) {
+	listed := 0
+	var newest time.Time
+	if !baseline && meta.HighWater.Before(start) {
+		newest = meta.HighWater
+	}
+	n, err := p.walk(ctx, PurposeDiscovery, floor, seen, silent, newest, nil, func(it *diff.Item) {
+		listed++
 		if it.CreatedAt.After(high) {
 			high = it.CreatedAt
 		}
 	})
 	if err != nil {
 		return n, err
+	}
+	// The newest item already tracked lies within this walk's bounds, and lists do not
+	// drop items: a walk that found nothing at all read the date filter differently
+	// from the provider (a wrong format can filter out everything), and stopping here
+	// silently would miss every new item from now on.
+	if !baseline && listed == 0 && !meta.HighWater.IsZero() && !meta.HighWater.Before(floor) && meta.HighWater.Before(start) {
+		return n, fmt.Errorf("discovery walk: the list returned no item created since %s although item(s) up to %s were listed before; "+
+			"the provider may read the date filter differently from this source's settings; nothing was changed",
+			floor.Format(time.RFC3339), meta.HighWater.Format(time.RFC3339))
 	}
 	if baseline {
 		p.log.Info("baseline walk complete", "pages", n, "items", len(seen), "silent", silent)
@@ -322,10 +364,27 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 
 // walk pages newest first from the first page down to floor and applies every item
 // not in seen (adding it). between, if not nil, runs before every page but the first.
-// It returns the number of pages read.
-func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen map[string]struct{}, silent bool, between func() error, each func(*diff.Item)) (int, error) {
+// newest, when not zero, is the creation time of the newest item listed before: lists
+// keep their items, so a newest-first list starts at or above it. It returns the number
+// of pages read.
+//
+// The walk trusts no undocumented order, page size or date filter:
+//   - Creation times are checked on every page and across pages. Once they go up (the
+//     list is not newest first) the source reads every page down to the list's end
+//     from then on, the lower bound filtering items instead of ending the walk; the
+//     page that showed it is applied like any other, since its items are real.
+//   - An item created before the date filter is reported (the provider ignored the
+//     filter) and changes nothing: such items are not applied, and in a newest-first
+//     list the first one ends the walk as its lower bound.
+//   - A page shorter than asked ends nothing by itself: the adapter decides with the
+//     provider's own end signal (Next ""); a short page followed by a non-empty one
+//     is reported.
+func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen map[string]struct{}, silent bool, newest time.Time, between func() error, each func(*diff.Item)) (int, error) {
 	cursor := ""
 	cursors := map[string]struct{}{}
+	order := orderCheck{newest: newest}
+	filterFloor := floor.Truncate(time.Second) // adapters may round the bound down to the second
+	shortBefore := false
 	for pages := 0; ; pages++ {
 		if pages >= p.cfg.MaxPages {
 			return pages, fmt.Errorf("%s walk: stopped after %d pages (max_pages); raise max_pages or shorten lookback", purpose, pages)
@@ -355,12 +414,30 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 			p.obs.Skipped(p.cfg.Name)
 			p.log.Warn("skipped malformed item", "id", s.ID, "reason", s.Reason)
 		}
+		held := len(page.Items) + len(page.Skipped)
+		if shortBefore && held > 0 {
+			p.anomaly(AnomalyShortPage, "a page held fewer items than asked for and was not the last; the provider caps pages below page_size",
+				"page_size", p.cfg.PageSize, "page", pages+1)
+		}
+		shortBefore = p.cfg.PageSize > 0 && held < p.cfg.PageSize && page.Next != ""
+		if o, ok := order.check(page.Items, seen, pages+1); !ok && !p.unordered {
+			p.unordered = true
+			p.anomaly(AnomalyUnordered, "the list is not newest first; every walk now reads every page down to the list's end",
+				"purpose", purpose, "newer_id", o.newerID, "newer_created_at", o.newer, "older_id", o.olderID, "older_created_at", o.older,
+				"page", o.page, "across_pages", o.acrossPages)
+		}
 		reached := false
 		items := page.Items[:0:0]
 		for i := range page.Items {
 			it := &page.Items[i]
 			if it.CreatedAt.Before(floor) {
-				reached = true
+				if it.CreatedAt.Before(filterFloor) && !floor.IsZero() {
+					p.anomaly(AnomalyDateFilterIgnored, "the provider returned an item created before the date filter; such items are left out",
+						"purpose", purpose, "from", floor, "id", it.ID, "created_at", it.CreatedAt)
+				}
+				if !p.unordered {
+					reached = true
+				}
 				continue
 			}
 			if _, dup := seen[it.ID]; dup {
@@ -383,6 +460,64 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 		}
 		cursors[page.Next] = struct{}{}
 		cursor = page.Next
+	}
+}
+
+// orderCheck follows the creation times of one walk's items in the order they are
+// listed: newest first means they never go up (equal times are allowed).
+type orderCheck struct {
+	last    time.Time
+	lastID  string
+	started bool
+	// newest, when not zero, is a creation time the walk's first item must reach: that
+	// of the newest item an earlier walk listed. It shows an oldest-first list even
+	// when pages hold one item.
+	newest time.Time
+}
+
+// disorder describes the first pair of items out of newest-first order.
+type disorder struct {
+	olderID, newerID string
+	older, newer     time.Time
+	page             int
+	acrossPages      bool
+}
+
+// check follows one page's items; ok is false when their times went up within the
+// page or from the previous page's last item, with the first such pair in o. Items
+// already read in the walk (in seen) are passed over: offset pages repeat the end of
+// the previous page when items arrive during a walk, and a repeat is not out of order.
+func (c *orderCheck) check(items []diff.Item, seen map[string]struct{}, page int) (o disorder, ok bool) {
+	ok = true
+	first := true
+	for i := range items {
+		it := &items[i]
+		if _, again := seen[it.ID]; again {
+			continue
+		}
+		if !c.started && !c.newest.IsZero() && it.CreatedAt.Before(c.newest) {
+			o = disorder{olderID: it.ID, older: it.CreatedAt, newerID: "(listed before)", newer: c.newest, page: page}
+			ok = false
+		}
+		if c.started && it.CreatedAt.After(c.last) && ok {
+			o = disorder{olderID: c.lastID, older: c.last, newerID: it.ID, newer: it.CreatedAt, page: page, acrossPages: first}
+			ok = false
+		}
+		c.last, c.lastID, c.started, first = it.CreatedAt, it.ID, true, false
+	}
+	return o, ok
+}
+
+// anomaly reports provider behaviour the documents do not show: counted once per
+// cycle, logged once per source.
+func (p *Poller) anomaly(kind, msg string, attrs ...any) {
+	if !p.anomalyCycle[kind] {
+		p.anomalyCycle[kind] = true
+		p.obs.Anomaly(p.cfg.Name, kind)
+	}
+	if !p.anomalyLogged[kind] {
+		p.anomalyLogged[kind] = true
+		p.log.Warn(msg, append([]any{"anomaly", kind, "provider", p.cfg.Provider}, attrs...)...)
 	}
 }
 
@@ -504,6 +639,7 @@ func (p *Poller) call(ctx context.Context, purpose string, req func(context.Cont
 		began := time.Now()
 		err := req(rctx)
 		p.obs.Request(p.cfg.Name, purpose, statusCode(err), time.Since(began))
+		p.drainAnomalies()
 		if err != nil && errors.Is(err, context.DeadlineExceeded) && errors.Is(context.Cause(rctx), errRequestTimeout) {
 			err = fmt.Errorf("%w after %s", errRequestTimeout, p.cfg.RequestTimeout)
 		}
@@ -551,6 +687,10 @@ const maxRetryAfter = 2 * time.Minute
 
 // temporary reports whether a failed request may succeed if repeated.
 func temporary(err error) bool {
+	var ce *provider.CauseError
+	if errors.As(err, &ce) {
+		return false // a refusal whose cause the adapter identified
+	}
 	var se *provider.StatusError
 	if errors.As(err, &se) {
 		return se.Temporary()

@@ -142,7 +142,7 @@ func (p *Poller) refreshByWindow(ctx context.Context, c *cycle, g provider.Gette
 	// The walk's start is when its items count as read: an item read late in a long walk
 	// falls due a little early rather than a walk's length late.
 	now := p.now()
-	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, func() error { return p.rediscover(ctx, c) }, nil); err != nil {
+	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, time.Time{}, func() error { return p.rediscover(ctx, c) }, nil); err != nil {
 		return err
 	}
 	// Every open item the window held was read now, due or not: counting that keeps

@@ -29,6 +29,10 @@ type listEndpoint struct {
 	// at path + "/" + id.
 	path        string
 	maxPageSize int
+	// capDocumented records that Circle documents maxPageSize as the endpoint's page
+	// limit, so that without a Link header a page shorter than asked is the last one.
+	// Elsewhere such a walk continues until an empty page.
+	capDocumented bool
 	// secretFields are the JSON member names removed, at any depth, from every raw
 	// object before it leaves the adapter.
 	secretFields []string
@@ -45,6 +49,16 @@ type lister struct {
 	client   *provider.Client
 	// now pins the `to` bound of a walk at its first page.
 	now func() time.Time
+	// pending holds anomalies not yet collected by Anomalies.
+	pending []provider.Anomaly
+}
+
+// anomalies returns and forgets the anomalies seen since the last call
+// (provider.AnomalyReporter).
+func (l *lister) anomalies() []provider.Anomaly {
+	a := l.pending
+	l.pending = nil
+	return a
 }
 
 // newLister validates the settings Circle adapters share. Every problem is reported,
@@ -198,13 +212,21 @@ func (l *lister) nextURL(cur *url.URL, h http.Header, data []json.RawMessage) (s
 				Err: fmt.Errorf("Link rel=\"next\" <%s>: %w", provider.Clip(ref, 200), err)})
 		}
 		if !sameOrigin(u, l.base) {
-			return "", fmt.Errorf("GET %s: refusing Link rel=\"next\" to %s://%s: the api_key is only sent to base_url %s",
-				cur.Redacted(), u.Scheme, u.Host, l.base.Redacted())
+			// A gateway or proxy in front of Circle passes Circle's own links on, which
+			// name Circle's host: the page they mean is on base_url. The api_key goes
+			// only there.
+			onBase := l.onBase(u)
+			l.pending = append(l.pending, provider.Anomaly{Kind: provider.AnomalyForeignLink, Detail: fmt.Sprintf(
+				"Link rel=\"next\" names %s://%s, not base_url's origin; following it on %s instead (the api_key is only sent to base_url)",
+				u.Scheme, u.Host, onBase.Redacted())})
+			u = onBase
 		}
 		u.User = nil
 		next = u
 	} else {
-		if len(data) < pageSizeOf(cur, l.pageSize) {
+		// Without Link headers, a short page ends the walk only where Circle documents
+		// the endpoint's page limit; elsewhere the walk goes on to an empty page.
+		if l.ep.capDocumented && len(data) < pageSizeOf(cur, l.pageSize) {
 			return "", nil
 		}
 		id := provider.LastID(data)
@@ -223,6 +245,22 @@ func (l *lister) nextURL(cur *url.URL, h http.Header, data []json.RawMessage) (s
 		return "", fmt.Errorf("GET %s: the next page is this page again", cur.Redacted())
 	}
 	return next.String(), nil
+}
+
+// onBase moves a next-page URL on another origin to base_url's: its query is kept,
+// and its path too, with base_url's path prefix put before the endpoint's path where
+// the link's path ends with it (a gateway that serves Circle below a prefix).
+func (l *lister) onBase(u *url.URL) *url.URL {
+	v := *l.base
+	v.RawQuery = u.RawQuery
+	v.Fragment = ""
+	v.RawPath = ""
+	if strings.HasSuffix(u.Path, l.ep.path) {
+		v.Path = l.base.Path + l.ep.path
+	} else {
+		v.Path = u.Path
+	}
+	return &v
 }
 
 // linkRel returns the target of the first link among the Link header values whose rel

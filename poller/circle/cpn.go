@@ -71,10 +71,12 @@ var (
 var cpnSecretFields []string
 
 var cpnEndpoint = listEndpoint{
-	path:         cpnPath,
-	maxPageSize:  cpnMaxPageSize,
-	secretFields: cpnSecretFields,
-	parse:        parseCPNItems,
+	path:        cpnPath,
+	maxPageSize: cpnMaxPageSize,
+	// "1 to 200, Default is 50" on the reference page.
+	capDocumented: true,
+	secretFields:  cpnSecretFields,
+	parse:         parseCPNItems,
 }
 
 // cpnSource lists CPN payments; it implements provider.Source and provider.Getter.
@@ -93,6 +95,10 @@ func NewCPN(s provider.Settings, c *provider.Client) (provider.Source, error) {
 	}
 	return &cpnSource{l: l}, nil
 }
+
+// Anomalies returns the provider anomalies seen since the last call
+// (provider.AnomalyReporter).
+func (s *cpnSource) Anomalies() []provider.Anomaly { return s.l.anomalies() }
 
 // Page lists one page of payments, newest first. The first page of a walk (req.Cursor
 // "") pins the walk's `to` at the current time; Next is the following page's URL, ""

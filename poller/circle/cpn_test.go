@@ -591,14 +591,17 @@ func TestCPNLinkDecidesTheLastPage(t *testing.T) {
 	}
 }
 
-func TestCPNRefusesForeignOrigins(t *testing.T) {
+// TestCPNFollowsForeignLinksOnBaseURL: a gateway passes on Circle's links, which name
+// Circle's host. The walk follows them on base_url's origin (reporting it once a
+// page), reaches every item, and never sends anything to the other origin.
+func TestCPNFollowsForeignLinksOnBaseURL(t *testing.T) {
 	var foreign atomic.Int32
 	other := startFake(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		foreign.Add(1)
 		w.Write([]byte(`{"data":[]}`))
 	}))
 	f := newCircleFake(cpnPath, testKey)
-	fillCPN(f, 5)
+	want := fillCPN(f, 5)
 	base := startFake(t, f)
 	otherURL, _ := url.Parse(other)
 	for name, origin := range map[string]string{
@@ -609,12 +612,30 @@ func TestCPNRefusesForeignOrigins(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f.configure(func(f *circleFake) { f.linkOrigin = origin })
 			src := newTestCPN(t, base, 2, t0)
-			p, err := src.Page(t.Context(), provider.Request{})
-			if err == nil || !strings.Contains(err.Error(), "refusing") {
-				t.Fatalf("Page with a next link to %s = next %q, err %v; want a refusal", origin, p.Next, err)
+			var got []string
+			req := provider.Request{}
+			for range 10 {
+				p, err := src.Page(t.Context(), req)
+				if err != nil {
+					t.Fatalf("Page at %q: %v", req.Cursor, err)
+				}
+				for _, it := range p.Items {
+					got = append(got, it.ID)
+				}
+				if p.Next == "" {
+					break
+				}
+				if !strings.HasPrefix(p.Next, base+cpnPath+"?") {
+					t.Fatalf("next %q is not on base_url %s", p.Next, base)
+				}
+				a := src.Anomalies()
+				if len(a) != 1 || a[0].Kind != provider.AnomalyForeignLink || !strings.Contains(a[0].Detail, origin) {
+					t.Errorf("anomalies after a foreign link: %+v", a)
+				}
+				req.Cursor = p.Next
 			}
-			if strings.Contains(err.Error(), testKey) {
-				t.Errorf("error shows the API key: %v", err)
+			if !slices.Equal(got, want) {
+				t.Errorf("walk = %v, want %v", got, want)
 			}
 		})
 	}

@@ -60,9 +60,11 @@ var rampSecretFields = []string{"url"}
 // rampEndpoint describes the ramp session list for a status table.
 func rampEndpoint(status diff.Mapping) listEndpoint {
 	return listEndpoint{
-		path:         rampPath,
-		maxPageSize:  rampMaxPageSize,
-		secretFields: rampSecretFields,
+		path:        rampPath,
+		maxPageSize: rampMaxPageSize,
+		// "1 to 50, Default is 10" on the reference page.
+		capDocumented: true,
+		secretFields:  rampSecretFields,
 		parse: func(data []json.RawMessage) ([]diff.Item, []provider.Skipped) {
 			return parseRampItems(data, status)
 		},
@@ -123,6 +125,10 @@ func checkW3SKey(key string) error {
 	}
 	return nil
 }
+
+// Anomalies returns the provider anomalies seen since the last call
+// (provider.AnomalyReporter).
+func (s *rampSource) Anomalies() []provider.Anomaly { return s.l.anomalies() }
 
 // Page lists one page of ramp sessions, newest first. The first page of a walk
 // (req.Cursor "") pins the walk's `to` at the current time; Next is the following

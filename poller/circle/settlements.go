@@ -87,6 +87,10 @@ func NewSettlements(s provider.Settings, c *provider.Client) (provider.Source, e
 	return &settlementsSource{l: l}, nil
 }
 
+// Anomalies returns the provider anomalies seen since the last call
+// (provider.AnomalyReporter).
+func (s *settlementsSource) Anomalies() []provider.Anomaly { return s.l.anomalies() }
+
 // Page lists one page of settlements, newest first. The first page of a walk
 // (req.Cursor "") pins the walk's `to` at the current time; Next is the following
 // page's URL, "" on the last page.

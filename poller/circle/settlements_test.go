@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -507,4 +508,38 @@ func TestSettlementsGet(t *testing.T) {
 	fillSettlements(f, 5)
 	src := newTestSettlements(t, startFake(t, f), 50, t0)
 	checkCircleGet(t, f, src, 5, "settlement", settlementJSON("y", t0, "pending"))
+}
+
+// TestSettlementsWithoutLinkUnderAnUndocumentedCap: the settlements page limit is not
+// documented. A server without Link headers that caps pages below the asked size is
+// walked to its end (one empty page past the last); CPN, whose limit is documented,
+// ends at a short page.
+func TestSettlementsWithoutLinkUnderAnUndocumentedCap(t *testing.T) {
+	f := newCircleFake(settlementsPath, testKey)
+	want := fillSettlements(f, 7)
+	f.noLink = true
+	f.maxPageSize = 2
+	src := newTestSettlements(t, startFake(t, f), 5, t0)
+	var got []string
+	req := provider.Request{}
+	pages := 0
+	for ; pages < 20; pages++ {
+		p, err := src.Page(t.Context(), req)
+		if err != nil {
+			t.Fatalf("page %d: %v", pages+1, err)
+		}
+		for _, it := range p.Items {
+			got = append(got, it.ID)
+		}
+		if p.Next == "" {
+			break
+		}
+		req.Cursor = p.Next
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("walk = %v, want %v", got, want)
+	}
+	if pages+1 != 5 { // 2+2+2+1 items, then the empty page
+		t.Errorf("walk took %d pages, want 5", pages+1)
+	}
 }

@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -59,11 +61,20 @@ type paymentsSource struct {
 	hawkKey    string
 	merchantID string
 	signQuery  bool
+	dateFormat string // one of FromDateFormats
 	pageSize   int
-	client     *provider.Client
+	// fullPages records that the server has served a page of pageSize items (see Page).
+	fullPages atomic.Bool
+	client    *provider.Client
 	// now gives the Hawk timestamp and nonce a fresh nonce; tests replace them.
 	now   func() time.Time
 	nonce func() string
+
+	// clockOffset is the provider's clock minus this host's, learnt from a refused
+	// stale timestamp (see get); requests are signed at now()+clockOffset.
+	clockOffset time.Duration
+	// anomalies are those noted since the poller last called Anomalies.
+	anomalies []provider.Anomaly
 }
 
 // NewPayments builds a Coindirect payments source. It needs hawk_id and hawk_key (the
@@ -93,16 +104,69 @@ func NewPayments(s provider.Settings, c *provider.Client) (provider.Source, erro
 	if s.PageSize < 1 || s.PageSize > maxPageSize {
 		errs = append(errs, fmt.Errorf("page_size: %d is outside 1..%d", s.PageSize, maxPageSize))
 	}
+	format := s.FromDateFormat
+	if format == "" {
+		format = DefaultFromDateFormat
+	}
+	if !slices.Contains(FromDateFormats, format) {
+		errs = append(errs, fmt.Errorf("from_date_format: %q is not one of %s", provider.Clip(format, 40), strings.Join(FromDateFormats, ", ")))
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	if c == nil {
 		c = &provider.Client{}
 	}
-	return &paymentsSource{
+	return &paymentsSource{dateFormat: format,
 		base: base, hawkID: s.HawkID, hawkKey: s.HawkKey, merchantID: s.MerchantID,
 		signQuery: s.SignQuery, pageSize: s.PageSize, client: c, now: time.Now, nonce: newNonce,
 	}, nil
+}
+
+// The ways fromDate can be written (from_date_format). The docs do not give its format
+// [undocumented]; epoch milliseconds, the API's date format everywhere else, is the
+// default. Each rounds the bound down (to the millisecond, second or day): never a
+// missed payment, at worst a few older ones that the poller leaves out.
+const (
+	FromDateEpochMillis  = "epoch_ms"
+	FromDateEpochSeconds = "epoch_s"
+	FromDateRFC3339      = "rfc3339"
+	FromDateDay          = "date"
+)
+
+// DefaultFromDateFormat is used when from_date_format is not set.
+const DefaultFromDateFormat = FromDateEpochMillis
+
+// FromDateFormats lists the accepted from_date_format values.
+var FromDateFormats = []string{FromDateEpochMillis, FromDateEpochSeconds, FromDateRFC3339, FromDateDay}
+
+// formatFromDate writes t as fromDate in the given format.
+func formatFromDate(t time.Time, format string) string {
+	t = t.UTC()
+	switch format {
+	case FromDateEpochSeconds:
+		return strconv.FormatInt(t.Unix(), 10)
+	case FromDateRFC3339:
+		return t.Truncate(time.Second).Format(time.RFC3339)
+	case FromDateDay:
+		return t.Format(time.DateOnly)
+	default:
+		return strconv.FormatInt(t.UnixMilli(), 10)
+	}
+}
+
+// validFromDate reports whether v is a fromDate that formatFromDate writes in format.
+func validFromDate(v, format string) bool {
+	var err error
+	switch format {
+	case FromDateRFC3339:
+		_, err = time.Parse(time.RFC3339, v)
+	case FromDateDay:
+		_, err = time.Parse(time.DateOnly, v)
+	default:
+		_, err = strconv.ParseInt(v, 10, 64)
+	}
+	return err == nil
 }
 
 // A walk's position travels in the cursor as a query string: offset=N, plus the walk's
@@ -114,10 +178,12 @@ const (
 
 // Page lists one page of payments. req.Cursor "" starts a walk at offset 0 (applying
 // req.From as fromDate); a cursor continues at the offset it holds. Next is
-// offset + the number of elements the page held, or "" when the page held fewer than
-// max (or none): offsets only grow, so a walk always ends.
+// offset + the number of elements the page held, or "" when the page held none, or
+// fewer than max once the server has shown that it serves max items a page: offsets
+// only grow, so a walk always ends.
 //
-// The list is newest first by dateCreated [inferred: the order is undocumented].
+// The list is taken to be newest first by dateCreated [inferred: the order is
+// undocumented]; the poller checks the order of every page and copes with any.
 // Payments created during a walk shift the offset pages towards older items, so a
 // payment can appear again on the next page; none is skipped. The adapter drops a
 // uuid repeated within one page; repeats across pages cannot be recognised without
@@ -147,7 +213,14 @@ func (s *paymentsSource) Page(ctx context.Context, req provider.Request) (provid
 	}
 	items, skipped := parseItems(data)
 	p := provider.Page{Items: items, Skipped: skipped}
-	if len(data) > 0 && len(data) >= s.pageSize {
+	if len(data) >= s.pageSize {
+		s.fullPages.Store(true)
+	}
+	// The list's end is an empty page. A short page ends the walk only once the server
+	// has served a full page of max items: then it honours max, and only the list's end
+	// is short. A server capping pages below max (undocumented either way) costs one
+	// more request at the end of each walk instead of every item past the cap.
+	if len(data) > 0 && (len(data) >= s.pageSize || !s.fullPages.Load()) {
 		next := url.Values{}
 		next.Set(cursorOffset, strconv.Itoa(offset+len(data)))
 		if fromDate != "" {
@@ -160,14 +233,12 @@ func (s *paymentsSource) Page(ctx context.Context, req provider.Request) (provid
 
 // position reads the offset and fromDate of the page req asks for.
 //
-// fromDate is sent as epoch milliseconds. The docs do not give its format
-// [undocumented]; milliseconds are the API's date format everywhere else.
-// Milliseconds are truncated, which moves the inclusive bound down: never a missed
-// payment.
+// fromDate is written in the source's from_date_format (see formatFromDate); the
+// cursor carries it as sent.
 func (s *paymentsSource) position(req provider.Request) (offset int, fromDate string, err error) {
 	if req.Cursor == "" {
 		if !req.From.IsZero() {
-			fromDate = strconv.FormatInt(req.From.UnixMilli(), 10)
+			fromDate = formatFromDate(req.From, s.dateFormat)
 		}
 		return 0, fromDate, nil
 	}
@@ -188,10 +259,8 @@ func (s *paymentsSource) position(req provider.Request) (offset int, fromDate st
 		return bad("no offset")
 	}
 	fromDate = q.Get(cursorFromDate)
-	if _, ok := q[cursorFromDate]; ok {
-		if _, err := strconv.ParseInt(fromDate, 10, 64); err != nil {
-			return bad("fromDate is not epoch milliseconds")
-		}
+	if _, ok := q[cursorFromDate]; ok && !validFromDate(fromDate, s.dateFormat) {
+		return bad("fromDate is not in from_date_format " + s.dateFormat)
 	}
 	return offset, fromDate, nil
 }
@@ -205,16 +274,123 @@ func (s *paymentsSource) endpoint(path string) *url.URL {
 }
 
 // get sends a Hawk-signed GET for u and returns the body of a 2xx answer.
+//
+// A refused authentication (401) is sent again once, with a fresh nonce, when the
+// refusal can be corrected:
+//   - A stale timestamp whose WWW-Authenticate carries the provider's time (a tsm
+//     that verifies, see staleTimestamp) sets the source's clock offset, which later
+//     requests keep, and reports provider.AnomalyClockSkew. Refused again, the error
+//     is a *provider.CauseError "clock_skew" naming the offset.
+//   - Any other 401 for a URL with a query string is signed the other way (see
+//     sign_query). Any answer but a 401 means that signing was accepted: the source
+//     keeps it and reports provider.AnomalySigning. Refused again, the error is a
+//     *provider.CauseError saying the credentials were refused under both signings.
 func (s *paymentsSource) get(ctx context.Context, u *url.URL) ([]byte, error) {
+	body, h, err := s.send(ctx, u, s.signQuery)
+	if !unauthorized(err) {
+		return body, err
+	}
+	if server, stale, ok := staleTimestamp(h, s.hawkKey); stale {
+		if !ok {
+			return nil, err
+		}
+		return s.resendAt(ctx, u, server)
+	}
+	if u.RawQuery == "" {
+		return nil, err
+	}
+	return s.resendSignedOtherWay(ctx, u, err)
+}
+
+// send sends one GET for u signed with a fresh nonce at the provider's time as the
+// source knows it; signQuery says whether the query string is signed. It returns the
+// answer's headers with any error of a non-2xx answer.
+func (s *paymentsSource) send(ctx context.Context, u *url.URL, signQuery bool) ([]byte, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u.Redacted(), err)
+		return nil, nil, fmt.Errorf("GET %s: %w", u.Redacted(), err)
 	}
+	ts := s.now().Add(s.clockOffset).Unix()
 	// Signed from the request's own URL, which is what goes on the wire.
-	req.Header.Set("Authorization", HawkHeader(req.Method, req.URL, s.hawkID, s.hawkKey, s.now().Unix(), s.nonce(), s.signQuery))
+	req.Header.Set("Authorization", HawkHeader(req.Method, req.URL, s.hawkID, s.hawkKey, ts, s.nonce(), signQuery))
 	req.Header.Set("Accept", "application/json")
-	body, _, err := s.client.Do(ctx, req, s.decodeError)
-	return body, err
+	return s.client.Do(ctx, req, s.decodeError)
+}
+
+// resendAt adopts server, the provider's time from a stale-timestamp refusal, as the
+// source's clock and sends the GET for u again.
+func (s *paymentsSource) resendAt(ctx context.Context, u *url.URL, server time.Time) ([]byte, error) {
+	s.clockOffset = server.Sub(s.now()).Round(time.Second)
+	skew := describeSkew(s.clockOffset)
+	s.note(provider.AnomalyClockSkew, "clock skew: "+skew+
+		"; requests are signed with the provider's time; fix the host's clock (NTP)")
+	body, _, err := s.send(ctx, u, s.signQuery)
+	if !unauthorized(err) {
+		return body, err
+	}
+	return nil, &provider.CauseError{
+		Cause: provider.AnomalyClockSkew,
+		Advice: "clock skew: " + skew + " and the request signed with the provider's time was refused too; " +
+			"fix the host's clock (NTP), then check hawk_id and hawk_key",
+		Err: err,
+	}
+}
+
+// resendSignedOtherWay sends the GET for u again with the query string signed the
+// other way than sign_query says, after refused, the configured signing's refusal.
+func (s *paymentsSource) resendSignedOtherWay(ctx context.Context, u *url.URL, refused error) ([]byte, error) {
+	other := !s.signQuery
+	body, _, err := s.send(ctx, u, other)
+	var se *provider.StatusError
+	if err == nil || errors.As(err, &se) && se.Code != http.StatusUnauthorized {
+		s.signQuery = other
+		s.note(provider.AnomalySigning, fmt.Sprintf(
+			"sign_query: the provider refused the Hawk mac with sign_query %t and accepted it with %t; "+
+				"requests are now signed that way; set sign_query: %t to skip the failed first try",
+			!other, other, other))
+		return body, err
+	}
+	if !unauthorized(err) {
+		return nil, err
+	}
+	return nil, &provider.CauseError{
+		Cause: provider.CauseUnauthorized,
+		Advice: "coindirect refused the Hawk credentials under both signings (sign_query true and false): " +
+			"check hawk_id and hawk_key",
+		Err: refused,
+	}
+}
+
+// unauthorized reports whether err is the provider's 401.
+func unauthorized(err error) bool {
+	var se *provider.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusUnauthorized
+}
+
+// describeSkew says how the provider's clock stands to this host's, offset being the
+// provider's minus the host's ("provider time is 93s ahead of this host").
+func describeSkew(offset time.Duration) string {
+	secs := int64(offset / time.Second)
+	switch {
+	case secs > 0:
+		return fmt.Sprintf("provider time is %ds ahead of this host", secs)
+	case secs < 0:
+		return fmt.Sprintf("provider time is %ds behind this host", -secs)
+	}
+	return "provider time is within a second of this host's, yet the provider called the timestamp stale"
+}
+
+// note records an anomaly for the poller (see Anomalies).
+func (s *paymentsSource) note(kind, detail string) {
+	s.anomalies = append(s.anomalies, provider.Anomaly{Kind: kind, Detail: detail})
+}
+
+// Anomalies returns the anomalies noted since its last call and forgets them; it
+// implements provider.AnomalyReporter.
+func (s *paymentsSource) Anomalies() []provider.Anomaly {
+	a := s.anomalies
+	s.anomalies = nil
+	return a
 }
 
 // Get reads one payment by uuid. A 404 is an error wrapping provider.ErrNotFound.

@@ -162,16 +162,17 @@ var hawkHeaderRE = regexp.MustCompile(`^Hawk id="([^"]*)", ts="(\d+)", nonce="([
 
 // TestHawkOnTheWire sends real requests to the strict fake: the header has exactly the
 // documented shape, ts is the source's clock in seconds, and the fake accepts the mac
-// only when both sides agree on whether the query is signed.
+// only when both sides agree on whether the query is signed (the source then needs a
+// second request signed the other way; see TestSignQueryFallback).
 func TestHawkOnTheWire(t *testing.T) {
 	for _, tc := range []struct {
 		fakeSigns, sourceSigns bool
-		wantCode               int
+		requests               int
 	}{
-		{true, true, 0},
-		{false, false, 0},
-		{true, false, http.StatusUnauthorized},
-		{false, true, http.StatusUnauthorized},
+		{true, true, 1},
+		{false, false, 1},
+		{true, false, 2},
+		{false, true, 2},
 	} {
 		t.Run(fmt.Sprintf("fake=%v,source=%v", tc.fakeSigns, tc.sourceSigns), func(t *testing.T) {
 			f := newFake(testKey, tc.fakeSigns)
@@ -180,10 +181,10 @@ func TestHawkOnTheWire(t *testing.T) {
 			now := time.Now().Truncate(time.Second).Add(-20 * time.Second) // within the fake's skew
 			src.now = func() time.Time { return now }
 			_, err := src.Page(t.Context(), provider.Request{})
-			checkCode(t, err, tc.wantCode)
+			checkCode(t, err, 0)
 			auths := f.authorizations()
-			if len(auths) != 1 {
-				t.Fatalf("%d requests, want 1", len(auths))
+			if len(auths) != tc.requests {
+				t.Fatalf("%d requests, want %d", len(auths), tc.requests)
 			}
 			m := hawkHeaderRE.FindStringSubmatch(auths[0])
 			if m == nil {
@@ -211,29 +212,33 @@ func checkCode(t *testing.T, err error, want int) {
 	}
 }
 
+// TestHawkTimestampSkew: a host clock within the fake's window is used as it is; one
+// outside it gets the fake's stale-timestamp answer, and the source signs again with
+// the fake's time (see TestStaleTimestamp).
 func TestHawkTimestampSkew(t *testing.T) {
 	f := newFake(testKey, true)
 	fill(f, 2)
 	base := startFake(t, f)
 	for _, tc := range []struct {
-		offset time.Duration
-		code   int
+		offset   time.Duration
+		requests int
 	}{
-		{0, 0},
-		{-50 * time.Second, 0},
-		{50 * time.Second, 0},
-		{-2 * time.Minute, http.StatusUnauthorized},
-		{3 * time.Minute, http.StatusUnauthorized},
-		{-time.Hour, http.StatusUnauthorized},
+		{0, 1},
+		{-50 * time.Second, 1},
+		{50 * time.Second, 1},
+		{-2 * time.Minute, 2},
+		{3 * time.Minute, 2},
+		{-time.Hour, 2},
 	} {
 		t.Run(tc.offset.String(), func(t *testing.T) {
+			before := f.requestCount()
 			src := newTestSource(t, base, 10, true)
 			src.now = func() time.Time { return time.Now().Add(tc.offset) }
-			_, err := src.Page(t.Context(), provider.Request{})
-			checkCode(t, err, tc.code)
-			var se *provider.StatusError
-			if errors.As(err, &se) && (!se.Auth() || se.Temporary() || se.Message != "code unauthorized: Stale timestamp (parameter Authorization)") {
-				t.Errorf("stale ts: %+v, want a permanent auth error with the provider's message", se)
+			if _, err := src.Page(t.Context(), provider.Request{}); err != nil {
+				t.Fatalf("Page: %v", err)
+			}
+			if n := f.requestCount() - before; n != tc.requests {
+				t.Errorf("%d requests, want %d", n, tc.requests)
 			}
 		})
 	}
@@ -282,8 +287,11 @@ func TestPagingOffsets(t *testing.T) {
 		wantOffsets []string
 	}{
 		{0, 3, []string{"0"}},
-		{2, 3, []string{"0"}},
+		// No full page yet: a short page might be the server's cap, so the walk ends
+		// only at an empty page.
+		{2, 3, []string{"0", "2"}},
 		{3, 3, []string{"0", "3"}}, // a full last page costs one empty page
+		// After a full page the server is known to serve max items: a short page ends.
 		{7, 3, []string{"0", "3", "6"}},
 		{9, 3, []string{"0", "3", "6", "9"}},
 		{25, 10, []string{"0", "10", "20"}},
@@ -307,6 +315,26 @@ func TestPagingOffsets(t *testing.T) {
 				t.Errorf("offsets %v, want %v", offsets, tc.wantOffsets)
 			}
 		})
+	}
+}
+
+// TestPagingUnderASilentCap: a server that serves fewer payments than max on every
+// page (undocumented either way) is walked to its end, one empty page past the last.
+func TestPagingUnderASilentCap(t *testing.T) {
+	f := newFake(testKey, true)
+	want := fill(f, 7)
+	f.pageCap = 2
+	src := newTestSource(t, startFake(t, f), 5, true)
+	got, repeats := walkIDs(t, src, time.Time{})
+	if !slices.Equal(got, want) || repeats != 0 {
+		t.Fatalf("walk = %v (%d repeats), want %v", got, repeats, want)
+	}
+	var offsets []string
+	for _, q := range f.listRequests() {
+		offsets = append(offsets, q.Get("offset"))
+	}
+	if want := []string{"0", "2", "4", "6", "7"}; !slices.Equal(offsets, want) {
+		t.Errorf("offsets %v, want %v", offsets, want)
 	}
 }
 
@@ -675,7 +703,8 @@ func noCredentials(t *testing.T, err error) {
 	}
 }
 
-// TestPaymentsNoRetry: the adapter sends one request per call whatever the answer.
+// TestPaymentsNoRetry: the adapter sends one request per call whatever the answer but
+// a 401 (see TestStaleTimestamp and TestSignQueryFallback).
 func TestPaymentsNoRetry(t *testing.T) {
 	var calls atomic.Int32
 	base := startFake(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -711,4 +740,46 @@ func compact(t testing.TB, raw []byte) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+func TestFromDateFormats(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 891_000_000, time.UTC)
+	for _, tc := range []struct{ format, want string }{
+		{"", "1772600767891"},
+		{FromDateEpochMillis, "1772600767891"},
+		{FromDateEpochSeconds, "1772600767"},
+		{FromDateRFC3339, "2026-03-04T05:06:07Z"},
+		{FromDateDay, "2026-03-04"},
+	} {
+		f := newFake(testKey, true)
+		srv := startFake(t, f)
+		src, err := NewPayments(provider.Settings{
+			HawkID: fakeHawkID, HawkKey: testKey, MerchantID: fakeMerchantID, BaseURL: srv,
+			PageSize: 3, SignQuery: true, FromDateFormat: tc.format,
+		}, nil)
+		if err != nil {
+			t.Fatalf("from_date_format %q: %v", tc.format, err)
+		}
+		format := tc.format
+		if format == "" {
+			format = DefaultFromDateFormat
+		}
+		ps := src.(*paymentsSource)
+		_, fromDate, err := ps.position(provider.Request{From: at})
+		if err != nil || fromDate != tc.want {
+			t.Errorf("from_date_format %q: fromDate %q, %v; want %q", tc.format, fromDate, err, tc.want)
+		}
+		// A cursor carrying it is accepted; one in another format is not.
+		if _, _, err := ps.position(provider.Request{Cursor: "offset=3&fromDate=" + url.QueryEscape(tc.want)}); err != nil {
+			t.Errorf("from_date_format %q: cursor with its own fromDate: %v", tc.format, err)
+		}
+		if _, _, err := ps.position(provider.Request{Cursor: "offset=3&fromDate=yesterday"}); err == nil || !strings.Contains(err.Error(), format) {
+			t.Errorf("from_date_format %q: cursor fromDate=yesterday: %v", tc.format, err)
+		}
+	}
+	_, err := NewPayments(provider.Settings{HawkID: fakeHawkID, HawkKey: testKey, MerchantID: fakeMerchantID,
+		BaseURL: "https://api.coindirect.com", PageSize: 3, FromDateFormat: "iso"}, nil)
+	if err == nil || !strings.Contains(err.Error(), `from_date_format: "iso" is not one of epoch_ms, epoch_s, rfc3339, date`) {
+		t.Errorf("from_date_format iso: %v", err)
+	}
 }

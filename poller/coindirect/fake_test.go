@@ -28,7 +28,8 @@ import (
 //   - GET /api/v1/pay/{uuid}/summary answers one payment object.
 //   - Every request must carry a valid Hawk header: the fake recomputes the mac from the
 //     request it received (its own path, query, Host and port), rejects a ts more than
-//     maxSkew away from its clock, and answers a reused nonce with 429.
+//     maxSkew away from its clock as Hawk does (a 401 whose WWW-Authenticate carries
+//     its time: ts, and tsm keyed with the Hawk key), and answers a reused nonce with 429.
 //   - Failures are {"errorList":[{"parameter","message","code"}]} bodies: 400 for a bad
 //     parameter, 401 for bad authentication, 403 for another merchant's id, 404 for an
 //     unknown payment or path, 429 for a reused nonce, 500 when told to fail.
@@ -49,6 +50,12 @@ type coindirectFake struct {
 	onList func(q url.Values)
 	// fail, when set, may answer a request itself (returning true), before any check.
 	fail func(w http.ResponseWriter, r *http.Request) bool
+	// pageCap, when above 0, silently serves at most that many payments a page
+	// whatever max asks (the docs give no upper limit either way).
+	pageCap int
+	// tsmKey, when set, keys the tsm of stale-timestamp answers instead of hawkKey
+	// (a tsm the client cannot verify).
+	tsmKey string
 
 	items    []fakePayment // newest first
 	listReqs []url.Values  // the query of every list request, in order
@@ -157,6 +164,9 @@ func (f *coindirectFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if code == http.StatusTooManyRequests {
 			errCode = "nonceAlreadyUsed"
 		}
+		if msg == "Stale timestamp" {
+			w.Header().Set("WWW-Authenticate", f.staleHeader())
+		}
 		writeCDErrorEntry(w, code, "Authorization", msg, errCode)
 		return
 	}
@@ -234,6 +244,20 @@ func (f *coindirectFake) authenticate(r *http.Request) (int, string) {
 	}
 	f.nonces[key] = true
 	return 0, ""
+}
+
+// staleHeader is the WWW-Authenticate value of a Hawk server refusing a stale timestamp.
+func (f *coindirectFake) staleHeader() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := f.hawkKey
+	if f.tsmKey != "" {
+		key = f.tsmKey
+	}
+	ts := strconv.FormatInt(f.now().Unix(), 10)
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte("hawk.1.ts\n" + ts + "\n"))
+	return `Hawk ts="` + ts + `", tsm="` + base64.StdEncoding.EncodeToString(m.Sum(nil)) + `", error="Stale timestamp"`
 }
 
 // parseHawkAttrs parses `id="…", ts="…", …` strictly: quoted values, no escapes, each
@@ -321,6 +345,9 @@ func (f *coindirectFake) list(w http.ResponseWriter, r *http.Request) {
 		if it.created >= from {
 			sel = append(sel, it)
 		}
+	}
+	if f.pageCap > 0 {
+		size = min(size, f.pageCap)
 	}
 	page := sel[min(offset, len(sel)):min(offset+size, len(sel))]
 	var b bytes.Buffer

@@ -5,9 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Coindirect authenticates every request with a Hawk 1 "header" MAC, built the way the
@@ -77,6 +80,58 @@ func hawkPort(u *url.URL) string {
 	}
 	return "443"
 }
+
+// A Hawk server refuses a timestamp outside its window with a 401 carrying its own
+// time, authenticated with the credentials' key:
+//
+//	WWW-Authenticate: Hawk ts="{ts}", tsm="{tsm}", error="Stale timestamp"
+//
+// where tsm is base64(HMAC-SHA256(key, "hawk.1.ts\n{ts}\n")). A client that verifies
+// tsm may sign again with the server's time.
+
+// hawkTSM returns the tsm a Hawk server sends with its time ts (Unix seconds, as sent).
+func hawkTSM(ts, key string) string {
+	return HawkMAC("hawk.1.ts\n"+ts+"\n", key)
+}
+
+// hawkAttr matches one attribute of a Hawk WWW-Authenticate header, as Hawk's own
+// client reads them: name="value" with no quote or backslash in the value.
+var hawkAttr = regexp.MustCompile(`(\w+)="([^"\\]*)"`)
+
+// staleTimestamp reads the Hawk WWW-Authenticate headers of a 401. stale reports that
+// the server refused the timestamp: its error attribute says "Stale timestamp" or it
+// sent its time (ts). server is the server's time and ok is true only when ts is a
+// Unix time in seconds and tsm verifies with key; a tsm that does not verify is
+// ignored (ok false), since anyone on the path could have sent it.
+func staleTimestamp(h http.Header, key string) (server time.Time, stale, ok bool) {
+	for _, v := range h.Values("WWW-Authenticate") {
+		scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
+		if !strings.EqualFold(scheme, "Hawk") {
+			continue
+		}
+		attrs := map[string]string{}
+		for _, m := range hawkAttr.FindAllStringSubmatch(rest, -1) {
+			attrs[m[1]] = m[2]
+		}
+		ts, hasTS := attrs["ts"]
+		if !hasTS && !strings.EqualFold(attrs["error"], "Stale timestamp") {
+			continue
+		}
+		sec, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil || sec <= 0 || sec > maxUnixSeconds {
+			return time.Time{}, true, false
+		}
+		want := hawkTSM(ts, key)
+		if !hmac.Equal([]byte(want), []byte(attrs["tsm"])) {
+			return time.Time{}, true, false
+		}
+		return time.Unix(sec, 0), true, true
+	}
+	return time.Time{}, false, false
+}
+
+// maxUnixSeconds is 9999-12-31T23:59:59Z, a bound on a plausible server time.
+const maxUnixSeconds = 253402300799
 
 // nonceLen is the length of the nonces newNonce makes, as in the official SDK.
 const nonceLen = 8

@@ -1,7 +1,10 @@
 // Package provider is the contract between the poller and the provider adapters
 // (one sub-package of poller per provider): what an adapter is given, what it returns,
 // and how it reports provider errors. Adapters map provider responses to diff.Items;
-// they never retry, sleep or keep state between calls beyond their configuration.
+// they never sleep, and retry nothing but a refused authentication they can correct
+// (Coindirect's stale Hawk timestamp and query signing, once per request). The only
+// state they keep between calls is what such a correction learnt (a clock offset, a
+// signing), reported to the poller as an Anomaly through AnomalyReporter.
 package provider
 
 import (
@@ -72,6 +75,9 @@ type Settings struct {
 	HawkKey          string
 	MerchantID       string
 	SignQuery        bool
+	// FromDateFormat is how a provider whose date filter format is undocumented writes
+	// the walk's lower bound (Coindirect's from_date_format); "" is the adapter's default.
+	FromDateFormat string
 }
 
 // Provider describes one provider id of the configuration.
@@ -124,9 +130,70 @@ func (e *StatusError) Temporary() bool {
 	return !e.NoRetry && (e.Code == http.StatusTooManyRequests || e.Code == http.StatusRequestTimeout || e.Code >= 500)
 }
 
-// Auth reports whether the provider rejected the credentials.
+// Auth reports whether the provider refused the request's authentication (401: the
+// credentials were refused) or its authorization (403: the credentials were accepted
+// but the request is forbidden, for instance by a missing permission or an IP
+// allowlist). Either is permanent: repeating the request cannot succeed until the
+// configuration or the provider account changes.
 func (e *StatusError) Auth() bool {
 	return e.Code == http.StatusUnauthorized || e.Code == http.StatusForbidden
+}
+
+// CauseError is a provider refusal whose cause the adapter identified, with what to
+// change. It is permanent: the poller does not repeat the request within a cycle.
+// Err is the underlying error, usually wrapping the *StatusError of the refused
+// request, so StatusError's Code and Auth still classify it.
+type CauseError struct {
+	// Cause is a stable key of the cause ("clock_skew", "stripe_version"); the
+	// poller logs a cause once while it persists.
+	Cause string
+	// Advice says what was refused and what to change, naming the setting and the
+	// value sent; it never holds a secret.
+	Advice string
+	Err    error
+}
+
+// Causes named by both the poller and adapters.
+const (
+	// CauseUnauthorized: the provider refused the credentials (401).
+	CauseUnauthorized = "unauthorized"
+	// CauseForbidden: the provider accepted the credentials but forbade the request (403).
+	CauseForbidden = "forbidden"
+)
+
+func (e *CauseError) Error() string { return e.Advice + ": " + e.Err.Error() }
+func (e *CauseError) Unwrap() error { return e.Err }
+
+// Provider anomalies an adapter can report; the poller counts them by these kinds
+// (the poller's Anomaly* constants have the same values).
+const (
+	// AnomalyClockSkew: the provider refused a request's timestamp as stale and the
+	// adapter signed it again with the provider's time.
+	AnomalyClockSkew = "clock_skew"
+	// AnomalySigning: the provider accepted a request only when signed the other way
+	// than configured (Coindirect sign_query).
+	AnomalySigning = "signing"
+	// AnomalyForeignLink: a next-page link named another origin than base_url; the
+	// adapter followed it on base_url's origin (same path and query).
+	AnomalyForeignLink = "foreign_link"
+)
+
+// Anomaly is provider behaviour the documents do not show, which an adapter worked
+// around.
+type Anomaly struct {
+	Kind string // an Anomaly* constant
+	// Detail says what was seen, what the adapter does about it and what to change;
+	// it never holds a secret.
+	Detail string
+}
+
+// AnomalyReporter is the seam through which an adapter reports anomalies without
+// seeing the poller: a Source may implement it, and the poller calls Anomalies after
+// every Page or Get (whatever it returned) and counts and logs what it gets.
+// Anomalies returns the anomalies seen since its last call, oldest first, and forgets
+// them; nil when there were none. It is called by the goroutine using the Source.
+type AnomalyReporter interface {
+	Anomalies() []Anomaly
 }
 
 // MalformedError reports a response the adapter could not parse as a page at all.

@@ -118,7 +118,8 @@ const shouldRetryNote = "Stripe-Should-Retry: false"
 // there is none.
 //
 // Stripe-Should-Retry: false makes the error permanent (StatusError.NoRetry) and is
-// noted in the message.
+// noted in the message. A refusal of the API version or of onramp access (see
+// refusal) is a *provider.CauseError wrapping the StatusError, which is permanent.
 func (c *client) get(ctx context.Context, u *url.URL) (body []byte, errCode string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -129,12 +130,13 @@ func (c *client) get(ctx context.Context, u *url.URL) (body []byte, errCode stri
 	if c.version != "" {
 		req.Header.Set("Stripe-Version", c.version)
 	}
+	var decoded stripeError
 	body, h, err := c.http.Do(ctx, req, func(b []byte) string {
 		e, ok := decodeStripeError(b)
 		if !ok {
 			return ""
 		}
-		errCode = e.Code
+		decoded, errCode = e, e.Code
 		return formatStripeError(e, c.apiKey)
 	})
 	var se *provider.StatusError
@@ -142,7 +144,85 @@ func (c *client) get(ctx context.Context, u *url.URL) (body []byte, errCode stri
 		se.Message = strings.TrimSpace(se.Message + " [" + shouldRetryNote + "]")
 		se.NoRetry = true
 	}
+	if se != nil {
+		if cause, advice := refusal(se.Code, decoded, u.Path, c.version); cause != "" {
+			err = &provider.CauseError{Cause: cause, Advice: advice, Err: err}
+		}
+	}
 	return body, errCode, err
+}
+
+// Causes of the Stripe refusals refusal recognises.
+const (
+	causeStripeVersion = "stripe_version"
+	causeOnrampAccess  = "onramp_access"
+)
+
+// refusal recognises a Stripe answer (status and decoded error body) to a request for
+// path, sent with Stripe-Version version ("" when none), that no repetition can change:
+//   - a 400 refusing the API version (Stripe's "Invalid Stripe API version: …", or a
+//     code or param naming the version) names stripe_version and the value sent;
+//   - a 400, 403 or 404 saying crypto onramp is not available to the account (code
+//     crypto_onramp_disabled, a message about onramp access, or a 404 "Unrecognized
+//     request URL" for an onramp path, which the account cannot see) names onramp
+//     access and stripe_version.
+//
+// cause is "" for any other answer.
+func refusal(status int, e stripeError, path, version string) (cause, advice string) {
+	switch {
+	case status == http.StatusBadRequest && versionRefused(e):
+		return causeStripeVersion, "Stripe refused the API version: " + versionSent(version) +
+			"; set stripe_version to a version Stripe accepts for this account, or remove it to use the account's default"
+	case (status == http.StatusBadRequest || status == http.StatusForbidden || status == http.StatusNotFound) &&
+		onrampRefused(status, e, path):
+		advice := "Stripe refused crypto onramp access for this account: apply for Crypto Onramp in the Stripe Dashboard; " +
+			"the API is in private preview"
+		if version != "" {
+			advice += "; once it is granted, check that stripe_version " + strconv.Quote(version) + " serves it"
+		} else {
+			advice += "; once it is granted, set stripe_version if the account's default version does not serve it"
+		}
+		return causeOnrampAccess, advice
+	}
+	return "", ""
+}
+
+// versionRefused reports whether e refuses the Stripe-Version sent.
+func versionRefused(e stripeError) bool {
+	msg, code, param := strings.ToLower(e.Message), strings.ToLower(e.Code), strings.ToLower(e.Param)
+	return strings.Contains(msg, "api version") || strings.Contains(msg, "stripe-version") ||
+		strings.Contains(code, "api_version") || strings.Contains(code, "stripe_version") ||
+		param == "stripe-version" || param == "stripe_version" || param == "api_version" || param == "version"
+}
+
+// onrampWords are what Stripe's messages say when an account cannot use onramp.
+var onrampWords = []string{"access", "not available", "unavailable", "not enabled", "enable", "apply", "disabled", "preview"}
+
+// onrampRefused reports whether e, a status answer for path, says that crypto onramp
+// is not available to the account.
+func onrampRefused(status int, e stripeError, path string) bool {
+	msg, code := strings.ToLower(e.Message), strings.ToLower(e.Code)
+	if code == "crypto_onramp_disabled" {
+		return true
+	}
+	// A 403 about the key is a restricted key's missing permission, not the account's.
+	if strings.Contains(msg, "onramp") && !(status == http.StatusForbidden && strings.Contains(msg, "key")) {
+		for _, w := range onrampWords {
+			if strings.Contains(msg, w) {
+				return true
+			}
+		}
+	}
+	return status == http.StatusNotFound && code != "resource_missing" &&
+		strings.HasPrefix(msg, "unrecognized request url") && strings.Contains(path, onrampPath)
+}
+
+// versionSent describes the Stripe-Version a source sends.
+func versionSent(version string) string {
+	if version == "" {
+		return "no Stripe-Version was sent (stripe_version is not set)"
+	}
+	return "stripe_version is " + strconv.Quote(version) + ", sent as Stripe-Version"
 }
 
 // stripeError is the "error" member of Stripe's error bodies.
