@@ -90,8 +90,8 @@ func TestStaleTimestamp(t *testing.T) {
 }
 
 // TestStaleTimestampUnverifiedTSM: a provider time whose tsm does not verify with the
-// key is ignored: the 401 is returned as it is, with no retry, no offset and no
-// signing switch (the refusal was about the timestamp, not the mac).
+// key is ignored: no retry, no offset and no signing switch (the refusal was about the
+// timestamp, not the mac), and the error says clock skew.
 func TestStaleTimestampUnverifiedTSM(t *testing.T) {
 	f := newFake(testKey, true)
 	fill(f, 1)
@@ -100,9 +100,11 @@ func TestStaleTimestampUnverifiedTSM(t *testing.T) {
 	_, err := src.Page(t.Context(), provider.Request{})
 	checkCode(t, err, http.StatusUnauthorized)
 	var ce *provider.CauseError
-	if errors.As(err, &ce) {
-		t.Errorf("err = %v, want the provider's 401 alone", err)
+	if !errors.As(err, &ce) || ce.Cause != provider.AnomalyClockSkew || !strings.HasPrefix(err.Error(),
+		"clock skew: the provider refused the request's timestamp as stale and sent no time that verifies with hawk_key; check the host's clock (NTP): GET ") {
+		t.Errorf("err = %v, want a clock skew CauseError", err)
 	}
+	noCredentials(t, err)
 	if n := f.requestCount(); n != 1 || src.clockOffset != 0 || !src.signQuery {
 		t.Errorf("%d requests, offset %v, sign_query %v; want 1, 0, true", n, src.clockOffset, src.signQuery)
 	}

@@ -81,8 +81,10 @@ type paymentsSource struct {
 // Hawk credentials), merchant_id (sent as merchantId), an absolute http(s) base_url
 // and a page_size in 1..100; it reports every missing or invalid one by its key and
 // never shows the Hawk key. s.SignQuery says whether the query string is signed (the
-// configuration's sign_query, default true). The returned source also implements
-// provider.Getter. c may be nil (a zero provider.Client).
+// configuration's sign_query, default true); a refused request is signed the other
+// way once, and the source keeps the signing that works (see get). The returned source
+// also implements provider.Getter and provider.AnomalyReporter. c may be nil (a zero
+// provider.Client).
 func NewPayments(s provider.Settings, c *provider.Client) (provider.Source, error) {
 	var errs []error
 	switch {
@@ -280,7 +282,9 @@ func (s *paymentsSource) endpoint(path string) *url.URL {
 //   - A stale timestamp whose WWW-Authenticate carries the provider's time (a tsm
 //     that verifies, see staleTimestamp) sets the source's clock offset, which later
 //     requests keep, and reports provider.AnomalyClockSkew. Refused again, the error
-//     is a *provider.CauseError "clock_skew" naming the offset.
+//     is a *provider.CauseError "clock_skew" naming the offset. A stale timestamp
+//     without a time that verifies is not retried; its error is a "clock_skew"
+//     CauseError too.
 //   - Any other 401 for a URL with a query string is signed the other way (see
 //     sign_query). Any answer but a 401 means that signing was accepted: the source
 //     keeps it and reports provider.AnomalySigning. Refused again, the error is a
@@ -292,7 +296,12 @@ func (s *paymentsSource) get(ctx context.Context, u *url.URL) ([]byte, error) {
 	}
 	if server, stale, ok := staleTimestamp(h, s.hawkKey); stale {
 		if !ok {
-			return nil, err
+			return nil, &provider.CauseError{
+				Cause: provider.AnomalyClockSkew,
+				Advice: "clock skew: the provider refused the request's timestamp as stale and sent no time that verifies " +
+					"with hawk_key; check the host's clock (NTP)",
+				Err: err,
+			}
 		}
 		return s.resendAt(ctx, u, server)
 	}
