@@ -17,6 +17,8 @@ func (s *Sim) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_sim/faults/{provider}", s.adminGetFaults)
 	mux.HandleFunc("POST /_sim/faults/{provider}", s.adminSetFaults)
 	mux.HandleFunc("GET /_sim/faults/{provider}/counts", s.adminFaultCounts)
+	mux.HandleFunc("GET /_sim/quirks/{provider}", s.adminGetQuirks)
+	mux.HandleFunc("POST /_sim/quirks/{provider}", s.adminSetQuirks)
 	mux.HandleFunc("GET /_sim/truth", s.adminTruth)
 }
 

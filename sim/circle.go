@@ -82,6 +82,11 @@ func (a *circleAPI) fail(w http.ResponseWriter, code int) {
 	}
 }
 
+// forbid answers as Circle does a request from an address its IP allowlist lacks.
+func (a *circleAPI) forbid(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusForbidden, circleError{Code: 3, Message: "Forbidden"})
+}
+
 // authorize accepts exactly "Bearer <key>" (the scheme in any case). A missing,
 // malformed or wrong key gets the documented 401 body.
 func (a *circleAPI) authorize(w http.ResponseWriter, r *http.Request) bool {
@@ -161,8 +166,9 @@ func (a *circleAPI) list(w http.ResponseWriter, r *http.Request) {
 			size = min(n, a.ep.maxSize)
 		}
 	}
+	quirks := a.p.quirks.get()
 	from := int64(-1 << 62)
-	if t, ok := parseCircleTime(q, "from", &errs); ok {
+	if t, ok := parseCircleTime(q, "from", &errs); ok && !quirks.IgnoreDateFilter {
 		from = ceilMilli(t)
 	}
 	now := s.now()
@@ -205,17 +211,17 @@ func (a *circleAPI) list(w http.ResponseWriter, r *http.Request) {
 		badParam(w, []circleFieldErr{invalidValue(curName, q.Get(curName), curName+" is not the id of an item of this collection", nil)})
 		return
 	}
-	st := &a.p.st
-	lo, hi := st.span(from, to)
-	match = a.p.listable(now.UnixMilli(), match)
+	lo, hi := a.p.st.span(from, to)
+	win := window{lo: lo, hi: hi, match: a.p.listable(now.UnixMilli(), match), oldestFirst: quirks.OldestFirst}
+	served := servedSize(size, quirks)
 	var idx []int
 	switch {
 	case after != "":
-		idx = st.olderThan(min(cur, hi), lo, size, match)
+		idx = win.following(cur, served)
 	case before != "":
-		idx = st.newerThan(max(cur, lo-1), hi, size, match)
+		idx = win.preceding(cur, served)
 	default:
-		idx = st.olderThan(hi, lo, size, match)
+		idx = win.first(served)
 	}
 	data := make([]any, len(idx))
 	var firstID, lastID string
@@ -225,12 +231,16 @@ func (a *circleAPI) list(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(idx) > 0 {
 		firstID, lastID = a.p.itemID(idx[0]), a.p.itemID(idx[len(idx)-1])
-		hasNext = anyIn(lo, idx[len(idx)-1], match)
-		hasPrev = anyIn(idx[0]+1, hi, match)
+		hasNext = win.anyFollowing(idx[len(idx)-1])
+		hasPrev = win.anyPreceding(idx[0])
 	}
 	s.mu.RUnlock()
 
-	base := requestBase(r) + a.ep.path
+	origin := requestBase(r)
+	if quirks.LinkOrigin != "" {
+		origin = strings.TrimSuffix(quirks.LinkOrigin, "/")
+	}
+	base := origin + a.ep.path
 	pinned := url.Values{}
 	for k, v := range q {
 		if k != "pageAfter" && k != "pageBefore" {
@@ -283,6 +293,15 @@ func (a *circleAPI) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"data": obj})
+}
+
+// servedSize is how many items a list page holds when size were asked: size, or
+// Quirks.PageCap when that is smaller.
+func servedSize(size int, q Quirks) int {
+	if q.PageCap > 0 {
+		return min(size, q.PageCap)
+	}
+	return size
 }
 
 // requestBase is the scheme and host the request was sent to, for absolute links.

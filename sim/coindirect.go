@@ -335,8 +335,13 @@ func (a *coindirectAPI) fail(w http.ResponseWriter, code int) {
 	}
 }
 
+// forbid answers as Coindirect does a request from an address its IP allowlist lacks.
+func (a *coindirectAPI) forbid(w http.ResponseWriter, r *http.Request) {
+	coindirectError(w, http.StatusForbidden, "", "Access denied: IP address "+callerIP(r)+" is not whitelisted", "forbidden")
+}
+
 func (a *coindirectAPI) authorize(w http.ResponseWriter, r *http.Request) bool {
-	f := a.p.s.checkHawk(r)
+	f := a.p.s.checkHawk(r, a.p.clock())
 	if f == nil {
 		return true
 	}
@@ -420,6 +425,7 @@ func (a *coindirectAPI) list(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	quirks := a.p.quirks.get()
 	from, to := int64(-1<<62), int64(1<<62)
 	for _, b := range []struct {
 		name string
@@ -432,9 +438,13 @@ func (a *coindirectAPI) list(w http.ResponseWriter, r *http.Request) {
 				coindirectError(w, http.StatusBadRequest, b.name, b.name+" must be epoch milliseconds, an ISO 8601 date-time or YYYY-MM-DD", "invalid")
 				return
 			}
+			if !b.end && quirks.IgnoreDateFilter {
+				continue
+			}
 			*b.dst = t
 		}
 	}
+	size = servedSize(size, quirks)
 	status, search := q.Get("status"), q.Get("q")
 
 	if n := a.p.faults.drift(offset); n > 0 {
@@ -449,14 +459,20 @@ func (a *coindirectAPI) list(w http.ResponseWriter, r *http.Request) {
 	s.mu.RLock()
 	lo, hi := a.p.st.span(from, to)
 	listable := a.p.listable(s.now().UnixMilli(), nil)
+	// The list runs from start by dir: newest first, or oldest first under the quirk.
+	start, dir := hi-1, -1
+	if quirks.OldestFirst {
+		start, dir = lo, 1
+	}
+	inSpan := func(i int) bool { return i >= lo && i < hi }
 	var idx []int
 	if status == "" && search == "" && listable == nil {
-		for i := hi - 1 - offset; i >= lo && len(idx) < size; i-- {
+		for i := start + dir*offset; inSpan(i) && len(idx) < size; i += dir {
 			idx = append(idx, i)
 		}
 	} else {
 		skip := offset
-		for i := hi - 1; i >= lo && len(idx) < size; i-- {
+		for i := start; inSpan(i) && len(idx) < size; i += dir {
 			if status != "" && !strings.EqualFold(cdStatuses[a.p.st.items[i].status], status) ||
 				search != "" && !cdMatchesQ(a.p, i, search) || listable != nil && !listable(i) {
 				continue

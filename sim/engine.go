@@ -14,8 +14,9 @@ import (
 type machine interface {
 	// kind is the top-level item kind ("payment").
 	kind() string
-	// statuses lists the documented top-level raw statuses; an item's status byte
-	// indexes it.
+	// statuses lists the top-level raw statuses the machine can set (the documented
+	// ones, and for ramp sessions those of Quirks.UnknownStatuses); an item's status
+	// byte indexes it.
 	statuses() []string
 	// kidKind and kidStatus name a nested object's kind and raw status.
 	kidKind(k uint8) string
@@ -49,6 +50,7 @@ type prov struct {
 	// render is the item as the provider's API shows it; the caller holds s.mu.
 	render func(seq int) any
 	faults faultState
+	quirks quirkState
 }
 
 func newProv(s *Sim, idx int, id string) *prov {
@@ -427,6 +429,7 @@ var finalStatuses = map[string]bool{
 	"COMPLETE": true, "UNDERPAID": true, "CANCELLED": true, // Coindirect
 	"settled":  true,                               // Circle settlements
 	"rejected": true, "fulfillment_complete": true, // Stripe onramp
+	"SUCCEEDED": true, "DECLINED": true, // Circle ramp under Quirks.UnknownStatuses
 }
 
 // finalStatus reports whether item seq of p has a final top-level status.

@@ -361,13 +361,21 @@ type flavor interface {
 	fail(w http.ResponseWriter, code int)
 	// authorize checks the request's credentials and, when they are wrong, answers.
 	authorize(w http.ResponseWriter, r *http.Request) bool
+	// forbid answers 403 as the provider does for a caller its IP allowlist lacks.
+	forbid(w http.ResponseWriter, r *http.Request)
 }
 
-// serve wraps a provider endpoint with its flavor's headers, the provider's faults and
-// authentication.
+// serve wraps a provider endpoint with its flavor's headers, the Date of a provider
+// clock that runs off (Quirks.ClockOffset), a refusal of every caller
+// (Quirks.Forbidden), the provider's faults and authentication.
 func serve(p *prov, fl flavor, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		fl.begin(w, r)
+		p.setDate(w)
+		if p.quirks.get().Forbidden {
+			fl.forbid(w, r)
+			return
+		}
 		latency, fa, f := p.faults.decide()
 		if latency > 0 {
 			t := time.NewTimer(latency)

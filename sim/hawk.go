@@ -123,8 +123,10 @@ type hawkFailure struct {
 }
 
 // checkHawk verifies a Coindirect request's Hawk header: credentials, mac (over the
-// resource forms Config.HawkQuery allows), timestamp, then nonce.
-func (s *Sim) checkHawk(r *http.Request) *hawkFailure {
+// resource forms Config.HawkQuery allows), timestamp against the provider's clock now
+// (within HawkSkew; a stale one is answered with that clock's ts and its tsm), then
+// nonce (remembered on the simulated clock).
+func (s *Sim) checkHawk(r *http.Request, now time.Time) *hawkFailure {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return &hawkFailure{code: http.StatusUnauthorized, message: "Missing authentication"}
@@ -170,14 +172,13 @@ func (s *Sim) checkHawk(r *http.Request) *hawkFailure {
 	if !ok {
 		return &hawkFailure{code: http.StatusUnauthorized, message: "Bad mac"}
 	}
-	now := s.now()
 	ts, err := strconv.ParseInt(a["ts"], 10, 64)
 	if err != nil || ts < now.Add(-s.cfg.HawkSkew).Unix() || ts > now.Add(s.cfg.HawkSkew).Unix() {
 		nowTS := strconv.FormatInt(now.Unix(), 10)
 		return &hawkFailure{code: http.StatusUnauthorized, message: "Stale timestamp",
 			www: `Hawk ts="` + nowTS + `", tsm="` + hawkTimestampMAC(key, nowTS) + `", error="Stale timestamp"`}
 	}
-	if !s.nonce.use(a["id"], a["nonce"], now.UnixMilli()) {
+	if !s.nonce.use(a["id"], a["nonce"], s.now().UnixMilli()) {
 		return &hawkFailure{code: http.StatusTooManyRequests, message: "Invalid nonce: already used"}
 	}
 	return nil

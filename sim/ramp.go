@@ -8,17 +8,24 @@ import (
 )
 
 // Ramp session statuses. Circle documents no enum (only PENDING appears in examples);
-// the simulator keeps to PENDING and the three terminal values watcher maps.
+// the simulator keeps to PENDING and the three terminal values watcher maps, unless
+// Quirks.UnknownStatuses sends sessions through the last three, which watcher does not
+// know.
 const (
 	rampPending uint8 = iota
 	rampCompleted
 	rampFailed
 	rampExpired
+	rampInProgress
+	rampSucceeded
+	rampDeclined
 )
 
-var rampStatuses = []string{"PENDING", "COMPLETED", "FAILED", "EXPIRED"}
+var rampStatuses = []string{"PENDING", "COMPLETED", "FAILED", "EXPIRED", "IN_PROGRESS", "SUCCEEDED", "DECLINED"}
 
-// rampMachine: PENDING -> COMPLETED | FAILED | EXPIRED.
+// rampMachine: PENDING -> COMPLETED | FAILED | EXPIRED. Under Quirks.UnknownStatuses a
+// PENDING session takes PENDING -> IN_PROGRESS | DECLINED instead, and IN_PROGRESS ->
+// SUCCEEDED | DECLINED.
 type rampMachine struct{}
 
 func (rampMachine) kind() string                { return "ramp_session" }
@@ -36,7 +43,14 @@ func (rampMachine) create(e *env, seq int, at int64, status int) int64 {
 }
 
 func (rampMachine) step(e *env, seq int, at int64) int64 {
-	if e.item(seq).status != rampPending {
+	switch e.item(seq).status {
+	case rampPending:
+		if e.p.quirks.get().UnknownStatuses {
+			return rampUnknownStep(e, seq, at)
+		}
+	case rampInProgress:
+		return rampUnknownStep(e, seq, at)
+	default:
 		return 0
 	}
 	switch {
@@ -47,6 +61,21 @@ func (rampMachine) step(e *env, seq int, at int64) int64 {
 	default:
 		e.setStatus(seq, at, rampCompleted)
 	}
+	return 0
+}
+
+// rampUnknownStep moves a session along the statuses of Quirks.UnknownStatuses:
+// PENDING -> IN_PROGRESS | DECLINED, IN_PROGRESS -> SUCCEEDED | DECLINED.
+func rampUnknownStep(e *env, seq int, at int64) int64 {
+	if e.failing(0.5) {
+		e.setStatus(seq, at, rampDeclined)
+		return 0
+	}
+	if e.item(seq).status == rampPending {
+		e.setStatus(seq, at, rampInProgress)
+		return e.after(at, 2)
+	}
+	e.setStatus(seq, at, rampSucceeded)
 	return 0
 }
 
@@ -127,7 +156,7 @@ func rampRefs(p *prov, seq int) rampFields {
 
 func rampTxHash(p *prov, seq int, chain string) string {
 	it := &p.st.items[seq]
-	if it.status != rampCompleted {
+	if it.status != rampCompleted && it.status != rampSucceeded {
 		return ""
 	}
 	d := p.derive(seq, 2)

@@ -51,9 +51,28 @@
 // host and port come from the request's Host header, the port defaulting to 443 when
 // the request came over TLS or with X-Forwarded-Proto: https, else 80. By default the
 // resource may be the path with its query or without it (Config.HawkQuery narrows
-// this). ts must be within HawkSkew of the simulated clock (else 401 with a Hawk
-// WWW-Authenticate carrying the server time), and a nonce seen within 15 minutes for the
-// same id is a 429.
+// this: HawkQueryIncluded refuses a mac over the bare path, HawkQueryExcluded one over
+// the path with its query). ts must be within HawkSkew of the provider's clock (the
+// simulated clock moved by Quirks.ClockOffset), else 401 with
+// WWW-Authenticate: Hawk ts="<that clock, unix s>", tsm="<base64(HMAC-SHA256(key,
+// "hawk.1.ts\n{ts}\n"))>", error="Stale timestamp"; a nonce seen within 15 minutes for
+// the same id is a 429.
+//
+// # Quirks
+//
+// Quirks (per provider, off by default; Config.Quirks, SetQuirks, the admin API) make a
+// provider behave in ways its documents allow but do not show, so that clients can be
+// tested against each: oldest_first (lists ascend by creation time, cursors and offsets
+// follow that order), ignore_date_filter (the lower creation-date bound is accepted and
+// ignored), page_cap (at most N items per page, silently, paging still correct),
+// link_origin (Circle: Link URLs on another origin), unknown_statuses (Circle ramp:
+// sessions move through IN_PROGRESS, SUCCEEDED and DECLINED), refuse_stripe_version
+// (Stripe: a 400 for the named Stripe-Version, or "*" for any), forbidden (every API
+// request is a 403 as for a caller off the IP allowlist) and clock_offset (the
+// provider's clock, for Coindirect's Hawk check and every Date header, runs off the
+// simulated one). Quirks change how requests are answered, not what happens to items
+// (unknown_statuses aside, whose statuses the truth records), so the truth holds under
+// every one of them. See Quirks for each one's exact contract.
 //
 // # Errors
 //
@@ -94,10 +113,14 @@
 //	GET  /_sim/faults/{provider}              the provider's Faults as JSON
 //	POST /_sim/faults/{provider}              replace them (body: Faults as JSON; {} clears)
 //	GET  /_sim/faults/{provider}/counts       the faults injected so far, by kind (FaultCounts as JSON)
+//	GET  /_sim/quirks/{provider}              the provider's Quirks as JSON (every field)
+//	POST /_sim/quirks/{provider}              replace them (body: Quirks as JSON, unknown fields refused; {} clears) -> 200, the quirks
 //	GET  /_sim/truth[?after=N]                the retained transitions with seq > N, as JSON lines
 //
 // A forced status is recorded in the truth like any other change, whether or not the
-// provider documents that transition; the engine then continues from it.
+// provider documents that transition; the engine then continues from it. Ramp sessions
+// also accept the statuses of the unknown_statuses quirk. Invalid faults or quirks, or
+// quirks that do not apply to the provider, are a 400 naming the field and value.
 package sim
 
 import (
@@ -106,6 +129,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -210,6 +234,9 @@ type Config struct {
 	Credentials Credentials
 	// Faults per provider id; see Faults. Changeable later with SetFaults or the admin API.
 	Faults map[string]Faults
+	// Quirks per provider id; see Quirks. Changeable later with SetQuirks or the admin
+	// API. A provider id that is not simulated is ignored.
+	Quirks map[string]Quirks
 	// Now is the simulated clock, used for the start time, request-time defaults ("to"),
 	// Hawk timestamps and Run's steps. Default time.Now.
 	Now func() time.Time
@@ -315,6 +342,7 @@ func New(cfg Config) (*Sim, error) {
 		}
 		p := newProv(s, i, id)
 		p.faults.set(cfg.Faults[id])
+		p.quirks.set(cfg.Quirks[id])
 		s.provs = append(s.provs, p)
 		s.byID[id] = p
 		s.byIdx[i] = p
@@ -364,6 +392,15 @@ func (c *Config) validate() error {
 		}
 		if err := f.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("faults[%s]: %w", id, err))
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(c.Quirks)) {
+		if !slices.Contains(ProviderIDs(), id) {
+			errs = append(errs, fmt.Errorf("quirks: unknown provider %q", id))
+			continue
+		}
+		if err := c.Quirks[id].validate(id); err != nil {
+			errs = append(errs, fmt.Errorf("quirks[%s]: %w", id, err))
 		}
 	}
 	if k := c.Credentials.CircleRampKey; k != "" {

@@ -1,6 +1,9 @@
 package sim
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
 // item is the mutable part of one top-level provider object; everything else about it
 // is derived from its sequence number (its index in store.items) when it is rendered.
@@ -70,7 +73,7 @@ func (s *store) span(from, to int64) (lo, hi int) {
 
 // olderThan returns the indexes of up to n items that match, below index start
 // (exclusive) and at or above lo, newest first.
-func (s *store) olderThan(start, lo, n int, match func(int) bool) []int {
+func olderThan(start, lo, n int, match func(int) bool) []int {
 	var out []int
 	for i := start - 1; i >= lo && len(out) < n; i-- {
 		if match(i) {
@@ -82,7 +85,7 @@ func (s *store) olderThan(start, lo, n int, match func(int) bool) []int {
 
 // newerThan returns the indexes of up to n matching items closest above index start
 // (exclusive) and below hi, newest first.
-func (s *store) newerThan(start, hi, n int, match func(int) bool) []int {
+func newerThan(start, hi, n int, match func(int) bool) []int {
 	var out []int
 	for i := start + 1; i < hi && len(out) < n; i++ {
 		if match(i) {
@@ -103,4 +106,60 @@ func anyIn(lo, hi int, match func(int) bool) bool {
 		}
 	}
 	return false
+}
+
+// window is the part of a store a list reads: the matching indexes in [lo, hi), in
+// list order, which is newest first unless oldestFirst. "Follows" and "precedes" below
+// are in that order. match must not be nil.
+type window struct {
+	lo, hi      int
+	match       func(int) bool
+	oldestFirst bool
+}
+
+// first returns up to n matching indexes from the start of the list, in list order.
+func (w window) first(n int) []int {
+	if w.oldestFirst {
+		return w.following(w.lo-1, n)
+	}
+	return w.following(w.hi, n)
+}
+
+// following returns up to n matching indexes that follow index cur (exclusive; cur
+// may lie outside the window), in list order.
+func (w window) following(cur, n int) []int {
+	if w.oldestFirst {
+		return reversed(newerThan(max(cur, w.lo-1), w.hi, n, w.match))
+	}
+	return olderThan(min(cur, w.hi), w.lo, n, w.match)
+}
+
+// preceding returns up to n matching indexes closest before index cur (exclusive), in
+// list order.
+func (w window) preceding(cur, n int) []int {
+	if w.oldestFirst {
+		return reversed(olderThan(min(cur, w.hi), w.lo, n, w.match))
+	}
+	return newerThan(max(cur, w.lo-1), w.hi, n, w.match)
+}
+
+// anyFollowing reports whether a matching index follows index i.
+func (w window) anyFollowing(i int) bool {
+	if w.oldestFirst {
+		return anyIn(i+1, w.hi, w.match)
+	}
+	return anyIn(w.lo, i, w.match)
+}
+
+// anyPreceding reports whether a matching index precedes index i.
+func (w window) anyPreceding(i int) bool {
+	if w.oldestFirst {
+		return anyIn(w.lo, i, w.match)
+	}
+	return anyIn(i+1, w.hi, w.match)
+}
+
+func reversed(s []int) []int {
+	slices.Reverse(s)
+	return s
 }

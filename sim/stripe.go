@@ -267,7 +267,7 @@ func (a *stripeAPI) fail(w http.ResponseWriter, code int) {
 }
 
 // authorize accepts the secret key as the Basic user (any password) or as a Bearer
-// token.
+// token, then refuses the Stripe-Version that Quirks.RefuseStripeVersion names.
 func (a *stripeAPI) authorize(w http.ResponseWriter, r *http.Request) bool {
 	scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	var key string
@@ -290,7 +290,18 @@ func (a *stripeAPI) authorize(w http.ResponseWriter, r *http.Request) bool {
 			Message: "Invalid API Key provided: " + maskKey(key)})
 		return false
 	}
+	if msg := stripeVersionRefusal(a.p.quirks.get().RefuseStripeVersion, r.Header.Get("Stripe-Version")); msg != "" {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{
+			"type": "invalid_request_error", "message": msg, "param": nil}})
+		return false
+	}
 	return true
+}
+
+// forbid answers as Stripe does a request from an address its IP allowlist lacks.
+func (a *stripeAPI) forbid(w http.ResponseWriter, r *http.Request) {
+	stripeError(w, http.StatusForbidden, stripeErrorBody{Type: "invalid_request_error",
+		Message: "The IP address " + callerIP(r) + " is not allowed to make requests with this API key. Add it to the key's IP allowlist in the Dashboard."})
 }
 
 // maskKey shows a key's sk_test_/sk_live_ prefix and last four characters only.
@@ -335,6 +346,7 @@ func (a *stripeAPI) list(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
+	quirks := a.p.quirks.get()
 	from, to := int64(-1<<62), int64(1<<62)
 	for _, c := range []struct {
 		name string
@@ -351,7 +363,9 @@ func (a *stripeAPI) list(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if c.lo {
-			from = max(from, (n+c.add)*1000)
+			if !quirks.IgnoreDateFilter {
+				from = max(from, (n+c.add)*1000)
+			}
 		} else {
 			to = min(to, (n+c.add)*1000+999)
 		}
@@ -384,9 +398,9 @@ func (a *stripeAPI) list(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.RLock()
-	st := &a.p.st
-	lo, hi := st.span(from, to)
-	match = a.p.listable(s.now().UnixMilli(), match)
+	lo, hi := a.p.st.span(from, to)
+	win := window{lo: lo, hi: hi, match: a.p.listable(s.now().UnixMilli(), match), oldestFirst: quirks.OldestFirst}
+	limit = servedSize(limit, quirks)
 	var idx []int
 	hasMore := false
 	switch {
@@ -397,21 +411,20 @@ func (a *stripeAPI) list(w http.ResponseWriter, r *http.Request) {
 			invalidRequest(w, "resource_missing", "ending_before", "No such crypto.onramp_session: '"+before+"'")
 			return
 		}
-		idx = st.newerThan(max(cur, lo-1), hi, limit, match)
-		hasMore = len(idx) > 0 && anyIn(idx[0]+1, hi, match)
-	default:
-		start := hi
-		if after != "" {
-			cur, ok := a.p.lookup(after)
-			if !ok {
-				s.mu.RUnlock()
-				invalidRequest(w, "resource_missing", "starting_after", "No such crypto.onramp_session: '"+after+"'")
-				return
-			}
-			start = min(cur, hi)
+		idx = win.preceding(cur, limit)
+		hasMore = len(idx) > 0 && win.anyPreceding(idx[0])
+	case after != "":
+		cur, ok := a.p.lookup(after)
+		if !ok {
+			s.mu.RUnlock()
+			invalidRequest(w, "resource_missing", "starting_after", "No such crypto.onramp_session: '"+after+"'")
+			return
 		}
-		idx = st.olderThan(start, lo, limit, match)
-		hasMore = len(idx) > 0 && anyIn(lo, idx[len(idx)-1], match)
+		idx = win.following(cur, limit)
+		hasMore = len(idx) > 0 && win.anyFollowing(idx[len(idx)-1])
+	default:
+		idx = win.first(limit)
+		hasMore = len(idx) > 0 && win.anyFollowing(idx[len(idx)-1])
 	}
 	data := make([]onrampSession, len(idx))
 	for i, seq := range idx {

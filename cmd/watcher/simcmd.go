@@ -8,7 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -34,6 +38,10 @@ type scenarioFile struct {
 	Providers []string `yaml:"providers"`
 	// Faults per provider id, in the admin API's JSON field names.
 	Faults map[string]map[string]any `yaml:"faults"`
+	// Quirks per provider id, in the admin API's JSON field names (sim.Quirks).
+	Quirks map[string]map[string]any `yaml:"quirks"`
+	// HawkQuery is the Coindirect Hawk resource forms accepted: either, query or path.
+	HawkQuery string `yaml:"hawk_query"`
 }
 
 // applyScenario reads path into cfg; fields the file leaves out keep cfg's values.
@@ -96,35 +104,247 @@ func applyScenario(path string, cfg *sim.Config) error {
 		}
 		cfg.Faults[prov] = f
 	}
+	for prov, raw := range sf.Quirks {
+		q, err := quirksFromMap(raw)
+		if err != nil {
+			return fmt.Errorf("scenario %s: quirks.%s: %w", path, prov, err)
+		}
+		if cfg.Quirks == nil {
+			cfg.Quirks = map[string]sim.Quirks{}
+		}
+		cfg.Quirks[prov] = q
+	}
+	if sf.HawkQuery != "" {
+		mode, err := parseHawkQuery(sf.HawkQuery)
+		if err != nil {
+			return fmt.Errorf("scenario %s: hawk_query: %w", path, err)
+		}
+		cfg.HawkQuery = mode
+	}
 	return nil
 }
 
-func simCommand(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("watcher sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := sim.DefaultConfig()
-	listen := fs.String("listen", "127.0.0.1:8089", "`address` to serve the five provider APIs on")
-	scenario := fs.String("scenario", "", "scenario `file` (YAML: seed, rate, history, history_span, open_share, open_resume_within, failure_rate, delays, providers, faults)")
-	truth := fs.String("truth", "", "append every transition the simulator makes to this JSONL `file`")
-	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "scenario seed")
-	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "new items per second per provider")
-	fs.IntVar(&cfg.History, "history", cfg.History, "items per provider that exist at start")
-	format := fs.String("log-format", "text", "log format: text or json")
-	level := fs.String("log-level", "info", "log level")
-	if err := fs.Parse(args); err != nil {
-		return err
+// hawkQueryModes are the names of sim.HawkQueryMode in the scenario file and flag.
+var hawkQueryModes = []struct {
+	name string
+	mode sim.HawkQueryMode
+}{{"either", sim.HawkQueryEither}, {"query", sim.HawkQueryIncluded}, {"path", sim.HawkQueryExcluded}}
+
+// parseHawkQuery reads a Hawk query mode: either (a mac over the path with or without
+// its query), query (only with it) or path (only without it).
+func parseHawkQuery(v string) (sim.HawkQueryMode, error) {
+	for _, m := range hawkQueryModes {
+		if v == m.name {
+			return m.mode, nil
+		}
 	}
-	log, err := newLogger(stderr, *format, *level)
+	return 0, fmt.Errorf("%q is not one of either, query, path", v)
+}
+
+// quirksFromMap decodes quirks given by their JSON field names (sim.Quirks); unknown
+// names and values of the wrong type are errors.
+func quirksFromMap(m map[string]any) (sim.Quirks, error) {
+	var q sim.Quirks
+	b, err := json.Marshal(m)
+	if err != nil {
+		return q, err
+	}
+	err = json.Unmarshal(b, &q)
+	return q, err
+}
+
+// quirkNames returns each quirk's JSON name with its zero value, which gives its type.
+func quirkNames() map[string]any {
+	b, err := json.Marshal(sim.Quirks{})
+	if err != nil {
+		panic("marshal zero quirks: " + err.Error())
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		panic("unmarshal zero quirks: " + err.Error())
+	}
+	return m
+}
+
+// quirkSetting is one --quirk PROVIDER:NAME[=VALUE], its value already typed.
+type quirkSetting struct {
+	provider, name string
+	value          any
+}
+
+// quirkFlags collects the --quirk settings in the order given.
+type quirkFlags []quirkSetting
+
+func (f *quirkFlags) String() string { return "" }
+
+// Set parses PROVIDER:NAME[=VALUE]. A boolean quirk without a value is true; the others
+// need one.
+func (f *quirkFlags) Set(v string) error {
+	provider, rest, ok := strings.Cut(v, ":")
+	if !ok || provider == "" || rest == "" {
+		return errors.New("want PROVIDER:NAME[=VALUE], e.g. coindirect_payments:oldest_first")
+	}
+	if !slices.Contains(sim.ProviderIDs(), provider) {
+		return fmt.Errorf("provider %q is not one of %s", provider, strings.Join(sim.ProviderIDs(), ", "))
+	}
+	name, raw, hasValue := strings.Cut(rest, "=")
+	value, err := quirkValue(name, raw, hasValue)
 	if err != nil {
 		return err
 	}
-	if *scenario != "" {
-		if err := applyScenario(*scenario, &cfg); err != nil {
+	*f = append(*f, quirkSetting{provider: provider, name: name, value: value})
+	return nil
+}
+
+// quirkValue types the text of one quirk's value by the quirk's JSON type, and checks
+// it decodes.
+func quirkValue(name, raw string, hasValue bool) (any, error) {
+	names := quirkNames()
+	zero, ok := names[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown quirk %q (known: %s)", name, strings.Join(slices.Sorted(maps.Keys(names)), ", "))
+	}
+	var value any
+	switch zero.(type) {
+	case bool:
+		value = true
+		if hasValue {
+			b, err := strconv.ParseBool(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q is not true or false", name, raw)
+			}
+			value = b
+		}
+	case float64:
+		n, err := strconv.Atoi(raw)
+		if !hasValue || err != nil {
+			return nil, fmt.Errorf("%s: %q is not an integer (want %s=N)", name, raw, name)
+		}
+		value = n
+	default:
+		if !hasValue {
+			return nil, fmt.Errorf("%s needs a value (%s=VALUE)", name, name)
+		}
+		value = raw
+	}
+	if _, err := quirksFromMap(map[string]any{name: value}); err != nil {
+		return nil, err
+	}
+	return value, nil
+}
+
+// apply sets each quirk on top of cfg.Quirks, the later setting of a name winning.
+func (f quirkFlags) apply(cfg *sim.Config) error {
+	for _, qs := range f {
+		b, err := json.Marshal(cfg.Quirks[qs.provider])
+		if err != nil {
 			return err
 		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			return err
+		}
+		m[qs.name] = qs.value
+		q, err := quirksFromMap(m)
+		if err != nil {
+			return fmt.Errorf("--quirk %s:%s: %w", qs.provider, qs.name, err)
+		}
+		if cfg.Quirks == nil {
+			cfg.Quirks = map[string]sim.Quirks{}
+		}
+		cfg.Quirks[qs.provider] = q
 	}
-	if *truth != "" {
-		f, err := os.OpenFile(*truth, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	return nil
+}
+
+const simUsage = `Usage: watcher sim [--listen 127.0.0.1:8089] [--scenario FILE] [--truth FILE] [--seed S] [--rate R]
+                 [--history N] [--quirk PROVIDER:NAME[=VALUE]]... [--hawk-query either|query|path]
+
+Serves the simulated provider APIs (and the admin API under /_sim/) until interrupted.
+
+Quirks make one provider behave in ways its documents allow but do not show; each is
+off by default and set per provider id, by --quirk (repeatable), the scenario file's
+quirks: {PROVIDER: {NAME: VALUE}} or POST /_sim/quirks/PROVIDER. --quirk wins over the file.
+  oldest_first             lists ascend by creation time; cursors and offsets follow that order
+  ignore_date_filter       the lower creation-date bound (from, created[gte|gt], fromDate) is ignored
+  page_cap=N               at most N items a page whatever was asked, silently; paging still works
+  link_origin=URL          Circle only: Link header URLs on this origin, e.g. https://api.circle.com
+  unknown_statuses         circle_ramp_sessions only: sessions go IN_PROGRESS, SUCCEEDED, DECLINED
+  refuse_stripe_version=V  Stripe only: 400 for Stripe-Version V; * refuses any Stripe-Version sent
+  forbidden                every API request is a 403, as for a caller off the IP allowlist
+  clock_offset=D           the provider's clock runs D off (Coindirect Hawk check, Date header), e.g. -90s
+Providers: circle_cpn_payments, circle_ramp_sessions, circle_exchange_settlements,
+stripe_crypto_onramp_sessions, coindirect_payments.
+Example: watcher sim --quirk coindirect_payments:oldest_first --quirk circle_cpn_payments:page_cap=3
+
+Flags:
+`
+
+// simArgs is a parsed `watcher sim` command line.
+type simArgs struct {
+	cfg                 sim.Config
+	listen, truth       string
+	logFormat, logLevel string
+}
+
+// parseSimArgs reads the flags and then the scenario file; --quirk and --hawk-query
+// are applied over the file's values.
+func parseSimArgs(args []string, stderr io.Writer) (simArgs, error) {
+	fs := flag.NewFlagSet("watcher sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), simUsage)
+		fs.PrintDefaults()
+	}
+	a := simArgs{cfg: sim.DefaultConfig()}
+	fs.StringVar(&a.listen, "listen", "127.0.0.1:8089", "`address` to serve the five provider APIs on")
+	scenario := fs.String("scenario", "", "scenario `file` (YAML: seed, rate, history, history_span, open_share, open_resume_within, failure_rate, delays, providers, faults, quirks, hawk_query)")
+	fs.StringVar(&a.truth, "truth", "", "append every transition the simulator makes to this JSONL `file`")
+	fs.Int64Var(&a.cfg.Seed, "seed", a.cfg.Seed, "scenario seed")
+	fs.Float64Var(&a.cfg.Rate, "rate", a.cfg.Rate, "new items per second per provider")
+	fs.IntVar(&a.cfg.History, "history", a.cfg.History, "items per provider that exist at start")
+	var quirks quirkFlags
+	fs.Var(&quirks, "quirk", "set one provider quirk, `PROVIDER:NAME[=VALUE]` (repeatable; see above), e.g. circle_cpn_payments:page_cap=3")
+	var hawkQuery *sim.HawkQueryMode
+	fs.Func("hawk-query", "Coindirect Hawk `mode`: either (mac over the path with or without its query), query (only with it) or path (only without it)", func(v string) error {
+		m, err := parseHawkQuery(v)
+		if err != nil {
+			return err
+		}
+		hawkQuery = &m
+		return nil
+	})
+	fs.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&a.logLevel, "log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		return a, err
+	}
+	if *scenario != "" {
+		if err := applyScenario(*scenario, &a.cfg); err != nil {
+			return a, err
+		}
+	}
+	if err := quirks.apply(&a.cfg); err != nil {
+		return a, err
+	}
+	if hawkQuery != nil {
+		a.cfg.HawkQuery = *hawkQuery
+	}
+	return a, nil
+}
+
+func simCommand(ctx context.Context, args []string, stderr io.Writer) error {
+	a, err := parseSimArgs(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, a.logFormat, a.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg := a.cfg
+	if a.truth != "" {
+		f, err := os.OpenFile(a.truth, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
 			return fmt.Errorf("--truth: %w", err)
 		}
@@ -132,5 +352,5 @@ func simCommand(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.TruthWriter = f
 	}
 	cfg.Log = log
-	return sim.ListenAndServe(ctx, *listen, cfg, log)
+	return sim.ListenAndServe(ctx, a.listen, cfg, log)
 }
