@@ -6,6 +6,7 @@
 //	watcher demo                           embedded NATS + provider simulator + watcher, printing every event
 //	watcher run --config watcher.yaml      poll the configured sources and publish events
 //	watcher config check --config FILE     validate a file and print the effective config (secrets redacted)
+//	watcher probe --config FILE [SOURCE…]  check live provider accounts against the adapters' assumptions (read-only)
 //	watcher tail [--state failed] …        print the event stream
 //	watcher sim --listen ADDR              serve the simulated provider APIs
 //	watcher state sources|get|open|…       inspect the state file, or ask the running watcher
@@ -52,6 +53,8 @@ Usage:
   watcher demo                         embedded NATS + provider simulator + watcher, printing every event
   watcher run --config FILE            poll the configured sources and publish events
   watcher config check --config FILE   validate FILE and print the effective configuration (secrets redacted)
+  watcher probe --config FILE [SOURCE...] [--json]
+                                       check each source's live account before polling it (read-only, exit 1 on a failed check)
   watcher tail [--nats URL] [--source S] [--state failed] [--since 1h | --all] [--json]
                                        print the event stream as it arrives
   watcher sim [--listen 127.0.0.1:8089] [--scenario FILE] [--truth FILE]
@@ -78,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("config: unknown subcommand %q (want: watcher config check --config FILE)", strings.Join(args[1:], " "))
 		}
 		return configCheck(args[2:], stdout, stderr)
+	case "probe":
+		return probeCommand(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return demoCommand(ctx, args[1:], stdout, stderr)
 	case "sim":
