@@ -47,6 +47,7 @@ var quirkCases = []quirkCase{
 	{name: "cd_pathonly", provider: sim.ProviderCoindirect, hawk: sim.HawkQueryExcluded},
 	{name: "cd_querysigned", provider: sim.ProviderCoindirect, hawk: sim.HawkQueryIncluded, settings: []string{"sign_query: false"}},
 	{name: "cd_skew", provider: sim.ProviderCoindirect, quirks: sim.Quirks{ClockOffset: 7 * time.Minute}},
+	{name: "cd_skew_pathonly", provider: sim.ProviderCoindirect, quirks: sim.Quirks{ClockOffset: -4 * time.Minute}, hawk: sim.HawkQueryExcluded},
 	{name: "onramp_version", provider: sim.ProviderStripe, quirks: sim.Quirks{RefuseStripeVersion: sim.DefaultStripeVersion},
 		refused: []string{"stripe_version", sim.DefaultStripeVersion}},
 	{name: "cpn_allowlist", provider: sim.ProviderCPN, quirks: sim.Quirks{Forbidden: true},

@@ -3,6 +3,7 @@ package coindirect
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -247,5 +248,32 @@ func TestStaleTimestampHeader(t *testing.T) {
 				t.Errorf("server time %v", server)
 			}
 		})
+	}
+}
+
+// TestSkewAndOtherSigningTogether: a host whose clock is off, configured with the
+// signing the provider refuses, meets both refusals: the bad mac first, then, signed
+// the other way, the stale timestamp. The source switches signing, adopts the
+// provider's time and reads the page, reporting both.
+func TestSkewAndOtherSigningTogether(t *testing.T) {
+	f := newFake(testKey, false)
+	fill(f, 2)
+	src := skewedSource(t, f, 10*time.Minute, true)
+	p, err := src.Page(t.Context(), provider.Request{})
+	if err != nil || len(p.Items) != 2 {
+		t.Fatalf("Page = %d items, %v; want both payments", len(p.Items), err)
+	}
+	if n := f.requestCount(); n != 3 {
+		t.Errorf("%d requests, want 3: refused mac, stale timestamp, accepted", n)
+	}
+	if src.signQuery || src.clockOffset != -10*time.Minute {
+		t.Errorf("sign_query %v, clock offset %v; want false and -10m", src.signQuery, src.clockOffset)
+	}
+	var kinds []string
+	for _, a := range anomalies(t, src) {
+		kinds = append(kinds, a.Kind)
+	}
+	if !slices.Equal(kinds, []string{provider.AnomalySigning, provider.AnomalyClockSkew}) {
+		t.Errorf("anomalies %v, want signing then clock_skew", kinds)
 	}
 }

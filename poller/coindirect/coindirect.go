@@ -349,14 +349,22 @@ func (s *paymentsSource) resendAt(ctx context.Context, u *url.URL, server time.T
 // other way than sign_query says, after refused, the configured signing's refusal.
 func (s *paymentsSource) resendSignedOtherWay(ctx context.Context, u *url.URL, refused error) ([]byte, error) {
 	other := !s.signQuery
-	body, _, err := s.send(ctx, u, other)
+	body, h, err := s.send(ctx, u, other)
 	var se *provider.StatusError
-	if err == nil || errors.As(err, &se) && se.Code != http.StatusUnauthorized {
+	accepted := err == nil || errors.As(err, &se) && se.Code != http.StatusUnauthorized
+	// Hawk checks the timestamp only once the mac verified: a stale answer with a
+	// verifiable server time accepts this signing too (a host whose clock is off and
+	// whose signing differs meets both at once).
+	server, stale, verified := staleTimestamp(h, s.hawkKey)
+	if accepted || (unauthorized(err) && stale && verified) {
 		s.signQuery = other
 		s.note(provider.AnomalySigning, fmt.Sprintf(
 			"sign_query: the provider refused the Hawk mac with sign_query %t and accepted it with %t; "+
 				"requests are now signed that way; set sign_query: %t to skip the failed first try",
 			!other, other, other))
+		if !accepted {
+			return s.resendAt(ctx, u, server)
+		}
 		return body, err
 	}
 	if !unauthorized(err) {
