@@ -32,7 +32,7 @@ import (
 // and credentials in url are redacted.
 func Connect(url string, c Config, log *slog.Logger) (*nats.Conn, error) {
 	log = orDiscard(log)
-	auth, err := authOptions(c)
+	auth, err := ClientOptions(c)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +41,7 @@ func Connect(url string, c Config, log *slog.Logger) (*nats.Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connected", "url", redactURL(nc.ConnectedUrl()))
+			log.Info("NATS connected", "url", RedactURL(nc.ConnectedUrl()))
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if nc.IsClosed() {
@@ -50,7 +50,7 @@ func Connect(url string, c Config, log *slog.Logger) (*nats.Conn, error) {
 			log.Warn("NATS disconnected; reconnecting", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS reconnected", "url", redactURL(nc.ConnectedUrl()))
+			log.Info("NATS reconnected", "url", RedactURL(nc.ConnectedUrl()))
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Debug("NATS reconnect attempt failed", "err", err)
@@ -81,14 +81,14 @@ func Connect(url string, c Config, log *slog.Logger) (*nats.Conn, error) {
 	refused := diagnose(url, c, auth, err)
 	nc, err = nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("nats %s: connect: %w", redactURL(url), err)
+		return nil, fmt.Errorf("nats %s: connect: %w", RedactURL(url), err)
 	}
 	switch {
 	case nc.IsConnected():
 	case refused != nil:
 		log.Error("NATS refused the connection", "err", refused)
 	default:
-		log.Warn("NATS not reachable yet; retrying in the background", "url", redactURL(url), "err", first)
+		log.Warn("NATS not reachable yet; retrying in the background", "url", RedactURL(url), "err", first)
 	}
 	return nc, nil
 }
@@ -99,7 +99,7 @@ func Connect(url string, c Config, log *slog.Logger) (*nats.Conn, error) {
 // nil when the server was merely not there.
 func diagnose(url string, c Config, auth []nats.Option, err error) error {
 	if hint := refusal(err, c, strings.Contains(url, "@")); hint != "" {
-		return fmt.Errorf("nats %s: %w; %s", redactURL(url), err, hint)
+		return fmt.Errorf("nats %s: %w; %s", RedactURL(url), err, hint)
 	}
 	if !closedEarly(err) {
 		return nil
@@ -114,14 +114,14 @@ func diagnose(url string, c Config, auth []nats.Option, err error) error {
 		return nil
 	}
 	if hint := refusal(perr, c, false); hint != "" && errors.Is(perr, nats.ErrTLS) {
-		return fmt.Errorf("nats %s: %w; %s", redactURL(url), perr, hint)
+		return fmt.Errorf("nats %s: %w; %s", RedactURL(url), perr, hint)
 	}
 	return nil
 }
 
 // authOptions returns the authentication and TLS options of c, or an error when a
 // file they name cannot be used.
-func authOptions(c Config) ([]nats.Option, error) {
+func ClientOptions(c Config) ([]nats.Option, error) {
 	var opts []nats.Option
 	if c.CredsFile != "" {
 		// nats.go reads the file at each (re)connect; fail now rather than retry forever.
@@ -213,7 +213,7 @@ func readable(path string) error {
 
 // redactURL hides the user information (user, password or token) of every URL in a
 // comma-separated server list.
-func redactURL(list string) string {
+func RedactURL(list string) string {
 	urls := strings.Split(list, ",")
 	for i, u := range urls {
 		at := strings.LastIndex(u, "@")

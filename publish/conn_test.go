@@ -313,9 +313,9 @@ func TestConnectAuth(t *testing.T) {
 					}
 					// Connect logs the refusal: the url without credentials, the cause, what
 					// to check.
-					where := "nats " + redactURL(url) + ": "
+					where := "nats " + RedactURL(url) + ": "
 					if a.url != nil && !strings.Contains(where, "nats://redacted@127.0.0.1:") {
-						t.Fatalf("redactURL(%q) = %q", url, redactURL(url))
+						t.Fatalf("redactURL(%q) = %q", url, RedactURL(url))
 					}
 					if line := errorLine(logs.String()); !strings.Contains(line, where) || !strings.Contains(line, a.want) {
 						t.Errorf("log of the refusal %q does not name %q and say %q; logs:\n%s", line, where, a.want, logs.String())
@@ -328,7 +328,7 @@ func TestConnectAuth(t *testing.T) {
 						t.Fatal(err)
 					}
 					p := New(js, newOutbox(t), a.c, Options{}, nil)
-					wantHealth := []string{"nats: not connected (", ") to " + redactURL(url) + ": ", a.want}
+					wantHealth := []string{"nats: not connected (", ") to " + RedactURL(url) + ": ", a.want}
 					if tt.tlsURL {
 						wantHealth = wantHealth[:1]
 					}
@@ -528,7 +528,7 @@ func TestRedactURL(t *testing.T) {
 		"nats://user:pass@a:4222,tls://tok@b:4222": "nats://redacted@a:4222,tls://redacted@b:4222",
 		"user:p@ss@host:4222":                      "redacted@host:4222",
 	} {
-		if got := redactURL(in); got != want {
+		if got := RedactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
 	}

@@ -740,7 +740,7 @@ func connected(nc *nats.Conn, c Config) error {
 	if err == nil {
 		return failed(ReasonNotConnected, fmt.Errorf("nats: not connected (%s)", nc.Status()))
 	}
-	err = fmt.Errorf("nats: not connected (%s) to %s: %w", nc.Status(), redactURL(servers), err)
+	err = fmt.Errorf("nats: not connected (%s) to %s: %w", nc.Status(), RedactURL(servers), err)
 	if hint := refusal(err, c, strings.Contains(servers, "@")); hint != "" {
 		err = fmt.Errorf("%w; %s", err, hint)
 	}
