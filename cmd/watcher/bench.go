@@ -24,7 +24,6 @@ func benchMarkers(section string) (begin, end string) {
 func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := pipeline.DefaultOptions()
 	fs := flag.NewFlagSet("watcher bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.IntVar(&o.PageSize, "page-size", o.PageSize, "items per page in the raw loops and the pipeline")
 	fs.IntVar(&o.Pages, "pages", o.Pages, "pages of the raw loops and of each pipeline measurement")
 	fs.IntVar(&o.Messages, "messages", o.Messages, "messages of the raw JetStream measurement")
@@ -40,11 +39,11 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	out := fs.String("out", "", "markdown `file` whose generated section is replaced (appended when it has none); empty prints only")
 	section := fs.String("section", "pipeline", "`name` of the generated section in the -out file")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file`")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+		return badCommandLine(stderr, "Usage: watcher bench [flags]; 'watcher bench -h' lists them\n", fmt.Errorf("bench: unexpected arguments %q", fs.Args()))
 	}
 	var err error
 	if o.Scales, err = parseInts(*scales); err != nil {

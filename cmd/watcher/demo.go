@@ -65,7 +65,6 @@ func demoConfig(dataDir, natsURL, simURL, httpListen string) ([]byte, []string) 
 
 func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("watcher demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	rate := fs.Float64("rate", 0.5, "new items per second per provider")
 	history := fs.Int("history", 25, "items per provider that exist when the demo starts")
 	seed := fs.Int64("seed", time.Now().UnixNano(), "scenario seed (the same seed replays the same scenario)")
@@ -75,7 +74,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	httpListen := fs.String("http-listen", "127.0.0.1:9464", "`address` of /healthz and /readyz (\"\" disables)")
 	colorFlag := fs.String("color", "auto", "colour: auto, always or never")
 	logLevel := fs.String("log-level", "warn", "log level of watcher's own messages (on stderr)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	color := *colorFlag == "always" || (*colorFlag == "auto" && isTerminal(stdout) && os.Getenv("NO_COLOR") == "")

@@ -288,10 +288,10 @@ type simArgs struct {
 }
 
 // parseSimArgs reads the flags and then the scenario file; --quirk and --hawk-query
-// are applied over the file's values.
-func parseSimArgs(args []string, stderr io.Writer) (simArgs, error) {
+// are applied over the file's values. Help and --version go to stdout, a bad flag to
+// stderr (see parseFlags).
+func parseSimArgs(args []string, stdout, stderr io.Writer) (simArgs, error) {
 	fs := flag.NewFlagSet("watcher sim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), simUsage)
 		fs.PrintDefaults()
@@ -316,8 +316,11 @@ func parseSimArgs(args []string, stderr io.Writer) (simArgs, error) {
 	})
 	fs.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&a.logLevel, "log-level", "info", "log level")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return a, err
+	}
+	if fs.NArg() > 0 {
+		return a, badCommandLine(stderr, simUsage, fmt.Errorf("sim: unexpected argument %q", fs.Arg(0)))
 	}
 	if *scenario != "" {
 		if err := applyScenario(*scenario, &a.cfg); err != nil {
@@ -333,8 +336,8 @@ func parseSimArgs(args []string, stderr io.Writer) (simArgs, error) {
 	return a, nil
 }
 
-func simCommand(ctx context.Context, args []string, stderr io.Writer) error {
-	a, err := parseSimArgs(args, stderr)
+func simCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a, err := parseSimArgs(args, stdout, stderr)
 	if err != nil {
 		return err
 	}

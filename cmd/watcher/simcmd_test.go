@@ -105,7 +105,7 @@ func TestSimQuirkAndHawkQueryFlags(t *testing.T) {
 		"--quirk", "circle_cpn_payments:link_origin=https://api.circle.com",
 		"--quirk", "stripe_crypto_onramp_sessions:refuse_stripe_version=2024-06-20",
 		"--quirk", "circle_ramp_sessions:clock_offset=2m",
-		"--hawk-query", "path"}, io.Discard)
+		"--hawk-query", "path"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestSimBadFlagsNameFlagAndValue(t *testing.T) {
 		{[]string{"--quirk", "coindirect_payments:clock_offset=soon"}, []string{"-quirk", "clock_offset", `"soon"`}},
 		{[]string{"--hawk-query", "header"}, []string{"-hawk-query", `"header"`, "either, query, path"}},
 	} {
-		_, err := parseSimArgs(c.args, io.Discard)
+		_, err := parseSimArgs(c.args, io.Discard, io.Discard)
 		for _, w := range c.want {
 			if err == nil || !strings.Contains(err.Error(), w) {
 				t.Errorf("%v: %v; want it to name %s", c.args, err, w)
@@ -151,7 +151,7 @@ func TestSimBadFlagsNameFlagAndValue(t *testing.T) {
 		}
 	}
 	// A quirk that does not apply to the provider is refused by the simulator.
-	a, err := parseSimArgs([]string{"--quirk", "stripe_crypto_onramp_sessions:link_origin=https://api.circle.com"}, io.Discard)
+	a, err := parseSimArgs([]string{"--quirk", "stripe_crypto_onramp_sessions:link_origin=https://api.circle.com"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestSimBadFlagsNameFlagAndValue(t *testing.T) {
 
 func TestSimUsageListsQuirks(t *testing.T) {
 	var out strings.Builder
-	if _, err := parseSimArgs([]string{"-h"}, &out); err == nil {
+	if _, err := parseSimArgs([]string{"-h"}, &out, io.Discard); err == nil {
 		t.Fatal("-h did not stop")
 	}
 	for _, w := range []string{"--quirk PROVIDER:NAME[=VALUE]", "oldest_first", "ignore_date_filter", "page_cap=N", "link_origin=URL",

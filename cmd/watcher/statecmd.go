@@ -483,28 +483,36 @@ type stateOptions struct {
 	limit      int
 }
 
-func parseStateArgs(args []string, stderr io.Writer) (*stateOptions, error) {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, stateUsage)
+// parseStateArgs reads a state command line: the subcommand, then its arguments and
+// flags in any order. Help and --version go to stdout, a bad command line to stderr
+// with the usage (see parseFlags).
+func parseStateArgs(args []string, stdout, stderr io.Writer) (*stateOptions, error) {
+	if len(args) == 0 {
+		return nil, badCommandLine(stderr, stateUsage, errors.New("state: missing subcommand"))
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, stateUsage)
 		return nil, flag.ErrHelp
+	case "-version", "--version":
+		printVersion(stdout)
+		return nil, errVersionShown
 	}
 	o := &stateOptions{cmd: args[0]}
 	want := map[string]int{"sources": 0, "get": 2, "open": 1, "export": 1, "outbox": 0, "check": 0, "rebaseline": 1}
 	n, ok := want[o.cmd]
 	if !ok {
-		fmt.Fprint(stderr, stateUsage)
-		return nil, fmt.Errorf("state: unknown subcommand %q", o.cmd)
+		return nil, badCommandLine(stderr, stateUsage, fmt.Errorf("state: unknown subcommand %q", o.cmd))
 	}
 	fs := flag.NewFlagSet("watcher state "+o.cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, stateUsage) }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), stateUsage) }
 	cfgPath := fs.String("config", "", "configuration `file`")
 	statePath := fs.String("state", "", "state `file`")
 	addr := fs.String("addr", "", "the running watcher's http.listen `address`")
 	fs.IntVar(&o.limit, "limit", 0, "at most this many outbox entries (0: all)")
 	rest := args[1:]
 	for {
-		if err := fs.Parse(rest); err != nil {
+		if err := parseFlags(fs, rest, stdout, stderr); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
@@ -514,8 +522,7 @@ func parseStateArgs(args []string, stderr io.Writer) (*stateOptions, error) {
 		rest = fs.Args()[1:]
 	}
 	if len(o.args) != n {
-		fmt.Fprint(stderr, stateUsage)
-		return nil, fmt.Errorf("state %s: want %d argument(s), got %d", o.cmd, n, len(o.args))
+		return nil, badCommandLine(stderr, stateUsage, fmt.Errorf("state %s: want %d argument(s), got %d", o.cmd, n, len(o.args)))
 	}
 	if o.limit < 0 {
 		return nil, fmt.Errorf("state %s: --limit %d is negative", o.cmd, o.limit)
@@ -571,7 +578,7 @@ func dialAddr(listen string) (string, error) {
 
 // stateCommand runs `watcher state ...`.
 func stateCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o, err := parseStateArgs(args, stderr)
+	o, err := parseStateArgs(args, stdout, stderr)
 	if err != nil {
 		return err
 	}

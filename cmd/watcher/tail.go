@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/payments-watcher/watcher/config"
 	"github.com/payments-watcher/watcher/event"
 )
 
@@ -22,17 +23,34 @@ type tailOptions struct {
 	source, kind, state          string
 	since                        time.Duration
 	all, json, color             bool
-	creds                        string
 }
+
+const tailUsage = `Usage: watcher tail [--nats URL | --config FILE] [connection flags]
+                   [--source S] [--kind K] [--state S | --subject FILTER] [--since 1h | --all] [--json]
+
+Prints the events of the stream as they arrive (with --since or --all, from earlier).
+
+The server is --nats, else the configuration file's nats.url (nats.embedded.listen
+when the daemon runs an embedded server), else $NATS_URL, else nats://127.0.0.1:4222.
+--config FILE reads the daemon's configuration and connects as the daemon does: its
+credentials and TLS settings, stream and subject prefix. Each flag replaces the file's
+setting. Prefer --token-file and --password-file to --token and --password, whose
+values other users can see in the process list and your shell history.
+
+Flags:
+`
 
 func tailCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("watcher tail", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), tailUsage)
+		fs.PrintDefaults()
+	}
 	var o tailOptions
-	fs.StringVar(&o.url, "nats", nats.DefaultURL, "NATS server `url`")
-	fs.StringVar(&o.creds, "creds", "", "NATS credentials `file`")
-	fs.StringVar(&o.stream, "stream", "PAYMENT_EVENTS", "JetStream `stream`")
-	fs.StringVar(&o.prefix, "prefix", "payments", "subject `prefix` of the events")
+	var conn natsFlags
+	conn.register(fs)
+	fs.StringVar(&o.stream, "stream", config.DefaultStream, "JetStream `stream`; with --config, the file's nats.stream")
+	fs.StringVar(&o.prefix, "prefix", config.DefaultSubjectPrefix, "subject `prefix` of the events; with --config, the file's nats.subject_prefix")
 	fs.StringVar(&o.subject, "subject", "", "subject `filter`, e.g. payments.cpn.> (overrides --source, --kind and --state)")
 	fs.StringVar(&o.source, "source", "", "only this `source`")
 	fs.StringVar(&o.kind, "kind", "", "only this `kind` (payment, payment_refund, …)")
@@ -41,8 +59,11 @@ func tailCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.BoolVar(&o.all, "all", false, "start at the beginning of the stream")
 	fs.BoolVar(&o.json, "json", false, "print each event's JSON document, one per line")
 	colorFlag := fs.String("color", "auto", "colour: auto, always or never")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return badCommandLine(stderr, tailUsage, fmt.Errorf("tail: unexpected argument %q", fs.Arg(0)))
 	}
 	switch *colorFlag {
 	case "always":
@@ -56,16 +77,31 @@ func tailCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if o.all && o.since > 0 {
 		return errors.New("--all and --since exclude each other")
 	}
-	opts := []nats.Option{nats.Name("watcher tail")}
-	if o.creds != "" {
-		opts = append(opts, nats.UserCredentials(o.creds))
-	}
-	nc, err := nats.Connect(o.url, opts...)
+	set := flagsSet(fs)
+	target, err := conn.resolve(set, os.Getenv)
 	if err != nil {
-		return fmt.Errorf("tail: connect to NATS at %s: %w", o.url, err)
+		return fmt.Errorf("tail: %w", err)
+	}
+	o.url = target.url
+	if !set["stream"] && target.nats.Stream != "" {
+		o.stream = target.nats.Stream
+	}
+	if !set["prefix"] && target.nats.SubjectPrefix != "" {
+		o.prefix = target.nats.SubjectPrefix
+	}
+	nc, err := target.connect("watcher tail")
+	if err != nil {
+		return fmt.Errorf("tail: %w", err)
 	}
 	defer nc.Close()
 	return tail(ctx, nc, o, stdout)
+}
+
+// flagsSet returns the names of the flags set on fs's command line.
+func flagsSet(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
 
 // filterSubject is the subject the options select.
