@@ -52,6 +52,10 @@ type Options struct {
 	History int
 	// Dir holds the state file, the NATS store, the truth and the logs.
 	Dir string
+	// Replicas above 1 selects the cluster run: that many watcher replicas sharing
+	// their state in NATS KV (state.backend nats_kv) on a cluster of three
+	// nats-server nodes, which go down one at a time (see runCluster).
+	Replicas int
 	// WatcherBin and NATSBin are the binaries to run; built into Dir when empty.
 	WatcherBin, NATSBin string
 	// Progress receives a line per phase and per outage; nil discards them.
@@ -83,12 +87,14 @@ type Report struct {
 	// StateCheck the result of `watcher state check`.
 	Outbox     int
 	StateCheck error
+	// Cluster is what the cluster run adds (Options.Replicas above 1).
+	Cluster ClusterReport
 }
 
 // OK reports whether the run found nothing wrong.
 func (r Report) OK() bool {
 	return r.Result.OK() && len(r.UnexpectedExits) == 0 && len(r.BadStops) == 0 && r.FinalStop == nil &&
-		r.Outbox == 0 && r.StateCheck == nil
+		r.Outbox == 0 && r.StateCheck == nil && r.Cluster.Pollers.OK()
 }
 
 // sources configures each simulated provider in watcher.
@@ -129,17 +135,22 @@ func watcherConfig(statePath, natsURL, simURL string) string {
 	fmt.Fprintf(&b, "state:\n  path: %s\n", statePath)
 	fmt.Fprintf(&b, "nats:\n  url: %s\n  stream: %s\n  subject_prefix: %s\n", natsURL, streamName, subjectPrefix)
 	b.WriteString("http:\n  listen: \"\"\n")
+	writeSources(&b, simURL)
+	return b.String()
+}
+
+// writeSources writes the sources: section, every simulated provider on simURL.
+func writeSources(b *strings.Builder, simURL string) {
 	b.WriteString("sources:\n")
 	for _, s := range sources {
-		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %s\n    %s\n", s.name, s.provider, simURL, s.keys)
-		fmt.Fprintf(&b, "    page_size: %d\n    interval: 1s\n    open_refresh: 1s\n    open_refresh_by_state: {settling: 5s}\n", s.pageSize)
+		fmt.Fprintf(b, "  - name: %s\n    provider: %s\n    base_url: %s\n    %s\n", s.name, s.provider, simURL, s.keys)
+		fmt.Fprintf(b, "    page_size: %d\n    interval: 1s\n    open_refresh: 1s\n    open_refresh_by_state: {settling: 5s}\n", s.pageSize)
 		// discovery_overlap covers the latest late item (LateBy) with room to spare.
 		// Every Coindirect payment and every failed CPN payment stays open (settling)
 		// for the whole run: the rate limit leaves refresh a budget for them beside
 		// discovery's pages.
-		fmt.Fprintf(&b, "    discovery_overlap: 1m\n    rate_limit: 100\n    baseline: emit\n    request_timeout: %v\n", requestTimeout)
+		fmt.Fprintf(b, "    discovery_overlap: 1m\n    rate_limit: 100\n    baseline: emit\n    request_timeout: %v\n", requestTimeout)
 	}
-	return b.String()
 }
 
 // harness is one run in progress.
@@ -193,6 +204,11 @@ func Run(ctx context.Context, opt Options) (Report, error) {
 		return rep, err
 	}
 	defer closeSim()
+	if opt.Replicas > 1 {
+		err := h.runCluster(ctx, &rep, stopEngine)
+		rep.Faults = h.sim.FaultCounts()
+		return rep, err
+	}
 
 	natsAddr, err := serverAddr(rand.New(rand.NewPCG(uint64(opt.Seed), uint64(time.Now().UnixNano()))))
 	if err != nil {
@@ -223,17 +239,26 @@ func Run(ctx context.Context, opt Options) (Report, error) {
 	if err := h.chaos(ctx, &rep); err != nil {
 		return rep, err
 	}
+	if err := h.settle(stopEngine); err != nil {
+		return rep, err
+	}
+	err = h.catchUp(ctx, &rep)
+	rep.Faults = h.sim.FaultCounts()
+	return rep, err
+}
+
+// settle stops the simulator's engine and page drift: from then on no item changes
+// or appears, and the truth is complete.
+func (h *harness) settle(stopEngine func()) error {
 	stopEngine()
 	// Page drift creates payments; with it off, nothing adds to the truth any more.
 	f := faults()
 	f.PageDriftRate = 0
 	if err := h.sim.SetFaults(sim.ProviderCoindirect, f); err != nil {
-		return rep, err
+		return err
 	}
 	h.logf("simulator engine and page drift stopped: no item changes or appears any more")
-	err = h.catchUp(ctx, &rep)
-	rep.Faults = h.sim.FaultCounts()
-	return rep, err
+	return nil
 }
 
 // startSim starts the simulator's engine and HTTP server. stopEngine stops the
@@ -436,20 +461,6 @@ func (h *harness) natsOutages(ctx context.Context, rng *rand.Rand, loopDone <-ch
 // Options.CatchUp passes), stops it with SIGTERM and checks the stream and the state
 // file.
 func (h *harness) catchUp(ctx context.Context, rep *Report) error {
-	// The truth is read again at every look: a request that drew a page drift just
-	// before drift was turned off may still add its payments.
-	readTruth := func() ([]sim.Transition, error) {
-		f, err := os.Open(h.truthLog)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		return ReadTruth(f)
-	}
-	truth, err := readTruth()
-	if err != nil {
-		return err
-	}
 	begin := time.Now()
 	p, err := h.startWatcher(rep)
 	if err != nil {
@@ -461,44 +472,85 @@ func (h *harness) catchUp(ctx context.Context, rep *Report) error {
 		return err
 	}
 	defer reader.close()
+	ended := func() string {
+		if p.exited() {
+			return fmt.Sprintf("final watcher ended on its own: %v", p.err)
+		}
+		return ""
+	}
+	if err := h.awaitFinal(ctx, reader, ended, rep); err != nil {
+		return err
+	}
+	rep.CatchUp = time.Since(begin)
+	rep.FinalStop = p.stop(syscall.SIGTERM, 30*time.Second)
+	h.logf("caught up in %v; final watcher stopped with SIGTERM: %v", rep.CatchUp.Round(100*time.Millisecond), exitText(rep.FinalStop))
+	if err := h.checkStream(ctx, reader, rep); err != nil {
+		return err
+	}
+	rep.Outbox, rep.StateCheck, err = h.inspectState(ctx)
+	return err
+}
+
+// readTruth reads the truth file as it is now. It is read again at every look: a
+// request that drew a page drift just before drift was turned off may still add its
+// payments.
+func (h *harness) readTruth() ([]sim.Transition, error) {
+	f, err := os.Open(h.truthLog)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadTruth(f)
+}
+
+// awaitFinal polls the stream until every item's final status is in it without a
+// sequence gap, Options.CatchUp passes, or ended (called at every look) names a
+// watcher process that ended on its own, which it adds to rep.UnexpectedExits.
+func (h *harness) awaitFinal(ctx context.Context, reader *streamReader, ended func() string, rep *Report) error {
+	truth, err := h.readTruth()
+	if err != nil {
+		return err
+	}
 	h.logf("catching up: %d truth transitions; waiting up to %v for every final status", len(truth), h.opt.CatchUp)
 	deadline := time.Now().Add(h.opt.CatchUp)
 	for {
 		if err := reader.poll(ctx); err != nil {
 			return err
 		}
-		if truth, err = readTruth(); err != nil {
+		if truth, err = h.readTruth(); err != nil {
 			return err
 		}
 		res := Check(truth, reader.msgs, subjectPrefix)
 		if res.MissingFinal.N == 0 && res.SequenceGaps.N == 0 {
-			break
+			return nil
 		}
-		if p.exited() {
-			rep.UnexpectedExits = append(rep.UnexpectedExits, fmt.Sprintf("final watcher ended on its own: %v", p.err))
-			break
+		if e := ended(); e != "" {
+			rep.UnexpectedExits = append(rep.UnexpectedExits, e)
+			return nil
 		}
 		if time.Now().After(deadline) {
 			h.logf("catch-up deadline passed: %d items lack their final status, %d have sequence gaps",
 				res.MissingFinal.N, res.SequenceGaps.N)
-			break
+			return nil
 		}
 		if !after(ctx, time.Second) {
 			return ctx.Err()
 		}
 	}
-	rep.CatchUp = time.Since(begin)
-	rep.FinalStop = p.stop(syscall.SIGTERM, 30*time.Second)
-	h.logf("caught up in %v; final watcher stopped with SIGTERM: %v", rep.CatchUp.Round(100*time.Millisecond), exitText(rep.FinalStop))
+}
+
+// checkStream reads the rest of the stream and checks all of it against the truth
+// into rep.Result.
+func (h *harness) checkStream(ctx context.Context, reader *streamReader, rep *Report) error {
 	if err := reader.poll(ctx); err != nil {
 		return err
 	}
-	if truth, err = readTruth(); err != nil {
+	truth, err := h.readTruth()
+	if err != nil {
 		return err
 	}
 	rep.Result = Check(truth, reader.msgs, subjectPrefix)
-	rep.Outbox, rep.StateCheck, err = h.inspectState(ctx)
-	return err
+	return nil
 }
 
 func exitText(err error) string {

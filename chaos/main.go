@@ -2,9 +2,12 @@
 // five sources, injected provider faults, watcher killed with SIGKILL at random
 // moments and nats-server stopped and restarted on the same store, then checks the
 // JetStream stream against the simulator's ground truth: nothing lost, nothing
-// duplicated. See RELIABILITY.md.
+// duplicated. With -cluster, three watcher replicas share their state in NATS KV on
+// a three-node NATS cluster, replicas are killed and nodes (the JetStream meta leader
+// among them) restarted. See RELIABILITY.md.
 //
 //	go run ./chaos -duration 10m
+//	go run ./chaos -cluster -duration 10m
 //
 // The same run, shortened, is the package's test (go test ./chaos/).
 package main
@@ -43,10 +46,16 @@ func longForm() Options {
 	}
 }
 
+// clusterKillAfter is the run time of a replica before its stop in the long form of
+// the cluster run: a dead replica's leases take about 4/3 of the lease TTL to move,
+// so shorter runs would leave most sources without a poller most of the time.
+var clusterKillAfter = [2]time.Duration{2 * time.Second, 10 * time.Second}
+
 func run(args []string, stdout, stderr io.Writer) error {
 	opt := longForm()
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	clustered := fs.Bool("cluster", false, "run 3 watcher replicas (state in NATS KV) on a 3-node NATS cluster; kill-min and kill-max default to 2s and 10s")
 	fs.DurationVar(&opt.Duration, "duration", opt.Duration, "least length of the chaos phase")
 	fs.IntVar(&opt.Kills, "kills", opt.Kills, "least number of watcher SIGKILLs")
 	fs.DurationVar(&opt.KillAfter[0], "kill-min", opt.KillAfter[0], "shortest run of a watcher process before its SIGKILL")
@@ -63,6 +72,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&opt.NATSBin, "nats-server", "", "nats-server `binary` (default: built from the module's dependency)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *clustered {
+		opt.Replicas = 3
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["kill-min"] {
+			opt.KillAfter[0] = clusterKillAfter[0]
+		}
+		if !set["kill-max"] {
+			opt.KillAfter[1] = clusterKillAfter[1]
+		}
 	}
 	if opt.KillAfter[1] < opt.KillAfter[0] || opt.KillAfter[0] <= 0 {
 		return fmt.Errorf("-kill-min %v and -kill-max %v: want 0 < kill-min <= kill-max", opt.KillAfter[0], opt.KillAfter[1])
@@ -114,7 +134,19 @@ func (r Report) Write(w io.Writer) {
 		total += r.NATSRestarts[k]
 		sigs = append(sigs, fmt.Sprintf("%d after %s", r.NATSRestarts[k], k))
 	}
-	fmt.Fprintf(w, "nats-server: %d restarts on the same store (%s), down %v..%v each\n", total, strings.Join(sigs, ", "), o.NATSDown[0], o.NATSDown[1])
+	if o.Replicas > 1 {
+		c := r.Cluster
+		var nodes []string
+		for _, k := range slices.Sorted(maps.Keys(c.NodeRestarts)) {
+			nodes = append(nodes, fmt.Sprintf("%s %d", k, c.NodeRestarts[k]))
+		}
+		fmt.Fprintf(w, "cluster: %d replicas (state.backend nats_kv, lease_ttl %v), %d NATS nodes with replicas %d; %d lease acquisitions in the replicas' logs\n",
+			c.Replicas, leaseTTL, clusterNodes, clusterNodes, c.LeaseAcquisitions)
+		fmt.Fprintf(w, "nats-server nodes: %d restarts on their stores (%s; %s), %d of them of the JetStream meta leader, down %v..%v each\n",
+			total, strings.Join(sigs, ", "), strings.Join(nodes, ", "), c.LeaderRestarts, o.NATSDown[0], o.NATSDown[1])
+	} else {
+		fmt.Fprintf(w, "nats-server: %d restarts on the same store (%s), down %v..%v each\n", total, strings.Join(sigs, ", "), o.NATSDown[0], o.NATSDown[1])
+	}
 
 	fmt.Fprintln(w, "faults injected:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -148,7 +180,20 @@ func (r Report) Write(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "  %-24s %d (allowed: a retried publish lands after later ones of its window)\n", "items out of stream order", res.OutOfOrder)
-	fmt.Fprintf(w, "state file after the final stop: %d outbox entries, check: %s\n", r.Outbox, okText(r.StateCheck))
+	if o.Replicas > 1 {
+		p := r.Cluster.Pollers
+		fmt.Fprintf(w, "pollers: %d source tenures in the stream (%d lease moves of sources)\n", p.Tenures, p.Moves)
+		for _, x := range []namedProblems{{"event without poller", p.Unnamed}, {"overlapping pollers", p.Overlaps}} {
+			fmt.Fprintf(w, "  %-24s %d\n", x.name, x.p.N)
+			for _, s := range x.p.Samples {
+				fmt.Fprintf(w, "    %s\n", s)
+			}
+		}
+		fmt.Fprintf(w, "  %-24s %d (allowed, as above)\n", "lease revision went back", p.Reordered)
+		fmt.Fprintf(w, "shared state after the final stops: %d outbox entries\n", r.Outbox)
+	} else {
+		fmt.Fprintf(w, "state file after the final stop: %d outbox entries, check: %s\n", r.Outbox, okText(r.StateCheck))
+	}
 	if r.OK() {
 		fmt.Fprintln(w, "PASS")
 	} else {

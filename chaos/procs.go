@@ -40,9 +40,13 @@ func (w *outputWriter) Write(b []byte) (int, error) {
 	return w.log.Write(b)
 }
 
-// startProc starts bin with args, its output appended to log.
-func startProc(bin string, args []string, log io.Writer) (*proc, error) {
+// startProc starts bin with args, its output appended to log, in the harness's
+// environment with env (KEY=value) added.
+func startProc(bin string, args []string, log io.Writer, env ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	out := &outputWriter{log: log}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -187,21 +191,32 @@ func buildBinaries(ctx context.Context, dir string) (watcher, natsServer string,
 // across restarts.
 type natsServer struct {
 	bin, addr, storeDir string
-	log                 *os.File
-	p                   *proc
+	// extra are further arguments: a cluster node's name, routes and monitoring port.
+	extra []string
+	log   *os.File
+	p     *proc
+}
+
+// args returns the server's command line, the same at every start.
+func (n *natsServer) args() ([]string, error) {
+	host, port, err := net.SplitHostPort(n.addr)
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{"-a", host, "-p", port, "-js", "-sd", n.storeDir}, n.extra...), nil
 }
 
 func (n *natsServer) url() string { return "nats://" + n.addr }
 
 // start starts the server and waits until JetStream answers.
 func (n *natsServer) start(ctx context.Context) error {
-	host, port, err := net.SplitHostPort(n.addr)
+	args, err := n.args()
 	if err != nil {
 		return err
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		p, err := startProc(n.bin, []string{"-a", host, "-p", port, "-js", "-sd", n.storeDir}, n.log)
+		p, err := startProc(n.bin, args, n.log)
 		if err != nil {
 			return err
 		}
