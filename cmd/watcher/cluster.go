@@ -63,7 +63,7 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks
 		Fence:           func(source string) error { return mgr.Fence(source) },
 	})
 	if err != nil {
-		return err
+		return setupErr(ctx, err)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -109,7 +109,7 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks
 		Replicas: cfg.State.NATSKV.Replicas,
 	}, keys, task, log.With("component", "cluster"))
 	if err != nil {
-		return err
+		return setupErr(ctx, err)
 	}
 
 	mux := http.NewServeMux()
@@ -138,5 +138,15 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks
 		"state_buckets", cfg.State.NATSKV.BucketPrefix, "stream", cfg.NATS.Stream)
 	err = mgr.Run(ctx)
 	log.Info("stopped; leases released")
+	return err
+}
+
+// setupErr is what runReplica returns when setting up its buckets failed with err:
+// nil when ctx was cancelled meanwhile (a stop asked for while NATS could not
+// answer is a clean stop; nothing is held yet), else err.
+func setupErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
 	return err
 }

@@ -419,3 +419,33 @@ func waitFor(t *testing.T, limit time.Duration, check func() string) {
 		<-time.After(20 * time.Millisecond)
 	}
 }
+
+// A replica asked to stop while NATS cannot set up its buckets (here: a server
+// without JetStream) stops cleanly: runReplica returns nil, as a SIGTERM must end in
+// exit 0.
+func TestReplicaStopDuringSetup(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	raw, _ := demoConfig(t.TempDir(), srv.ClientURL(), "http://127.0.0.1:1", "")
+	doc := strings.Replace(string(raw), "state:\n", "state:\n  backend: nats_kv\n  nats_kv:\n    replicas: 1\n", 1)
+	doc += "cluster:\n  replica_id: r1\n"
+	cfg, err := config.Parse([]byte(doc), func(string) (string, bool) { return "", false }, os.ReadFile)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, doc)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	// Cancelled once connected, before (or while) the buckets are set up.
+	err = runReplica(ctx, cfg, log, clusterHooks{conn: func(*nats.Conn) { cancel() }})
+	if err != nil {
+		t.Errorf("runReplica stopped during setup: %v, want nil", err)
+	}
+}
