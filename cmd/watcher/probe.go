@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,20 +28,11 @@ per line, {"source","check","result","detail"}). Exit status 0 when no check fai
 Flags:
 `
 
-// usageError is a bad command line or configuration: watcher exits 2 for it. main
-// exits 2 for errors matching flag.ErrHelp without printing them, so the command
-// prints it first.
-type usageError struct{ err error }
-
-func (e usageError) Error() string        { return e.err.Error() }
-func (e usageError) Unwrap() error        { return e.err }
-func (e usageError) Is(target error) bool { return target == flag.ErrHelp }
-
 // probeCommand runs `watcher probe`: every selected source is probed in turn and each
 // check printed as it is known, through the same redaction of configured secrets as
 // the daemon's logs.
 func probeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	opts, err := parseProbeArgs(args, stderr)
+	opts, err := parseProbeArgs(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -88,22 +78,18 @@ type probeOptions struct {
 }
 
 // parseProbeArgs reads flags before, between and after the source names.
-func parseProbeArgs(args []string, stderr io.Writer) (probeOptions, error) {
+func parseProbeArgs(args []string, stdout, stderr io.Writer) (probeOptions, error) {
 	var o probeOptions
 	fs := flag.NewFlagSet("watcher probe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, probeUsage)
+		fmt.Fprint(fs.Output(), probeUsage)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.config, "config", "watcher.yaml", "configuration `file`")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per check")
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return o, err
-			}
-			return o, usageError{err}
+		if err := parseFlags(fs, args, stdout, stderr); err != nil {
+			return o, err
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -114,10 +100,11 @@ func parseProbeArgs(args []string, stderr io.Writer) (probeOptions, error) {
 	}
 }
 
-// usageFailure prints err for the user and returns it as a usage error (exit 2).
+// usageFailure prints err for the user and returns it as a bad command line (exit 2):
+// a configuration probe cannot use, or a source it does not name.
 func usageFailure(stderr io.Writer, err error) error {
 	fmt.Fprintf(stderr, "watcher probe: %v\n", err)
-	return usageError{err}
+	return commandLineError{err}
 }
 
 // selectSources returns the configured sources named, in the configuration's order;

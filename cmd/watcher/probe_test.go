@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -18,13 +16,8 @@ import (
 
 // exitCode is the status main exits with for run's error.
 func exitCode(err error) int {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 2
-	}
-	return 1
+	code, _ := exitStatus(err)
+	return code
 }
 
 // probeSimConfig writes the demo configuration of every provider against a simulator
