@@ -6,7 +6,22 @@
 // names given to New, and result, purpose, code, reason and state take only the
 // values their hooks document. A call with a value outside its set is not counted,
 // so that a mistake can never grow the number of series. The series of each source
-// exist from the start, at 0.
+// exist from the start, at 0; so do watcher_transitions_total and
+// watcher_unknown_status_total for every kind given to Kinds, so that a first
+// increment is an increase a rule can see.
+//
+// # Leases
+//
+// In a cluster each source is polled, and the outbox published, by the one replica
+// holding its lease; every replica exports every source's counters, but only the
+// holder's move. watcher_source_lease{source} is 1 on the holder and 0 elsewhere, and
+// watcher_publisher_lease is 1 on the replica running the publisher. The series that
+// describe a source's current state (watcher_last_success_timestamp_seconds,
+// watcher_open_items, watcher_stalled_items, watcher_oldest_open_item_age_seconds)
+// and the outbox gauges are exported only while this process holds the lease, so a
+// former holder's frozen values disappear instead of ageing into alerts and a sum
+// over replicas counts each source once. A single process holds every lease: New
+// starts with all of them held, and only a cluster replica calls Lease.
 package metrics
 
 import (
@@ -63,17 +78,26 @@ type Metrics struct {
 	transitions    *prometheus.CounterVec
 	unknown        *prometheus.CounterVec
 	anomalies      *prometheus.CounterVec
-	open           *prometheus.GaugeVec
-	stalled        *prometheus.GaugeVec
-	lastSuccess    *prometheus.GaugeVec
-	outboxDepth    prometheus.Gauge
+	lease          *prometheus.GaugeVec
+	publisherLease prometheus.Gauge
 	publishLatency prometheus.Histogram
 	published      prometheus.Counter
 	publishErrors  *prometheus.CounterVec
 
 	mu           sync.Mutex
-	oldestOpen   map[string]time.Time // per source; zero when nothing is open
-	outboxOldest time.Time            // zero when the outbox is empty
+	state        map[string]*sourceState // per source
+	publishing   bool                    // the publisher lease is held
+	outboxDepth  int
+	outboxOldest time.Time // zero when the outbox is empty
+}
+
+// sourceState is what the state gauges of one source export.
+type sourceState struct {
+	held        bool
+	open        int
+	stalled     int
+	oldestOpen  time.Time // zero when nothing is open
+	lastSuccess time.Time // zero before the first successful cycle
 }
 
 var (
@@ -131,21 +155,13 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 			Name: "watcher_provider_anomalies_total",
 			Help: "Provider behaviour the documents do not show, by kind (unordered, date_filter_ignored, short_page, foreign_link, clock_skew, signing); counted at most once per cycle.",
 		}, []string{"source", "kind"}),
-		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "watcher_open_items",
-			Help: "Items still re-read because they or a nested item are not final, as of the last cycle.",
+		lease: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "watcher_source_lease",
+			Help: "1 while this process holds the source's lease (polls it), else 0; a single process holds every source.",
 		}, src),
-		stalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "watcher_stalled_items",
-			Help: "Items open longer than open_max_age and no longer re-read.",
-		}, src),
-		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "watcher_last_success_timestamp_seconds",
-			Help: "Unix time of the end of the last successful cycle; 0 before the first.",
-		}, src),
-		outboxDepth: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "watcher_outbox_depth",
-			Help: "Events waiting in the outbox for their JetStream acknowledgement.",
+		publisherLease: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "watcher_publisher_lease",
+			Help: "1 while this process holds the outbox publisher's lease, else 0; a single process always holds it.",
 		}),
 		publishLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "watcher_publish_latency_seconds",
@@ -160,12 +176,13 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 			Name: "watcher_publish_errors_total",
 			Help: "Failed passes over the outbox, by reason.",
 		}, []string{"reason"}),
-		oldestOpen: map[string]time.Time{},
+		state:      map[string]*sourceState{},
+		publishing: true,
 	}
 	reg.MustRegister(
 		m.polls, m.requests, m.requestSeconds, m.rateLimited, m.waitSeconds, m.items, m.skipped,
-		m.transitions, m.unknown, m.anomalies, m.open, m.stalled, m.lastSuccess, m.outboxDepth, m.publishLatency,
-		m.published, m.publishErrors, ageCollector{m},
+		m.transitions, m.unknown, m.anomalies, m.lease, m.publisherLease, m.publishLatency,
+		m.published, m.publishErrors, stateCollector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -188,14 +205,79 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 		m.rateLimited.WithLabelValues(s)
 		m.items.WithLabelValues(s)
 		m.skipped.WithLabelValues(s)
-		m.open.WithLabelValues(s)
-		m.stalled.WithLabelValues(s)
-		m.lastSuccess.WithLabelValues(s)
+		m.state[s] = &sourceState{held: true}
+		m.lease.WithLabelValues(s).Set(1)
 	}
+	m.publisherLease.Set(1)
 	for _, r := range publish.Reasons {
 		m.publishErrors.WithLabelValues(r)
 	}
 	return m
+}
+
+// Kinds creates, at 0, the transition series of source for each of kinds and every
+// normalized state, and its unknown-status series for each of kinds. The kinds are
+// those the source's provider adapter emits, top-level and nested. A kind not given
+// here is still counted, from its first transition on.
+func (m *Metrics) Kinds(source string, kinds []string) {
+	if !m.known(source) {
+		return
+	}
+	for _, k := range kinds {
+		if k == "" {
+			continue
+		}
+		m.unknown.WithLabelValues(source, k)
+		for _, st := range states {
+			m.transitions.WithLabelValues(source, k, string(st))
+		}
+	}
+}
+
+// Lease records whether this process holds the lease of source: the source's state
+// gauges are exported only while it does (see the package doc). Gaining a lease
+// clears what an earlier tenure left (open items, stalled count), which the first
+// cycle sets again; call Restore after Lease to carry over the last success.
+func (m *Metrics) Lease(source string, held bool) {
+	if !m.known(source) {
+		return
+	}
+	m.mu.Lock()
+	st := m.state[source]
+	if held && !st.held {
+		*st = sourceState{lastSuccess: st.lastSuccess}
+	}
+	st.held = held
+	m.mu.Unlock()
+	m.lease.WithLabelValues(source).Set(boolValue(held))
+}
+
+// PublisherLease records whether this process runs the outbox publisher: the outbox
+// gauges are exported only while it does.
+func (m *Metrics) PublisherLease(held bool) {
+	m.mu.Lock()
+	m.publishing = held
+	m.mu.Unlock()
+	m.publisherLease.Set(boolValue(held))
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// RegisterReplica registers watcher_replica_info{replica}, always 1, on reg: it names
+// the cluster replica behind a scrape target, for dashboards joining on instance.
+func RegisterReplica(reg prometheus.Registerer, replica string) error {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "watcher_replica_info",
+		Help:        "Always 1; its replica label is this process's cluster.replica_id.",
+		ConstLabels: prometheus.Labels{"replica": replica},
+	})
+	g.Set(1)
+	return reg.Register(g)
 }
 
 // RegisterBuildInfo registers watcher_build_info{version,commit,goversion}, always 1,
@@ -217,9 +299,12 @@ func (m *Metrics) Restore(source string, stalled int, lastSuccess time.Time) {
 	if !m.known(source) {
 		return
 	}
-	m.stalled.WithLabelValues(source).Set(float64(stalled))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.state[source]
+	st.stalled = max(stalled, 0)
 	if !lastSuccess.IsZero() {
-		m.lastSuccess.WithLabelValues(source).Set(unixSeconds(lastSuccess))
+		st.lastSuccess = lastSuccess
 	}
 }
 
@@ -305,13 +390,12 @@ func (m *Metrics) Open(source string, open, stalled int, oldest time.Time) {
 	if !m.known(source) {
 		return
 	}
-	m.open.WithLabelValues(source).Set(float64(open))
-	if stalled > 0 {
-		m.stalled.WithLabelValues(source).Add(float64(stalled))
-	}
 	m.mu.Lock()
-	m.oldestOpen[source] = oldest
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	st := m.state[source]
+	st.open = open
+	st.stalled += max(stalled, 0)
+	st.oldestOpen = oldest
 }
 
 // Anomaly counts provider behaviour the documents do not show (poller.Anomalies).
@@ -325,7 +409,9 @@ func (m *Metrics) Anomaly(source, kind string) {
 // Success records the end of a successful cycle.
 func (m *Metrics) Success(source string, at time.Time) {
 	if m.known(source) {
-		m.lastSuccess.WithLabelValues(source).Set(unixSeconds(at))
+		m.mu.Lock()
+		m.state[source].lastSuccess = at
+		m.mu.Unlock()
 	}
 }
 
@@ -344,33 +430,52 @@ func (m *Metrics) PublishFailed(reason string) {
 
 // Outbox sets the outbox depth and the enqueueing time of its oldest entry.
 func (m *Metrics) Outbox(depth int, oldest time.Time) {
-	m.outboxDepth.Set(float64(depth))
 	m.mu.Lock()
+	m.outboxDepth = depth
 	m.outboxOldest = oldest
 	m.mu.Unlock()
 }
 
-func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
 
-// ageCollector computes the age gauges at scrape time from the stored times, so that
-// an age keeps growing between the reports that set those times.
-type ageCollector struct{ m *Metrics }
+// stateCollector exports the state gauges of the leases held at scrape time, and
+// computes the ages then, so that an age keeps growing between the reports that set
+// the times it is measured from.
+type stateCollector struct{ m *Metrics }
 
 var (
-	oldestOpenDesc = prometheus.NewDesc("watcher_oldest_open_item_age_seconds",
-		"Age (from its creation at the provider) of the oldest open item, as of the last cycle; 0 when none is open.",
+	openDesc = prometheus.NewDesc("watcher_open_items",
+		"Items still re-read because they or a nested item are not final, as of the last cycle; exported while the source's lease is held.",
 		[]string{"source"}, nil)
+	stalledDesc = prometheus.NewDesc("watcher_stalled_items",
+		"Items open longer than open_max_age and no longer re-read; exported while the source's lease is held.",
+		[]string{"source"}, nil)
+	lastSuccessDesc = prometheus.NewDesc("watcher_last_success_timestamp_seconds",
+		"Unix time of the end of the last successful cycle; 0 before the first; exported while the source's lease is held.",
+		[]string{"source"}, nil)
+	oldestOpenDesc = prometheus.NewDesc("watcher_oldest_open_item_age_seconds",
+		"Age (from its creation at the provider) of the oldest open item, as of the last cycle; 0 when none is open; exported while the source's lease is held.",
+		[]string{"source"}, nil)
+	outboxDepthDesc = prometheus.NewDesc("watcher_outbox_depth",
+		"Events waiting in the outbox for their JetStream acknowledgement; exported while the publisher lease is held.",
+		nil, nil)
 	outboxOldestDesc = prometheus.NewDesc("watcher_outbox_oldest_age_seconds",
-		"Time the oldest event in the outbox has waited for its JetStream acknowledgement; 0 when the outbox is empty.",
+		"Time the oldest event in the outbox has waited for its JetStream acknowledgement; 0 when the outbox is empty; exported while the publisher lease is held.",
 		nil, nil)
 )
 
-func (c ageCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- oldestOpenDesc
-	ch <- outboxOldestDesc
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{openDesc, stalledDesc, lastSuccessDesc, oldestOpenDesc, outboxDepthDesc, outboxOldestDesc} {
+		ch <- d
+	}
 }
 
-func (c ageCollector) Collect(ch chan<- prometheus.Metric) {
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	m := c.m
 	now := m.now()
 	age := func(t time.Time) float64 {
@@ -379,15 +484,27 @@ func (c ageCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return max(now.Sub(t), 0).Seconds()
 	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
+		return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	var out []prometheus.Metric
 	m.mu.Lock()
-	open := make([]float64, len(m.sources))
-	for i, s := range m.sources {
-		open[i] = age(m.oldestOpen[s])
+	for _, s := range m.sources {
+		st := m.state[s]
+		if !st.held {
+			continue
+		}
+		out = append(out,
+			gauge(openDesc, float64(st.open), s),
+			gauge(stalledDesc, float64(st.stalled), s),
+			gauge(lastSuccessDesc, unixSeconds(st.lastSuccess), s),
+			gauge(oldestOpenDesc, age(st.oldestOpen), s))
 	}
-	outbox := age(m.outboxOldest)
+	if m.publishing {
+		out = append(out, gauge(outboxDepthDesc, float64(m.outboxDepth)), gauge(outboxOldestDesc, age(m.outboxOldest)))
+	}
 	m.mu.Unlock()
-	for i, s := range m.sources {
-		ch <- prometheus.MustNewConstMetric(oldestOpenDesc, prometheus.GaugeValue, open[i], s)
+	for _, mt := range out {
+		ch <- mt
 	}
-	ch <- prometheus.MustNewConstMetric(outboxOldestDesc, prometheus.GaugeValue, outbox)
 }

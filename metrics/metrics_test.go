@@ -69,6 +69,7 @@ func TestSeriesExistFromTheStart(t *testing.T) {
 		"watcher_oldest_open_item_age_seconds":      1,
 		"watcher_stalled_items":                     1,
 		"watcher_last_success_timestamp_seconds":    1,
+		"watcher_source_lease":                      1,
 	}
 	for name, n := range perSource {
 		f := fams[name]
@@ -80,7 +81,7 @@ func TestSeriesExistFromTheStart(t *testing.T) {
 			t.Errorf("%s has %d series at start, want %d per source: %v", name, got, n, labelSets(f))
 		}
 	}
-	for _, name := range []string{"watcher_outbox_depth", "watcher_outbox_oldest_age_seconds", "watcher_publish_latency_seconds", "watcher_published_total"} {
+	for _, name := range []string{"watcher_outbox_depth", "watcher_outbox_oldest_age_seconds", "watcher_publish_latency_seconds", "watcher_published_total", "watcher_publisher_lease"} {
 		if f := fams[name]; f == nil || len(f.GetMetric()) != 1 {
 			t.Errorf("%s: %v, want one series", name, f)
 		}
@@ -93,12 +94,114 @@ func TestSeriesExistFromTheStart(t *testing.T) {
 			t.Errorf("%s not registered", name)
 		}
 	}
-	// Counts start at 0; transitions appear with their first occurrence.
+	// Counts start at 0; a single process holds every lease.
 	if v := value(t, reg, "watcher_polls_total", "result=ok,source=cpn"); v != 0 {
 		t.Errorf("polls at start = %v", v)
 	}
+	if v := value(t, reg, "watcher_source_lease", "source=ramp"); v != 1 {
+		t.Errorf("lease at start = %v, want 1", v)
+	}
+	if v := value(t, reg, "watcher_publisher_lease", ""); v != 1 {
+		t.Errorf("publisher lease at start = %v, want 1", v)
+	}
+	// Without Kinds, transitions appear with their first occurrence.
 	if fams["watcher_transitions_total"] != nil {
 		t.Errorf("transitions before any: %v", labelSets(fams["watcher_transitions_total"]))
+	}
+}
+
+func TestKindsCreateTransitionSeries(t *testing.T) {
+	m, reg := newTest(t)
+	m.Kinds("cpn", []string{"payment", "payment_refund", ""})
+	m.Kinds("elsewhere", []string{"payment"})
+	fams := gather(t, reg)
+	if got := len(fams["watcher_transitions_total"].GetMetric()); got != 2*len(states) {
+		t.Errorf("%d transition series, want %d (2 kinds × %d states): %v", got, 2*len(states), len(states), labelSets(fams["watcher_transitions_total"]))
+	}
+	want := []string{"kind=payment,source=cpn", "kind=payment_refund,source=cpn"}
+	if got := labelSets(fams["watcher_unknown_status_total"]); !slices.Equal(got, want) {
+		t.Errorf("unknown status series %v, want %v", got, want)
+	}
+	if v := value(t, reg, "watcher_transitions_total", "kind=payment_refund,source=cpn,state=unknown"); v != 0 {
+		t.Errorf("pre-created transitions = %v, want 0", v)
+	}
+	m.Transition("cpn", "payment_refund", diff.Unknown, true)
+	if v := value(t, reg, "watcher_unknown_status_total", "kind=payment_refund,source=cpn"); v != 1 {
+		t.Errorf("unknown after one = %v, want 1", v)
+	}
+}
+
+// TestLeaseGatesStateGauges follows a replica that gains a source, loses it and gains
+// it again: the state gauges exist only while it holds the lease, the counters always.
+func TestLeaseGatesStateGauges(t *testing.T) {
+	m, reg := newTest(t)
+	stateNames := []string{"watcher_open_items", "watcher_stalled_items", "watcher_last_success_timestamp_seconds", "watcher_oldest_open_item_age_seconds"}
+	sourcesOf := func(name string) []string {
+		return labelSets(gather(t, reg)[name])
+	}
+	m.Lease("cpn", false)
+	m.Lease("ramp", false)
+	m.PublisherLease(false)
+	fams := gather(t, reg)
+	for _, name := range append(stateNames, "watcher_outbox_depth", "watcher_outbox_oldest_age_seconds") {
+		if f := fams[name]; f != nil {
+			t.Errorf("%s exported without any lease: %v", name, labelSets(f))
+		}
+	}
+	if v := value(t, reg, "watcher_source_lease", "source=cpn"); v != 0 {
+		t.Errorf("lease after losing it = %v", v)
+	}
+	if v := value(t, reg, "watcher_publisher_lease", ""); v != 0 {
+		t.Errorf("publisher lease after losing it = %v", v)
+	}
+	if got := sourcesOf("watcher_polls_total"); len(got) != 2*len(results) {
+		t.Errorf("counters without leases: %v", got)
+	}
+
+	m.Lease("cpn", true)
+	m.Restore("cpn", 0, t0.Add(-time.Minute))
+	m.Open("cpn", 3, 1, t0.Add(-time.Hour))
+	for _, name := range stateNames {
+		if got := sourcesOf(name); !slices.Equal(got, []string{"source=cpn"}) {
+			t.Errorf("%s while holding cpn only: %v", name, got)
+		}
+	}
+	if v := value(t, reg, "watcher_last_success_timestamp_seconds", "source=cpn"); v != float64(t0.Unix()-60) {
+		t.Errorf("restored last success = %v", v)
+	}
+
+	// Losing and regaining clears the tenure's open items and stalled count, not the
+	// last success.
+	m.Lease("cpn", false)
+	m.Lease("cpn", true)
+	for name, want := range map[string]float64{"watcher_open_items": 0, "watcher_stalled_items": 0,
+		"watcher_oldest_open_item_age_seconds": 0, "watcher_last_success_timestamp_seconds": float64(t0.Unix() - 60)} {
+		if v := value(t, reg, name, "source=cpn"); v != want {
+			t.Errorf("%s after regaining = %v, want %v", name, v, want)
+		}
+	}
+	m.PublisherLease(true)
+	m.Outbox(7, t0.Add(-time.Second))
+	if v := value(t, reg, "watcher_outbox_depth", ""); v != 7 {
+		t.Errorf("outbox depth while publishing = %v", v)
+	}
+	m.Lease("elsewhere", true)
+	if got := sourcesOf("watcher_source_lease"); len(got) != 2 {
+		t.Errorf("lease series %v, want one per configured source", got)
+	}
+}
+
+func TestReplicaInfo(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	if err := RegisterReplica(reg, "watcher-7c9-x2k9q"); err != nil {
+		t.Fatal(err)
+	}
+	want := `# HELP watcher_replica_info Always 1; its replica label is this process's cluster.replica_id.
+# TYPE watcher_replica_info gauge
+watcher_replica_info{replica="watcher-7c9-x2k9q"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "watcher_replica_info"); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -243,7 +346,7 @@ func TestPublisherSeries(t *testing.T) {
 	if got := value(t, reg, "watcher_publish_errors_total", "reason="+publish.ReasonAckTimeout); got != 1 {
 		t.Errorf("ack_timeout errors = %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(m.outboxDepth); got != 1500 {
+	if got := value(t, reg, "watcher_outbox_depth", ""); got != 1500 {
 		t.Errorf("outbox depth = %v", got)
 	}
 	if got := value(t, reg, "watcher_outbox_oldest_age_seconds", ""); got != 120 {
@@ -277,6 +380,8 @@ func TestLabelSetsAreClosed(t *testing.T) {
 	m.Open("unknown-source", 1, 1, t0)
 	m.Success("unknown-source", t0)
 	m.PublishFailed("gremlins")
+	m.Lease("unknown-source", true)
+	m.Kinds("unknown-source", []string{"payment"})
 	after := gather(t, reg)
 	for name, f := range after {
 		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
@@ -286,7 +391,7 @@ func TestLabelSetsAreClosed(t *testing.T) {
 			t.Errorf("%s series changed:\n got %v\nwant %v", name, got, want)
 		}
 		for _, s := range f.GetMetric() {
-			if v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount()); v != 0 && !strings.HasPrefix(name, "watcher_build") {
+			if v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount()); v != 0 && !strings.HasPrefix(name, "watcher_build") && !strings.HasSuffix(name, "_lease") {
 				t.Errorf("%s %v = %v after out-of-set calls, want 0", name, labelSets(&dto.MetricFamily{Metric: []*dto.Metric{s}}), v)
 			}
 		}

@@ -76,8 +76,11 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks
 			return err
 		}
 	}
-	met := metrics.New(reg, names)
-	if err := metrics.RegisterBuildInfo(reg, version, vcsCommit()); err != nil {
+	met := newReplicaMetrics(reg, cfg)
+	if err := metrics.RegisterBuildInfo(reg, version, buildCommit()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := metrics.RegisterReplica(reg, cfg.Cluster.ReplicaID); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	pub := publish.New(js, store, cfg.NATS, publish.Options{Observer: met}, log.With("component", "publisher"))
@@ -88,11 +91,15 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks
 			defer hooks.task(l, true)
 		}
 		if l.Key == publisherLease {
+			met.PublisherLease(true)
+			defer met.PublisherLease(false)
 			if err := pub.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("publisher stopped", "err", err)
 			}
 			return
 		}
+		holdSourceMetrics(met, store, l.Key, log)
+		defer met.Lease(l.Key, false)
 		// A new poller per lease: what the last holder did is only in the store.
 		p, err := buildPoller(cfg, sources[l.Key], store, &event.Poller{ID: l.Holder, LeaseRevision: l.Revision}, log)
 		if err != nil {
@@ -149,4 +156,33 @@ func setupErr(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
+}
+
+// newReplicaMetrics registers watcher's series for a replica, which holds no lease
+// yet: every source's lease gauge and the publisher's start at 0 (metrics.Lease).
+func newReplicaMetrics(reg prometheus.Registerer, cfg *config.Config) *metrics.Metrics {
+	names := make([]string, len(cfg.Sources))
+	for i, s := range cfg.Sources {
+		names[i] = s.Name
+	}
+	met := metrics.New(reg, names)
+	for _, s := range cfg.Sources {
+		met.Kinds(s.Name, sourceKinds(s))
+		met.Lease(s.Name, false)
+	}
+	met.PublisherLease(false)
+	return met
+}
+
+// holdSourceMetrics marks source's lease held in met and carries over the end of its
+// last successful cycle, by whichever replica, from the shared state. A failed read
+// only leaves the gauge at what this replica last saw.
+func holdSourceMetrics(met *metrics.Metrics, store *natskv.Store, source string, log *slog.Logger) {
+	met.Lease(source, true)
+	meta, err := store.Meta(source)
+	if err != nil {
+		log.Warn("last success of the source not read", "source", source, "err", err)
+		return
+	}
+	met.Restore(source, 0, meta.LastPoll)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -132,7 +133,10 @@ func newMetrics(cfg *config.Config, store *state.Store) (*prometheus.Registry, *
 		names[i] = s.Name
 	}
 	met := metrics.New(reg, names)
-	if err := metrics.RegisterBuildInfo(reg, version, vcsCommit()); err != nil {
+	for _, s := range cfg.Sources {
+		met.Kinds(s.Name, sourceKinds(s))
+	}
+	if err := metrics.RegisterBuildInfo(reg, version, buildCommit()); err != nil {
 		return nil, nil, fmt.Errorf("metrics: %w", err)
 	}
 	for _, n := range names {
@@ -150,8 +154,12 @@ func newMetrics(cfg *config.Config, store *state.Store) (*prometheus.Registry, *
 	return reg, met, nil
 }
 
-// vcsCommit is the commit the binary was built from, "unknown" without VCS stamping.
-func vcsCommit() string {
+// buildCommit is the commit the binary was built from: the one -ldflags
+// "-X main.commit=…" set, else Go's VCS stamp, else "unknown".
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
@@ -208,6 +216,11 @@ func secretsOf(cfg *config.Config) *strings.Replacer {
 			return
 		}
 		pairs = append(pairs, v, "["+key+"]")
+		// Basic authentication carries "key:" in base64 (Stripe's form), which a
+		// provider's error may echo.
+		for _, enc := range []string{base64.StdEncoding.EncodeToString([]byte(v + ":")), base64.StdEncoding.EncodeToString([]byte(v))} {
+			pairs = append(pairs, strings.TrimRight(enc, "="), "["+key+"]")
+		}
 		// A Circle W3S key is PREFIX:ID:SECRET; the secret part alone is one too.
 		if i := strings.LastIndexByte(v, ':'); i >= 0 && len(v)-i-1 >= 8 {
 			pairs = append(pairs, v[i+1:], "["+key+"]")
