@@ -369,10 +369,19 @@ func TestClusterFailover(t *testing.T) {
 func readStream(js jetstream.JetStream, stream string) ([]event.Event, []uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	// One consumer per read, deleted afterwards: callers poll, and consumers left to
+	// expire would pile up against the server's limit.
+	cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true,
+	})
 	if err != nil {
 		return nil, nil, err
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = js.DeleteConsumer(dctx, stream, cons.CachedInfo().Name) // it expires anyway
+	}()
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, nil, err
