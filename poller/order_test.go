@@ -1,14 +1,12 @@
 package poller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,43 +20,16 @@ import (
 // than asked (still paging on with a cursor). Cursors are offsets into the filtered,
 // ordered list.
 type quirkyList struct {
-	mu          sync.Mutex
-	items       []diff.Item // newest first
-	pageSize    int
+	fakeSource  // its items, add and set; Page is quirkyList's own
 	oldestFirst bool
 	ignoreFrom  bool
 	pageCap     int
-	pages       int
-}
-
-func (q *quirkyList) add(id, status string, created time.Time) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	st, _ := statuses.Status(status, "")
-	it := diff.Item{Kind: "payment", ID: id, Status: st, CreatedAt: created, Raw: []byte(`{"id":"` + id + `"}`)}
-	i := slices.IndexFunc(q.items, func(o diff.Item) bool { return o.CreatedAt.Before(created) })
-	if i < 0 {
-		i = len(q.items)
-	}
-	q.items = slices.Insert(q.items, i, it)
-}
-
-func (q *quirkyList) set(id, status string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for i := range q.items {
-		if q.items[i].ID == id {
-			q.items[i].Status, _ = statuses.Status(status, "")
-			return
-		}
-	}
-	panic("no item " + id)
 }
 
 func (q *quirkyList) Page(_ context.Context, req provider.Request) (provider.Page, error) {
+	q.fakeSource.pages.Add(1)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.pages++
 	var list []diff.Item
 	for _, it := range q.items {
 		if q.ignoreFrom || !it.CreatedAt.Before(req.From) {
@@ -82,46 +53,6 @@ func (q *quirkyList) Page(_ context.Context, req provider.Request) (provider.Pag
 		page.Next = strconv.Itoa(end)
 	}
 	return page, nil
-}
-
-// anomalyCounter records Observer.Anomaly calls.
-type anomalyCounter struct {
-	nopObserver
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func (a *anomalyCounter) Anomaly(source, kind string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.counts == nil {
-		a.counts = map[string]int{}
-	}
-	a.counts[kind]++
-}
-
-func (a *anomalyCounter) get(kind string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.counts[kind]
-}
-
-// syncBuffer is a log destination safe for the poller's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestWalkCopesWithQuirkyLists runs the same story against lists in every combination
@@ -149,7 +80,7 @@ func TestWalkCopesWithQuirkyLists(t *testing.T) {
 			want: []string{AnomalyUnordered, AnomalyDateFilterIgnored, AnomalyShortPage}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			list := &quirkyList{pageSize: tc.pageSize, oldestFirst: tc.oldestFirst, ignoreFrom: tc.ignoreFrom, pageCap: tc.pageCap}
+			list := &quirkyList{fakeSource: fakeSource{pageSize: tc.pageSize}, oldestFirst: tc.oldestFirst, ignoreFrom: tc.ignoreFrom, pageCap: tc.pageCap}
 			for i := range 8 {
 				list.add(fmt.Sprintf("h%d", i), "NEW", now0.Add(-time.Duration(8-i)*24*time.Hour))
 			}
@@ -157,9 +88,9 @@ func TestWalkCopesWithQuirkyLists(t *testing.T) {
 			cfg.PageSize = tc.pageSize
 			cfg.OpenRefresh = time.Minute
 			tp := newTestPoller(t, cfg, list)
-			obs := &anomalyCounter{}
+			obs := &resultRecorder{}
 			tp.Observe(obs)
-			var logs syncBuffer
+			var logs lockedBuffer
 			tp.log = slog.New(slog.NewTextHandler(&logs, nil))
 			if err := tp.Poll(t.Context()); err != nil {
 				t.Fatal(err)
@@ -192,12 +123,15 @@ func TestWalkCopesWithQuirkyLists(t *testing.T) {
 			if got != want {
 				t.Errorf("events %s\nwant   %s", got, want)
 			}
+			lines := logs.take()
 			for _, k := range Anomalies {
-				n := obs.get(k)
+				obs.mu.Lock()
+				n := obs.anomalies[k]
+				obs.mu.Unlock()
 				if slices.Contains(tc.want, k) != (n > 0) {
 					t.Errorf("anomaly %s counted %d times; want it counted: %v", k, n, slices.Contains(tc.want, k))
 				}
-				if logged := strings.Count(logs.String(), "anomaly="+k); logged > 1 || (n > 0) != (logged == 1) {
+				if logged := strings.Count(strings.Join(lines, "\n"), "anomaly="+k); logged > 1 || (n > 0) != (logged == 1) {
 					t.Errorf("anomaly %s logged %d times (counted %d); want once when seen", k, logged, n)
 				}
 			}

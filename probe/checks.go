@@ -338,7 +338,7 @@ func (s *session) foreignLinks() []string {
 	var out []string
 	for _, e := range ex {
 		for _, u := range e.nextLinks() {
-			if o := origin(u); o != s.base && !slices.Contains(out, o) {
+			if o := provider.Origin(u); o != s.base && !slices.Contains(out, o) {
 				out = append(out, o)
 			}
 		}

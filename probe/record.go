@@ -3,12 +3,13 @@ package probe
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/payments-watcher/watcher/poller/provider"
 )
 
 // Exchange is one HTTP round trip as the recorder saw it.
@@ -102,29 +103,13 @@ func plainURL(u *url.URL) string {
 	return v.String()
 }
 
-// origin is u's scheme://host:port with the default port made explicit and the host
-// lowercased, as provider.Client compares origins.
-func origin(u *url.URL) string {
-	scheme := strings.ToLower(u.Scheme)
-	port := u.Port()
-	if port == "" {
-		switch scheme {
-		case "https":
-			port = "443"
-		case "http":
-			port = "80"
-		}
-	}
-	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
-}
-
 // originOf is origin of a raw URL; the raw text when it does not parse.
 func originOf(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return raw
 	}
-	return origin(u)
+	return provider.Origin(u)
 }
 
 // last is the final exchange of a call (the one after any redirects); ok is false when

@@ -80,7 +80,7 @@ type ErrorDecoder func(body []byte) string
 // turns an error body into the StatusError's message.
 func (c *Client) Do(ctx context.Context, req *http.Request, decode ErrorDecoder) ([]byte, http.Header, error) {
 	if c.BaseURL != "" {
-		if base, err := url.Parse(c.BaseURL); err != nil || origin(req.URL) != origin(base) {
+		if base, err := url.Parse(c.BaseURL); err != nil || Origin(req.URL) != Origin(base) {
 			return nil, nil, fmt.Errorf("%s %s: refused: the source's requests go only to base_url %s",
 				req.Method, redactURL(req), originOf(c.BaseURL))
 		}
@@ -93,13 +93,13 @@ func (c *Client) Do(ctx context.Context, req *http.Request, decode ErrorDecoder)
 	// policy differs.
 	sameOrigin := *hc
 	sameOrigin.CheckRedirect = func(next *http.Request, via []*http.Request) error {
-		if from := via[0].URL; origin(next.URL) != origin(from) {
+		if from := via[0].URL; Origin(next.URL) != Origin(from) {
 			code := 0
 			if next.Response != nil {
 				code = next.Response.StatusCode
 			}
 			return fmt.Errorf("HTTP %d redirect to %s not followed: the source's requests and credentials go only to %s",
-				code, redactTarget(next.URL), origin(from))
+				code, redactTarget(next.URL), Origin(from))
 		}
 		if hc.CheckRedirect != nil {
 			return hc.CheckRedirect(next, via)
@@ -188,9 +188,10 @@ func redactURL(req *http.Request) string {
 	return u.String()
 }
 
-// origin is u's scheme://host:port, the port made explicit and the host lowercased,
-// so that https://API.example.com and https://api.example.com:443 compare equal.
-func origin(u *url.URL) string {
+// Origin is u's scheme://host:port, the port made explicit and the host lowercased,
+// so that https://API.example.com and https://api.example.com:443 compare equal. It is
+// the origin that Client holds a source's requests and redirects to.
+func Origin(u *url.URL) string {
 	scheme := strings.ToLower(u.Scheme)
 	port := u.Port()
 	if port == "" {
@@ -210,7 +211,7 @@ func originOf(raw string) string {
 	if err != nil {
 		return raw
 	}
-	return origin(u)
+	return Origin(u)
 }
 
 // redactTarget prints a redirect target without user info, query or fragment, which
