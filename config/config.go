@@ -151,7 +151,8 @@ var sourceName = regexp.MustCompile(`^[a-z0-9_-]+$`)
 // *_file secrets; both are parameters so that tests need no process state.
 func Parse(data []byte, env func(string) (string, bool), readFile func(string) ([]byte, error)) (*Config, error) {
 	var raw rawFile
-	if err := decodeStrict(data, &raw, env); err != nil {
+	unset, err := decodeStrict(data, &raw, env)
+	if err != nil {
 		return nil, err
 	}
 	v := &validator{readFile: readFile}
@@ -213,7 +214,7 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 			cfg.Sources = append(cfg.Sources, s)
 		}
 	}
-	if err := errors.Join(v.errs...); err != nil {
+	if err := unset.with(v.errs); err != nil {
 		return nil, err
 	}
 	cfg.Warnings = v.warnings

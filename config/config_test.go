@@ -70,7 +70,10 @@ func TestValid(t *testing.T) {
 	}
 	// The printed configuration is itself a valid file that yields the same sources.
 	again, err := Parse(out, testEnv(nil), readTestdata)
-	if err == nil && len(again.Sources) != 2 {
+	if err != nil {
+		t.Fatalf("the effective config does not parse: %v\n%s", err, out)
+	}
+	if len(again.Sources) != 2 {
 		t.Errorf("re-parsed effective config has %d sources", len(again.Sources))
 	}
 }
@@ -98,8 +101,13 @@ func TestInvalid(t *testing.T) {
 		{file: "invalid-types.yaml", want: []string{
 			`sources[0].page_size: "fifty" is not an integer (line 5)`,
 		}},
+		// An unset variable is listed with the other problems of the file; the value
+		// it leaves unknown (sources[0].api_key) is not reported again.
 		{file: "invalid-secrets.yaml", want: []string{
 			`sources[0].api_key: environment variable MISSING_KEY is not set`,
+			`sources[1].api_key: set either api_key or api_key_file, not both`,
+			`sources[2].api_key_file: "nowhere.txt" cannot be read: no such file or directory`,
+			`sources[3].api_key: is required for circle_cpn_payments (or api_key_file)`,
 		}},
 		{file: "invalid-secrets.yaml", env: map[string]string{"MISSING_KEY": ""}, want: []string{
 			`sources[0].api_key: is required for circle_cpn_payments (or api_key_file)`,
@@ -119,6 +127,43 @@ func TestInvalid(t *testing.T) {
 				t.Errorf("errors:\n%s\nwant:\n%s", err, strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+}
+
+func TestUnsetVariablesBesideOtherProblems(t *testing.T) {
+	doc := `nats:
+  duplicate_window: forever
+sources:
+- name: a
+  provider: circle_cpn_payments
+  api_key_file: ${KEY_FILE}
+  page_size: "${PAGE}"
+  interval: ${INTERVAL}
+  lookback: never
+`
+	want := []string{
+		`sources[0].api_key_file: environment variable KEY_FILE is not set`,
+		`sources[0].page_size: environment variable PAGE is not set`,
+		`sources[0].interval: environment variable INTERVAL is not set`,
+		`nats.duplicate_window: "forever" is not a duration (e.g. 15s, 10m, 720h)`,
+		`sources[0].lookback: "never" is not a duration (e.g. 15s, 10m, 720h)`,
+	}
+	_, err := Parse([]byte(doc), testEnv(nil), readTestdata)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if got := err.Error(); got != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+
+	doc = "sources:\n- name: a\n  provider: circle_cpn_payments\n  api_key: ${KEY}\n  intervall: 5s\n"
+	_, err = Parse([]byte(doc), testEnv(nil), readTestdata)
+	want = []string{
+		`sources[0].api_key: environment variable KEY is not set`,
+		`sources[0].intervall: unknown key (line 5)`,
+	}
+	if err == nil || err.Error() != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%v\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -95,34 +96,74 @@ var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // decodeStrict parses data into out: ${VAR} references in scalar values are expanded
 // ("$$" is a literal "$"), keys out does not declare are errors, and every error names
 // the key path.
-func decodeStrict(data []byte, out any, env func(string) (string, bool)) error {
+//
+// A ${VAR} that is not set does not stop the decoding: it expands to "" and its key
+// path is returned in unset, with an error naming the variable, so that the caller can
+// report it beside the problems it finds in the rest of the file. err holds every
+// other problem of the file, and the unset variables with them; out is complete only
+// when err is nil.
+func decodeStrict(data []byte, out any, env func(string) (string, bool)) (unset unsetVars, err error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("not valid YAML: %w", err)
+		return unsetVars{}, fmt.Errorf("not valid YAML: %w", err)
 	}
 	if len(doc.Content) == 0 {
-		return errors.New("the file is empty")
+		return unsetVars{}, errors.New("the file is empty")
 	}
 	w := &walker{env: env, lines: map[int]string{}, expanded: map[*yaml.Node]bool{}}
 	w.walk(doc.Content[0], reflect.TypeOf(out).Elem(), "")
-	if n := len(w.errs); n > maxErrors {
-		w.errs = append(w.errs[:maxErrors], fmt.Errorf("and %d more problems", n-maxErrors))
-	}
-	if len(w.errs) > 0 {
-		return errors.Join(w.errs...)
+	if len(w.errs) > len(w.unset.errs) {
+		return unsetVars{}, capErrors(w.errs)
 	}
 	if err := doc.Content[0].Decode(out); err != nil {
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			var errs []error
-			for _, msg := range te.Errors {
-				errs = append(errs, w.locate(msg))
-			}
-			return errors.Join(errs...)
+		if !errors.As(err, &te) {
+			return unsetVars{}, err
 		}
-		return err
+		// The decoder fills what it can: type errors that are only about values the
+		// unset variables left empty do not stop the decoding.
+		var errs []error
+		for _, msg := range te.Errors {
+			if e := w.locate(msg); !w.unset.covers(e) {
+				errs = append(errs, e)
+			}
+		}
+		if len(errs) > 0 {
+			return unsetVars{}, capErrors(append(slices.Clone(w.unset.errs), errs...))
+		}
 	}
-	return nil
+	return w.unset, nil
+}
+
+// unsetVars lists the key paths whose values name a ${VAR} that is not set, and an
+// error for each variable.
+type unsetVars struct {
+	paths []string
+	errs  []error
+}
+
+// covers reports whether err is about the value at one of the paths, or a file secret
+// whose *_file key is one of them: that value is unknown, so a problem found in it
+// would be a consequence of the unset variable, not a problem of its own.
+func (u unsetVars) covers(err error) bool {
+	msg := err.Error()
+	for _, p := range u.paths {
+		if strings.HasPrefix(msg, p+":") || strings.HasPrefix(msg, p+".") || strings.HasPrefix(msg, p+"[") {
+			return true
+		}
+		if base, ok := strings.CutSuffix(p, "_file"); ok && strings.HasPrefix(msg, base+":") {
+			return true
+		}
+	}
+	return false
+}
+
+// capErrors joins errs, the first maxErrors of them and a count of the rest.
+func capErrors(errs []error) error {
+	if n := len(errs); n > maxErrors {
+		errs = append(errs[:maxErrors:maxErrors], fmt.Errorf("and %d more problems", n-maxErrors))
+	}
+	return errors.Join(errs...)
 }
 
 type walker struct {
@@ -135,6 +176,7 @@ type walker struct {
 	// visits counts the nodes walked, aliases walked again each time: a few aliases
 	// can make a small file describe billions of values.
 	visits int
+	unset  unsetVars // also in errs
 }
 
 // maxErrors bounds the problems reported of one file's structure.
@@ -241,7 +283,12 @@ func (w *walker) expand(n *yaml.Node, path string) {
 		return v
 	})
 	for _, name := range missing {
-		w.errs = append(w.errs, fmt.Errorf("%s: environment variable %s is not set", path, name))
+		err := fmt.Errorf("%s: environment variable %s is not set", path, name)
+		w.errs = append(w.errs, err)
+		w.unset.errs = append(w.unset.errs, err)
+	}
+	if len(missing) > 0 {
+		w.unset.paths = append(w.unset.paths, path)
 	}
 }
 
@@ -321,4 +368,16 @@ func orRoot(path string) string {
 		return "(top level)"
 	}
 	return path
+}
+
+// with joins the unset variables' errors and those of errs that are not about the
+// values they left unknown; nil when there are none.
+func (u unsetVars) with(errs []error) error {
+	all := slices.Clone(u.errs)
+	for _, err := range errs {
+		if !u.covers(err) {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
 }
