@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -97,21 +95,8 @@ func TestRunAgainstQuirkyProviders(t *testing.T) {
 			fmt.Fprintf(&cfg, "    %s\n", l)
 		}
 	}
-	cfgPath := filepath.Join(dir, "watcher.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	logs := &lineWriter{lines: make(chan string, 4096)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run", "--config", cfgPath}, logs, logs) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	logs, stop := runConfig(t, dir, cfg.String())
+	defer stop()
 
 	// Every source either completes its baseline or logs its refusal.
 	pending := map[string]bool{}
@@ -204,9 +189,9 @@ func TestRunAgainstQuirkyProviders(t *testing.T) {
 		}
 		return true
 	}
-	stop := time.Now().Add(60 * time.Second)
+	until := time.Now().Add(60 * time.Second)
 	for !reached() {
-		if time.Now().After(stop) {
+		if time.Now().After(until) {
 			var missing []string
 			for k, st := range final {
 				if got := last[k].Current.Status; got != st {

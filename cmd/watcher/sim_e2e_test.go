@@ -54,6 +54,28 @@ func oldestOpen(t *testing.T, s demoSource, baseURL string) diff.Item {
 	return *oldest
 }
 
+// runConfig writes doc as a configuration file in dir and runs the daemon on it until
+// the returned stop is called; stop fails the test if the daemon's run failed. Every
+// line the daemon logs arrives on the returned writer's channel too.
+func runConfig(t *testing.T, dir, doc string) (*lineWriter, func()) {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "watcher.yaml")
+	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lineWriter{lines: make(chan string, 4096)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run", "--config", cfgPath}, logs, logs) }()
+	return logs, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}
+}
+
 // finalStatus is the terminal status the test forces on each provider's item.
 var finalStatus = map[string]struct{ raw, state string }{
 	sim.ProviderCPN:         {"FAILED", "failed"},
@@ -80,21 +102,8 @@ func TestRunAllProvidersAgainstSimulator(t *testing.T) {
 	doc := strings.ReplaceAll(string(raw), "baseline: emit", "baseline: silent\n    page_size: 5")
 	doc = strings.ReplaceAll(doc, "interval: 2s", "interval: 100ms")
 	doc = strings.ReplaceAll(doc, "open_refresh: 2s", "open_refresh: 1ms")
-	cfgPath := filepath.Join(dir, "watcher.yaml")
-	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	logs := &lineWriter{lines: make(chan string, 1024)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run", "--config", cfgPath}, logs, logs) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	logs, stop := runConfig(t, dir, doc)
+	defer stop()
 
 	baselines := map[string]bool{}
 	for len(baselines) < len(names) {
