@@ -45,7 +45,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/payments-watcher/watcher/publish"
+
+	"github.com/payments-watcher/watcher/jssetup"
 )
 
 // Config configures a Manager.
@@ -129,7 +130,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, keys []string,
 		name string
 		kv   *jetstream.KeyValue
 	}{{cfg.LeaseBucket, &m.leases}, {cfg.MembersBucket, &m.members}} {
-		kv, err := publish.RetrySetup(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		kv, err := jssetup.Retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 			if kv, err := js.KeyValue(ctx, b.name); err == nil {
 				if st, err := kv.Status(ctx); err == nil && st.TTL() == cfg.LeaseTTL {
 					return kv, nil

@@ -69,9 +69,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/payments-watcher/watcher/publish"
 
 	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/jssetup"
 	"github.com/payments-watcher/watcher/state"
 )
 
@@ -149,7 +149,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opt Options) (*Store, err
 		name string
 		kv   *jetstream.KeyValue
 	}{{rec, &s.records}, {open, &s.open}, {meta, &s.meta}, {acked, &s.acked}} {
-		kv, err := publish.RetrySetup(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		kv, err := jssetup.Retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 			// Use a bucket that exists as it is: replicas starting together would
 			// otherwise all update it at once.
 			if kv, err := js.KeyValue(ctx, b.name); err == nil {
@@ -164,7 +164,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opt Options) (*Store, err
 		}
 		*b.kv = kv
 	}
-	st, err := publish.RetrySetup(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+	st, err := jssetup.Retry(ctx, func(ctx context.Context) (jetstream.Stream, error) {
 		if st, err := js.Stream(ctx, outbox); err == nil {
 			return st, nil
 		}
