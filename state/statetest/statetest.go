@@ -59,50 +59,108 @@ func message(id string) event.Message {
 	return event.Message{ID: id, Subject: "payments.src.payment.pending", Body: fmt.Appendf(nil, `{"id":%q}`, id)}
 }
 
-func must(t *testing.T, err error) {
+// The helpers below make one call each and end the test, naming the call, on an error:
+// a back end that fails must not pass for one that returns nothing.
+
+func must(t *testing.T, err error, call string, args ...any) {
 	t.Helper()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", fmt.Sprintf(call, args...), err)
 	}
 }
 
-func ids(b Backend, t *testing.T, source string) []string {
+func load(t *testing.T, b Backend, source string, ids ...string) map[string]*diff.Record {
+	t.Helper()
+	got, err := b.Load(source, ids)
+	must(t, err, "Load(%q, %q)", source, ids)
+	return got
+}
+
+func commit(t *testing.T, b Backend, source string, batch state.Batch) {
+	t.Helper()
+	must(t, b.Commit(source, batch), "Commit(%q, %d records, %d messages)", source, len(batch.Records), len(batch.Messages))
+}
+
+func meta(t *testing.T, b Backend, source string) state.Meta {
+	t.Helper()
+	m, err := b.Meta(source)
+	must(t, err, "Meta(%q)", source)
+	return m
+}
+
+func openItems(t *testing.T, b Backend, source string) []state.OpenItem {
+	t.Helper()
+	open, err := b.OpenItems(source)
+	must(t, err, "OpenItems(%q)", source)
+	return open
+}
+
+func outboxStats(t *testing.T, b Backend) (int, time.Time) {
+	t.Helper()
+	n, oldest, err := b.OutboxStats()
+	must(t, err, "OutboxStats()")
+	return n, oldest
+}
+
+func ids(t *testing.T, b Backend, source string) []string {
 	t.Helper()
 	var out []string
-	must(t, b.ForEach(source, func(r diff.Record) error {
+	err := b.ForEach(source, func(r diff.Record) error {
 		out = append(out, r.ID)
 		return nil
-	}))
+	})
+	must(t, err, "ForEach(%q)", source)
 	return out
 }
 
+func pending(t *testing.T, b Backend, after uint64, max int) []state.OutboxEntry {
+	t.Helper()
+	p, err := b.Pending(after, max)
+	must(t, err, "Pending(%d, %d)", after, max)
+	return p
+}
+
+func retained(t *testing.T, b Backend, after uint64, max int) []state.AckedEntry {
+	t.Helper()
+	r, err := b.Retained(after, max)
+	must(t, err, "Retained(%d, %d)", after, max)
+	return r
+}
+
+func deleteSeqs(t *testing.T, b Backend, seqs ...uint64) {
+	t.Helper()
+	must(t, b.Delete(seqs), "Delete(%v)", seqs)
+}
+
+func ack(t *testing.T, b Backend, acks ...state.Ack) {
+	t.Helper()
+	must(t, b.Ack(acks), "Ack(%+v)", acks)
+}
+
+func prune(t *testing.T, b Backend, cutoff time.Time) (int, time.Time) {
+	t.Helper()
+	n, next, err := b.Prune(cutoff)
+	must(t, err, "Prune(%v)", cutoff)
+	return n, next
+}
+
 func emptySource(t *testing.T, b Backend) {
-	m, err := b.Meta("none")
-	must(t, err)
-	if m != (state.Meta{}) {
+	if m := meta(t, b, "none"); m != (state.Meta{}) {
 		t.Errorf("Meta of a new source = %+v, want zero", m)
 	}
-	got, err := b.Load("none", []string{"a", "b"})
-	must(t, err)
-	if len(got) != 0 {
+	if got := load(t, b, "none", "a", "b"); len(got) != 0 {
 		t.Errorf("Load of a new source = %v, want nothing", got)
 	}
-	open, err := b.OpenItems("none")
-	must(t, err)
-	if len(open) != 0 {
+	if open := openItems(t, b, "none"); len(open) != 0 {
 		t.Errorf("OpenItems of a new source = %v, want none", open)
 	}
-	if got := ids(b, t, "none"); len(got) != 0 {
+	if got := ids(t, b, "none"); len(got) != 0 {
 		t.Errorf("ForEach of a new source visited %v", got)
 	}
-	n, oldest, err := b.OutboxStats()
-	must(t, err)
-	if n != 0 || !oldest.IsZero() {
+	if n, oldest := outboxStats(t, b); n != 0 || !oldest.IsZero() {
 		t.Errorf("OutboxStats of a new store = %d %v, want 0 and the zero time", n, oldest)
 	}
-	p, err := b.Pending(0, 10)
-	must(t, err)
-	if len(p) != 0 {
+	if p := pending(t, b, 0, 10); len(p) != 0 {
 		t.Errorf("Pending of a new store = %v", p)
 	}
 }
@@ -111,47 +169,41 @@ func commitLoad(t *testing.T, b Backend) {
 	recs := []diff.Record{record("b", 1, false, t0), record("a", 2, true, t0.Add(time.Second))}
 	recs[1].Nested = []diff.NestedRecord{{Kind: "refund", ID: "r1", Sequence: 1,
 		Status: diff.Status{Raw: "pending", State: diff.Pending}}}
-	meta := state.Meta{BaselineDone: true, HighWater: t0.Add(time.Hour), LastPoll: t0.Add(2 * time.Hour)}
-	_, err := b.Load("src", []string{"a", "b", "c"})
-	must(t, err)
-	_, err = b.Meta("src")
-	must(t, err)
-	must(t, b.Commit("src", state.Batch{Now: t0, Records: recs, Meta: &meta}))
+	want := state.Meta{BaselineDone: true, HighWater: t0.Add(time.Hour), LastPoll: t0.Add(2 * time.Hour)}
+	load(t, b, "src", "a", "b", "c")
+	meta(t, b, "src")
+	commit(t, b, "src", state.Batch{Now: t0, Records: recs, Meta: &want})
 
-	got, err := b.Load("src", []string{"a", "b", "c"})
-	must(t, err)
+	got := load(t, b, "src", "a", "b", "c")
 	if len(got) != 2 || !reflect.DeepEqual(*got["a"], recs[1]) || !reflect.DeepEqual(*got["b"], recs[0]) {
 		t.Errorf("Load = %+v, want %+v", got, recs)
 	}
 	if _, ok := got["c"]; ok {
 		t.Error("Load returned a record never committed")
 	}
-	if got := ids(b, t, "src"); !slices.Equal(got, []string{"a", "b"}) {
+	if got := ids(t, b, "src"); !slices.Equal(got, []string{"a", "b"}) {
 		t.Errorf("ForEach visited %v, want [a b] in id order", got)
 	}
-	m, err := b.Meta("src")
-	must(t, err)
-	if m != meta {
-		t.Errorf("Meta = %+v, want %+v", m, meta)
+	if m := meta(t, b, "src"); m != want {
+		t.Errorf("Meta = %+v, want %+v", m, want)
 	}
 
 	// A second commit replaces a record and the metadata.
 	upd := record("b", 2, true, t0)
-	meta.LastPoll = t0.Add(3 * time.Hour)
-	must(t, b.Commit("src", state.Batch{Now: t0, Records: []diff.Record{upd}, Meta: &meta}))
-	got, err = b.Load("src", []string{"b"})
-	must(t, err)
-	if !reflect.DeepEqual(*got["b"], upd) {
-		t.Errorf("after update Load = %+v, want %+v", *got["b"], upd)
+	want.LastPoll = t0.Add(3 * time.Hour)
+	commit(t, b, "src", state.Batch{Now: t0, Records: []diff.Record{upd}, Meta: &want})
+	got = load(t, b, "src", "b")
+	if got["b"] == nil || !reflect.DeepEqual(*got["b"], upd) {
+		t.Errorf("after update Load = %+v, want %+v", got["b"], upd)
 	}
-	if m, _ := b.Meta("src"); m != meta {
-		t.Errorf("after update Meta = %+v, want %+v", m, meta)
+	if m := meta(t, b, "src"); m != want {
+		t.Errorf("after update Meta = %+v, want %+v", m, want)
 	}
 
 	// An error from ForEach's function stops the walk and comes back as is.
 	stop := errors.New("stop")
 	n := 0
-	err = b.ForEach("src", func(diff.Record) error { n++; return stop })
+	err := b.ForEach("src", func(diff.Record) error { n++; return stop })
 	if !errors.Is(err, stop) || n != 1 {
 		t.Errorf("ForEach with a failing function: %d calls, err %v; want 1 call and that error", n, err)
 	}
@@ -169,9 +221,8 @@ func openIndex(t *testing.T, b Backend) {
 		record("done", 2, true, t0),
 		settling, stalled,
 	}
-	must(t, b.Commit("src", state.Batch{Now: t0, Records: recs}))
-	open, err := b.OpenItems("src")
-	must(t, err)
+	commit(t, b, "src", state.Batch{Now: t0, Records: recs})
+	open := openItems(t, b, "src")
 	want := []state.OpenItem{
 		{ID: "settling", CreatedAt: t0.Add(-time.Hour)},
 		{ID: "early-a", CreatedAt: t0, State: diff.Pending},
@@ -184,42 +235,35 @@ func openIndex(t *testing.T, b Backend) {
 
 	// An item that turns final leaves the index; one committed after its settle
 	// window leaves it too.
-	_, err = b.Load("src", []string{"late", "settling"})
-	must(t, err)
-	must(t, b.Commit("src", state.Batch{Now: t0.Add(2 * time.Hour), Records: []diff.Record{record("late", 2, true, t0.Add(time.Minute)), settling}}))
-	open, err = b.OpenItems("src")
-	must(t, err)
+	load(t, b, "src", "late", "settling")
+	commit(t, b, "src", state.Batch{Now: t0.Add(2 * time.Hour), Records: []diff.Record{record("late", 2, true, t0.Add(time.Minute)), settling}})
+	open = openItems(t, b, "src")
 	if len(open) != 2 || open[0].ID != "early-a" || open[1].ID != "early-b" {
 		t.Errorf("OpenItems after closing = %+v, want early-a and early-b", open)
 	}
 }
 
 func sourcesApart(t *testing.T, b Backend) {
-	must(t, b.Commit("one", state.Batch{Now: t0, Records: []diff.Record{record("x", 1, false, t0)}, Meta: &state.Meta{BaselineDone: true}}))
-	must(t, b.Commit("two", state.Batch{Now: t0, Records: []diff.Record{record("x", 3, true, t0)}}))
-	one, err := b.Load("one", []string{"x"})
-	must(t, err)
-	two, err := b.Load("two", []string{"x"})
-	must(t, err)
-	if one["x"].Sequence != 1 || two["x"].Sequence != 3 {
+	commit(t, b, "one", state.Batch{Now: t0, Records: []diff.Record{record("x", 1, false, t0)}, Meta: &state.Meta{BaselineDone: true}})
+	commit(t, b, "two", state.Batch{Now: t0, Records: []diff.Record{record("x", 3, true, t0)}})
+	one, two := load(t, b, "one", "x"), load(t, b, "two", "x")
+	if one["x"] == nil || two["x"] == nil || one["x"].Sequence != 1 || two["x"].Sequence != 3 {
 		t.Errorf("same id in two sources: %+v and %+v", one["x"], two["x"])
 	}
-	if m, _ := b.Meta("two"); m.BaselineDone {
+	if m := meta(t, b, "two"); m.BaselineDone {
 		t.Error("meta of one source shows in another")
 	}
-	if open, _ := b.OpenItems("two"); len(open) != 0 {
+	if open := openItems(t, b, "two"); len(open) != 0 {
 		t.Errorf("open items of source two = %v, want none", open)
 	}
 	// Ids with characters outside any key alphabet, and a source whose name prefixes
 	// another's, stay apart.
 	odd := record("id with spaces/ünï.côdé*>", 1, false, t0)
-	must(t, b.Commit("on", state.Batch{Now: t0, Records: []diff.Record{odd}}))
-	got, err := b.Load("on", []string{odd.ID})
-	must(t, err)
-	if got[odd.ID] == nil || got[odd.ID].ID != odd.ID {
+	commit(t, b, "on", state.Batch{Now: t0, Records: []diff.Record{odd}})
+	if got := load(t, b, "on", odd.ID); got[odd.ID] == nil || got[odd.ID].ID != odd.ID {
 		t.Errorf("Load of an odd id = %+v", got)
 	}
-	if got := ids(b, t, "one"); !slices.Equal(got, []string{"x"}) {
+	if got := ids(t, b, "one"); !slices.Equal(got, []string{"x"}) {
 		t.Errorf("ForEach of source one visited %v, want [x]", got)
 	}
 }
@@ -240,11 +284,8 @@ func badBatch(t *testing.T, b Backend) {
 			t.Errorf("%s: Commit succeeded", c.name)
 		}
 	}
-	got, err := b.Load("src", []string{"a"})
-	must(t, err)
-	n, _, err := b.OutboxStats()
-	must(t, err)
-	if len(got) != 0 || n != 0 {
+	got := load(t, b, "src", "a")
+	if n, _ := outboxStats(t, b); len(got) != 0 || n != 0 {
 		t.Errorf("rejected batches left %d records and %d outbox entries", len(got), n)
 	}
 }
@@ -255,8 +296,7 @@ func pendingIDs(t *testing.T, b Backend) ([]string, []uint64) {
 	var seqs []uint64
 	var after uint64
 	for {
-		p, err := b.Pending(after, 2)
-		must(t, err)
+		p := pending(t, b, after, 2)
 		if len(p) == 0 {
 			return names, seqs
 		}
@@ -279,90 +319,82 @@ func outbox(t *testing.T, b Backend) {
 	case <-b.Changed():
 	default:
 	}
-	must(t, b.Commit("src", state.Batch{Now: t0, Messages: []event.Message{message("e1"), message("e2"), message("e3")}}))
+	commit(t, b, "src", state.Batch{Now: t0, Messages: []event.Message{message("e1"), message("e2"), message("e3")}})
 	select {
 	case <-b.Changed():
 	default:
 		t.Error("Changed was not signalled after a commit with messages")
 	}
-	must(t, b.Commit("other", state.Batch{Now: t0.Add(time.Minute), Messages: []event.Message{message("e4"), message("e5")}}))
+	commit(t, b, "other", state.Batch{Now: t0.Add(time.Minute), Messages: []event.Message{message("e4"), message("e5")}})
 	names, seqs := pendingIDs(t, b)
 	if !slices.Equal(names, []string{"e1", "e2", "e3", "e4", "e5"}) {
 		t.Fatalf("Pending in pages of 2 = %v, want e1..e5 in commit order", names)
 	}
-	p, err := b.Pending(0, 1)
-	must(t, err)
-	if p[0].Enqueued != t0 || p[0].Msg.Subject != "payments.src.payment.pending" || string(p[0].Msg.Body) != `{"id":"e1"}` {
+	if p := pending(t, b, 0, 1); len(p) != 1 {
+		t.Errorf("Pending(0, 1) = %+v, want e1", p)
+	} else if p[0].Enqueued != t0 || p[0].Msg.Subject != "payments.src.payment.pending" || string(p[0].Msg.Body) != `{"id":"e1"}` {
 		t.Errorf("first entry = %+v", p[0])
 	}
-	n, oldest, err := b.OutboxStats()
-	must(t, err)
-	if n != 5 || !oldest.Equal(t0) {
+	if n, oldest := outboxStats(t, b); n != 5 || !oldest.Equal(t0) {
 		t.Errorf("OutboxStats = %d %v, want 5 %v", n, oldest, t0)
 	}
 	if _, err := b.Pending(0, 0); err == nil {
 		t.Error("Pending with max 0 succeeded")
 	}
 
-	must(t, b.Delete([]uint64{seqs[0], seqs[2], seqs[4] + 1000}))
+	deleteSeqs(t, b, seqs[0], seqs[2], seqs[4]+1000)
 	names, _ = pendingIDs(t, b)
 	if !slices.Equal(names, []string{"e2", "e4", "e5"}) {
 		t.Errorf("Pending after deleting e1, e3 and an unknown seq = %v", names)
 	}
-	n, oldest, err = b.OutboxStats()
-	must(t, err)
-	if n != 3 || !oldest.Equal(t0) {
+	if n, oldest := outboxStats(t, b); n != 3 || !oldest.Equal(t0) {
 		t.Errorf("OutboxStats = %d %v, want 3 %v", n, oldest, t0)
 	}
-	must(t, b.Delete([]uint64{seqs[1]}))
-	if _, oldest, _ := b.OutboxStats(); !oldest.Equal(t0.Add(time.Minute)) {
+	deleteSeqs(t, b, seqs[1])
+	if _, oldest := outboxStats(t, b); !oldest.Equal(t0.Add(time.Minute)) {
 		t.Errorf("oldest after deleting src's entries = %v, want %v", oldest, t0.Add(time.Minute))
 	}
 }
 
 func ackRetainPrune(t *testing.T, b Backend) {
-	must(t, b.Commit("src", state.Batch{Now: t0, Messages: []event.Message{message("e1"), message("e2"), message("e3")}}))
+	commit(t, b, "src", state.Batch{Now: t0, Messages: []event.Message{message("e1"), message("e2"), message("e3")}})
 	_, seqs := pendingIDs(t, b)
-	must(t, b.Ack([]state.Ack{
-		{Seq: seqs[0], At: t0.Add(time.Second), StreamSeq: 7},
-		{Seq: seqs[1], At: t0.Add(2 * time.Second), Duplicate: true},
-		{Seq: seqs[2] + 1000, At: t0},
-	}))
+	ack(t, b,
+		state.Ack{Seq: seqs[0], At: t0.Add(time.Second), StreamSeq: 7},
+		state.Ack{Seq: seqs[1], At: t0.Add(2 * time.Second), Duplicate: true},
+		state.Ack{Seq: seqs[2] + 1000, At: t0},
+	)
 	names, _ := pendingIDs(t, b)
 	if !slices.Equal(names, []string{"e3"}) {
 		t.Errorf("Pending after acknowledging e1 and e2 = %v, want [e3]", names)
 	}
-	if n, _, _ := b.OutboxStats(); n != 1 {
+	if n, _ := outboxStats(t, b); n != 1 {
 		t.Errorf("OutboxStats counts %d, want 1 (retained entries are not pending)", n)
 	}
-	r, err := b.Retained(0, 10)
-	must(t, err)
+	r := retained(t, b, 0, 10)
 	if len(r) != 2 || r[0].Msg.ID != "e1" || r[0].StreamSeq != 7 || !r[0].Acked.Equal(t0.Add(time.Second)) ||
 		r[1].Msg.ID != "e2" || !r[1].Duplicate || r[0].Seq != seqs[0] {
 		t.Fatalf("Retained = %+v", r)
 	}
-	if r, _ := b.Retained(seqs[0], 10); len(r) != 1 || r[0].Msg.ID != "e2" {
+	if r := retained(t, b, seqs[0], 10); len(r) != 1 || r[0].Msg.ID != "e2" {
 		t.Errorf("Retained after e1 = %+v, want e2", r)
 	}
 
 	// Re-published: a new acknowledgement replaces the old, a duplicate one does not.
-	must(t, b.Ack([]state.Ack{
-		{Seq: seqs[0], At: t0.Add(time.Hour), StreamSeq: 9, Duplicate: true},
-		{Seq: seqs[1], At: t0.Add(time.Hour), StreamSeq: 11},
-	}))
-	r, err = b.Retained(0, 10)
-	must(t, err)
+	ack(t, b,
+		state.Ack{Seq: seqs[0], At: t0.Add(time.Hour), StreamSeq: 9, Duplicate: true},
+		state.Ack{Seq: seqs[1], At: t0.Add(time.Hour), StreamSeq: 11},
+	)
+	r = retained(t, b, 0, 10)
 	if len(r) != 2 || r[0].StreamSeq != 7 || r[1].StreamSeq != 11 || r[1].Duplicate {
 		t.Errorf("Retained after re-acknowledging = %+v", r)
 	}
 
-	pruned, next, err := b.Prune(t0.Add(time.Minute))
-	must(t, err)
-	if pruned != 1 || !next.Equal(t0.Add(time.Hour)) {
+	if pruned, next := prune(t, b, t0.Add(time.Minute)); pruned != 1 || !next.Equal(t0.Add(time.Hour)) {
 		t.Errorf("Prune = %d %v, want 1 %v", pruned, next, t0.Add(time.Hour))
 	}
-	must(t, b.Delete([]uint64{seqs[1]}))
-	if r, _ := b.Retained(0, 10); len(r) != 0 {
+	deleteSeqs(t, b, seqs[1])
+	if r := retained(t, b, 0, 10); len(r) != 0 {
 		t.Errorf("Retained after pruning and deleting = %+v", r)
 	}
 	if _, err := b.Retained(0, 0); err == nil {
