@@ -43,6 +43,42 @@ func TestIDDeterministicAndDistinct(t *testing.T) {
 	}
 }
 
+// TestIDGolden pins the id function to values computed once and written here.
+//
+// The id is JetStream's de-duplication key (Nats-Msg-Id) and what consumers drop
+// repeats by: a watcher upgraded across a change of this function gives a transition
+// that the old version already published a new id, so it is published and delivered
+// twice. Never "update" these values to make the test pass; a change of the function
+// needs a plan for the upgrade (and a statement in the release notes) first.
+func TestIDGolden(t *testing.T) {
+	prev := func(status, addendum string) *Status { return &Status{Status: status, Addendum: addendum} }
+	tests := []struct {
+		source, kind, parent, id string
+		sequence                 uint32
+		previous                 *Status
+		current                  Status
+		want                     string
+	}{
+		{"cpn", "payment", "", "p1", 1, nil, Status{Status: "PENDING"}, "effcde12f5a6c140f3e011411b0271bc"},
+		{"cpn", "payment", "", "p1", 2, prev("PENDING", ""), Status{Status: "CONFIRMED"}, "37ae7cfea5f22d646a356dd93262cc61"},
+		{"cpn", "payment", "", "p1", 3, prev("CONFIRMED", ""), Status{Status: "FAILED", Addendum: "IN_MANUAL_REVIEW"}, "8e687d4fcd84fa83598485ab65e23ceb"},
+		{"cpn", "payment_refund", "p1", "r1", 1, nil, Status{Status: "PENDING"}, "57070ce45eb10466ed0705b8c04605fa"},
+		{"cpn", "payment_refund", "p1", "r1", 2, prev("PENDING", "x"), Status{Status: "COMPLETE", Addendum: "y"}, "e2789350e398134525ec9224df964758"},
+		{"onramp", "onramp_session", "", "cos_1", 4, prev("requires_payment", ""), Status{Status: "fulfillment_complete"}, "d5788b3c31745e46819d406c1c37d150"},
+		{"", "", "", "", 0, nil, Status{}, "a4ef9014f82f8cfe95ee3f9a2fe7f128"},
+		{"ünï côdé", "payment", "", "id with spaces/*>", 4294967295, prev("", ""), Status{}, "c3a174cee6482e55529cbebaddef8594"},
+	}
+	for _, tt := range tests {
+		// The normalized state is not part of the id: setting it must change nothing.
+		cur := tt.current
+		cur.State = "anything"
+		if got := ID(tt.source, tt.kind, tt.parent, tt.id, tt.sequence, tt.previous, cur); got != tt.want {
+			t.Errorf("ID(%q, %q, %q, %q, %d, %+v, %+v) = %s, want %s",
+				tt.source, tt.kind, tt.parent, tt.id, tt.sequence, tt.previous, tt.current, got, tt.want)
+		}
+	}
+}
+
 func TestSubject(t *testing.T) {
 	s := Subject("payments", "cpn", "payment", "failed")
 	if s != "payments.cpn.payment.failed" {
