@@ -8,7 +8,6 @@ package poller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -573,47 +572,7 @@ func (p *Poller) apply(items []diff.Item, silent bool) error {
 
 // message renders one transition as the event of DESIGN §5.
 func (p *Poller) message(tr *diff.Transition, now time.Time) (event.Message, error) {
-	cur := event.Status{Status: tr.Current.Raw, State: string(tr.Current.State), Addendum: tr.Current.Addendum}
-	var prev *event.Status
-	if tr.Previous != nil {
-		prev = &event.Status{Status: tr.Previous.Raw, State: string(tr.Previous.State), Addendum: tr.Previous.Addendum}
-	}
-	id := event.ID(p.cfg.Name, tr.Kind, tr.ParentID, tr.ID, tr.Sequence, prev, cur)
-	it := tr.Item
-	d := event.Data{
-		Source: p.cfg.Name, Provider: p.cfg.Provider, Kind: tr.Kind, ID: tr.ID,
-		Previous: prev, Current: cur, Terminal: tr.Current.Terminal, Sequence: tr.Sequence,
-		CreatedAt: it.CreatedAt.UTC(), ObservedAt: now, Refs: it.Refs, Item: json.RawMessage(it.Raw),
-	}
-	if p.cfg.Lease != nil {
-		l := *p.cfg.Lease
-		d.Poller = &l
-	}
-	if tr.ParentID != "" {
-		parent := tr.ParentID
-		d.ParentID = &parent
-	}
-	if !it.UpdatedAt.IsZero() {
-		u := it.UpdatedAt.UTC()
-		d.UpdatedAt = &u
-	}
-	if it.Amount != nil {
-		d.Amount = &event.Money{Value: it.Amount.Value, Currency: it.Amount.Currency}
-	}
-	if it.Failure != nil {
-		d.Failure = &event.Failure{Reason: it.Failure.Reason, Code: it.Failure.Code}
-	}
-	if len(d.Item) == 0 {
-		d.Item = json.RawMessage("{}")
-	}
-	body, err := json.Marshal(event.Event{
-		SpecVersion: event.SpecVersion, ID: id, Source: "watcher/" + p.cfg.Name, Type: event.Type,
-		Subject: tr.ID, Time: now, DataContentType: "application/json", Data: d,
-	})
-	if err != nil {
-		return event.Message{}, fmt.Errorf("encode event for %s %s: %w", tr.Kind, tr.ID, err)
-	}
-	return event.Message{ID: id, Subject: event.Subject(p.prefix, p.cfg.Name, tr.Kind, string(tr.Current.State)), Body: body}, nil
+	return Message(EventSource{Name: p.cfg.Name, Provider: p.cfg.Provider, Prefix: p.prefix, Lease: p.cfg.Lease}, tr, now)
 }
 
 // call runs one provider request under the rate limit, retrying temporary failures

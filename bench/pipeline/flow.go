@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/diff"
-	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/publish"
 	"github.com/payments-watcher/watcher/state"
@@ -149,20 +147,14 @@ func (f *flow) cycle(ctx context.Context, pages [][]diff.Item, want int) (Figure
 	return out, nil
 }
 
-// sampleBody renders the event of item's transition as the poller does, for the raw
-// measurements' messages: the same size as the pipeline's.
+// sampleBody renders the event of item's transition from pending with the poller's
+// own builder, for the raw measurements' messages: the same size as the pipeline's.
 func sampleBody(it *diff.Item) ([]byte, error) {
-	prev := &event.Status{Status: statusPending.Raw, State: string(statusPending.State)}
-	cur := event.Status{Status: it.Status.Raw, State: string(it.Status.State)}
-	body, err := json.Marshal(event.Event{
-		SpecVersion: event.SpecVersion, ID: event.ID("bench", it.Kind, "", it.ID, 2, prev, cur), Source: "watcher/bench",
-		Type: event.Type, Subject: it.ID, Time: time.Now().UTC(), DataContentType: "application/json",
-		Data: event.Data{Source: "bench", Provider: "circle_cpn_payments", Kind: it.Kind, ID: it.ID, Previous: prev,
-			Current: cur, Sequence: 2, CreatedAt: it.CreatedAt, ObservedAt: time.Now().UTC(), Refs: it.Refs,
-			Amount: &event.Money{Value: it.Amount.Value, Currency: it.Amount.Currency}, Item: it.Raw},
-	})
+	prev := statusPending
+	tr := diff.Transition{Kind: it.Kind, ID: it.ID, Previous: &prev, Current: it.Status, Sequence: 2, Item: it}
+	m, err := poller.Message(poller.EventSource{Name: "bench", Provider: "circle_cpn_payments"}, &tr, time.Now().UTC())
 	if err != nil {
 		return nil, fmt.Errorf("sample event: %w", err)
 	}
-	return body, nil
+	return m.Body, nil
 }

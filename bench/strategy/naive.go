@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/payments-watcher/watcher/diff"
-	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/poller/provider"
 )
 
@@ -106,16 +106,13 @@ func (n *naivePoller) walk(ctx context.Context, start time.Time, silent bool) (i
 
 func (n *naivePoller) report(tr *diff.Transition, now time.Time) {
 	n.t.add(n.provider, cntNaiveTr, 1)
-	cur := event.Status{Status: tr.Current.Raw, State: string(tr.Current.State), Addendum: tr.Current.Addendum}
-	var prev *event.Status
 	var p *status
 	if tr.Previous != nil {
-		prev = &event.Status{Status: tr.Previous.Raw, State: string(tr.Previous.State), Addendum: tr.Previous.Addendum}
 		p = &status{tr.Previous.Raw, tr.Previous.Addendum}
 	}
 	n.rec.add(observation{
 		key:     itemKey{n.provider, tr.Kind, tr.ParentID, tr.ID},
-		eventID: event.ID(n.name, tr.Kind, tr.ParentID, tr.ID, tr.Sequence, prev, cur),
+		eventID: poller.EventID(n.name, tr),
 		prev:    p,
 		cur:     status{tr.Current.Raw, tr.Current.Addendum},
 		seq:     tr.Sequence,
