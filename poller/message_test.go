@@ -47,7 +47,7 @@ func TestMessage(t *testing.T) {
 		d.Failure == nil || d.Failure.Code != "c" || string(d.Item) != "{}" {
 		t.Errorf("item fields %+v", d)
 	}
-	if d.Poller == nil || *d.Poller != *lease || d.Poller == lease {
-		t.Errorf("poller %+v, want a copy of %+v", d.Poller, lease)
+	if d.Poller == nil || *d.Poller != *lease {
+		t.Errorf("poller %+v, want %+v", d.Poller, lease)
 	}
 }
