@@ -19,6 +19,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -584,12 +585,12 @@ func labelsMatch(selector, labels any) bool {
 
 func TestKubernetes(t *testing.T) {
 	objs := kubeObjects(t)
-	for _, kind := range []string{"StatefulSet", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "ServiceMonitor"} {
+	for _, kind := range []string{"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"} {
 		if objs[kind] == nil {
 			t.Fatalf("no %s in deploy/kubernetes", kind)
 		}
 	}
-	sts, svc, cm, secret := objs["StatefulSet"], objs["Service"], objs["ConfigMap"], objs["Secret"]
+	sts, svc, cm := objs["StatefulSet"], objs["Service"], objs["ConfigMap"]
 	if r, _ := get(sts, "spec", "replicas").(int); r != 1 {
 		t.Errorf("StatefulSet replicas %v, want 1 (one watcher per state file)", get(sts, "spec", "replicas"))
 	}
@@ -640,14 +641,11 @@ func TestKubernetes(t *testing.T) {
 		t.Errorf("container resources %v: want memory requests and limits", get(c, "resources"))
 	}
 
-	// The configuration it mounts is valid with the Secret's values, keeps its state on
-	// the claimed volume and listens where the probes look.
-	env := map[string]string{}
-	for k, v := range get(secret, "stringData").(map[string]any) {
-		env[k] = v.(string)
-	}
-	if str(c, "envFrom", 0, "secretRef", "name") != str(secret, "metadata", "name") {
-		t.Errorf("container envFrom %v does not name Secret %q", get(c, "envFrom"), str(secret, "metadata", "name"))
+	// The configuration it mounts is valid with the generated Secret's example
+	// values, keeps its state on the claimed volume and listens where the probes look.
+	name, env := generatedSecret(t, "kubernetes")
+	if str(c, "envFrom", 0, "secretRef", "name") != name {
+		t.Errorf("container envFrom %v does not name the generated Secret %q", get(c, "envFrom"), name)
 	}
 	cfg := parseConfig(t, "ConfigMap watcher.yaml", []byte(str(cm, "data", "watcher.yaml")), env)
 	mounts := map[string]string{}
@@ -919,12 +917,19 @@ func TestKubernetesCluster(t *testing.T) {
 	if cm == nil || dep == nil || nats == nil {
 		t.Fatalf("missing objects; have %v", slices.Sorted(maps.Keys(kinds)))
 	}
-	env := map[string]string{"POD_NAME": "watcher-5d8f9c7b4-x2k9q", "STRIPE_API_KEY": "rk_test_placeholder"}
+	secretName, secrets := generatedSecret(t, "kubernetes-cluster")
+	env := map[string]string{}
 	for _, e := range get(dep, "spec", "template", "spec", "containers", 0, "env").([]any) {
-		if env[str(e, "name")] == "" {
-			env[str(e, "name")] = "placeholder"
+		name := str(e, "name")
+		if ref := get(e, "valueFrom", "secretKeyRef"); ref != nil {
+			v, ok := secrets[str(ref, "key")]
+			if str(ref, "name") != secretName || !ok {
+				t.Errorf("env %s reads %v, which the generated Secret %s (%v) does not hold", name, ref, secretName, slices.Sorted(maps.Keys(secrets)))
+			}
+			env[name] = v
 		}
 	}
+	env["POD_NAME"] = "watcher-5d8f9c7b4-x2k9q"
 	cfg := parseConfig(t, "kubernetes-cluster/configmap.yaml", []byte(str(cm, "data", "watcher.yaml")), env)
 	if cfg.State.Backend != "nats_kv" || cfg.Cluster.ReplicaID != env["POD_NAME"] || cfg.State.NATSKV.Replicas != 3 {
 		t.Errorf("state %+v, cluster %+v: want nats_kv with 3 copies and the pod name as replica id", cfg.State, cfg.Cluster)
@@ -940,4 +945,38 @@ func TestKubernetesCluster(t *testing.T) {
 			t.Errorf("nats.url %s does not name %s", cfg.NATS.URL, name)
 		}
 	}
+}
+
+// generatedSecret returns the name of the Secret the kustomization in dir generates
+// and the values of secrets.env.example, the file its secrets.env is copied from.
+func generatedSecret(t *testing.T, dir string) (string, map[string]string) {
+	t.Helper()
+	kust := yamlDocs(t, dir+"/kustomization.yaml")[0]
+	gen := get(kust, "secretGenerator", 0)
+	if envs := get(gen, "envs"); !reflect.DeepEqual(envs, []any{"secrets.env"}) {
+		t.Fatalf("%s: secretGenerator envs %v, want [secrets.env]", dir, envs)
+	}
+	data, err := os.ReadFile(dir + "/secrets.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("%s/secrets.env.example: %q is not KEY=value", dir, line)
+		}
+		values[k] = v
+	}
+	ignored, err := os.ReadFile("../.gitignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Split(string(ignored), "\n"), "/deploy/"+dir+"/secrets.env") {
+		t.Errorf(".gitignore does not ignore deploy/%s/secrets.env", dir)
+	}
+	return str(gen, "name"), values
 }
