@@ -791,7 +791,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := parseConfig(t, "watcher.example.yaml", data, nil)
+	cfg := parseConfig(t, "watcher.example.yaml", data, map[string]string{"CREDENTIALS_DIRECTORY": "/run/credentials/watcher.service"})
 	if len(cfg.Sources) == 0 {
 		t.Fatal("watcher.example.yaml has no source")
 	}
