@@ -14,22 +14,23 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // swappable forwards to a state file that the test can replace, as an operator
 // freeing disk space would make a full one writable again.
 type swappable struct {
 	mu sync.Mutex
-	s  *state.Store
+	s  *bbolt.Store
 }
 
-func (w *swappable) get() *state.Store {
+func (w *swappable) get() *bbolt.Store {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.s
 }
 
-func (w *swappable) set(s *state.Store) {
+func (w *swappable) set(s *bbolt.Store) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.s = s
@@ -66,7 +67,7 @@ func TestFullDiskFailsTheCycleAndIsRetried(t *testing.T) {
 			src.items[i].Raw = []byte(`{"id":"` + src.items[i].ID + `","pad":"` + pad + `"}`)
 		}
 		path := filepath.Join(t.TempDir(), "w.db")
-		full, err := state.Open(path, state.Options{NoSync: true, MaxSize: 128 << 10})
+		full, err := bbolt.Open(path, bbolt.Options{NoSync: true, MaxSize: 128 << 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +107,7 @@ func TestFullDiskFailsTheCycleAndIsRetried(t *testing.T) {
 		if err := full.Close(); err != nil {
 			t.Fatal(err)
 		}
-		roomy, err := state.Open(path, state.Options{NoSync: true})
+		roomy, err := bbolt.Open(path, bbolt.Options{NoSync: true})
 		if err != nil {
 			t.Fatal(err)
 		}

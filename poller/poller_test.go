@@ -19,7 +19,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/poller/provider"
-	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 var statuses = diff.Mapping{
@@ -138,9 +138,9 @@ func testConfig() Config {
 	}
 }
 
-func newStore(t *testing.T) *state.Store {
+func newStore(t *testing.T) *bbolt.Store {
 	t.Helper()
-	st, err := state.Open(filepath.Join(t.TempDir(), "w.db"), state.Options{NoSync: true})
+	st, err := bbolt.Open(filepath.Join(t.TempDir(), "w.db"), bbolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func newStore(t *testing.T) *state.Store {
 
 type testPoller struct {
 	*Poller
-	store *state.Store
+	store *bbolt.Store
 	clock *time.Time
 }
 

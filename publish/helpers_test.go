@@ -19,6 +19,7 @@ import (
 
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 func testConfig() Config {
@@ -131,11 +132,11 @@ type testOutbox interface {
 }
 
 // storeOutbox is a real state file.
-type storeOutbox struct{ *state.Store }
+type storeOutbox struct{ *bbolt.Store }
 
 func newOutbox(t testing.TB) testOutbox {
 	t.Helper()
-	s, err := state.Open(filepath.Join(t.TempDir(), "w.db"), state.Options{})
+	s, err := bbolt.Open(filepath.Join(t.TempDir(), "w.db"), bbolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -769,3 +769,43 @@ func decodeOpen(b []byte) (time.Time, diff.State, error) {
 	}
 	return t, st, d.end()
 }
+
+// Retained entry (an acknowledged outbox entry kept for re-publishing), version 1:
+//
+//	version  flags(duplicate=1)  acked time  stream seq  encoded OutboxEntry
+const (
+	ackedV1       = 1
+	ackDuplicate  = 1 // the acknowledgement said duplicate: the store time is unknown
+	ackFlagsValid = ackDuplicate
+)
+
+// encodeAcked prefixes an encoded outbox entry with the acknowledgement of a.
+func encodeAcked(a Ack, entry []byte) ([]byte, error) {
+	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+len(entry))
+	var flags byte
+	if a.Duplicate {
+		flags |= ackDuplicate
+	}
+	b = append(b, ackedV1, flags)
+	b, err := appendTime(b, a.At)
+	if err != nil {
+		return nil, fmt.Errorf("acknowledged: %w", err)
+	}
+	b = binary.AppendUvarint(b, a.StreamSeq)
+	return append(b, entry...), nil
+}
+
+// splitAcked decodes the acknowledgement of a retained value and returns the encoded
+// outbox entry that follows it (sharing memory with v).
+func splitAcked(v []byte) (AckedEntry, []byte, error) {
+	d := decoder{b: v}
+	d.version(ackedV1)
+	flags := d.flags(ackFlagsValid)
+	e := AckedEntry{Duplicate: flags&ackDuplicate != 0}
+	e.Acked = d.time()
+	e.StreamSeq = d.uvarint()
+	if d.err != nil {
+		return AckedEntry{}, nil, d.err
+	}
+	return e, d.b, nil
+}

@@ -9,12 +9,12 @@ import (
 	"github.com/payments-watcher/watcher/event"
 )
 
-// The functions below expose the value encodings of this package (codec.go) to other
-// back ends that keep the same data elsewhere (package state/natskv), so that every
-// back end stores byte-identical values and a change of format lands in one place.
+// The functions below are the stored encodings of codec.go, for the back ends. The
+// Append forms append to a caller's buffer, for back ends that encode a whole batch
+// into one allocation; the Encode forms return a value of its own.
 
-// CheckRecord returns the error Commit gives for a record it cannot store: an empty
-// ID or a Sequence of 0.
+// CheckRecord returns the error a back end gives for a record it cannot store: an
+// empty ID or a Sequence of 0.
 func CheckRecord(r *diff.Record) error {
 	if r.ID == "" {
 		return errors.New("empty id")
@@ -25,11 +25,24 @@ func CheckRecord(r *diff.Record) error {
 	return nil
 }
 
+// AppendRecord appends the stored encoding of r, without its ID, to b.
+func AppendRecord(b []byte, r *diff.Record) ([]byte, error) { return encodeRecord(b, r) }
+
 // EncodeRecord returns the stored encoding of r, without its ID.
 func EncodeRecord(r *diff.Record) ([]byte, error) { return encodeRecord(nil, r) }
 
-// DecodeRecord decodes a value written by EncodeRecord; id is the record's ID.
+// DecodeRecord decodes a value written by EncodeRecord, of any format version; id is
+// the record's ID. The result shares no memory with b.
 func DecodeRecord(id string, b []byte) (diff.Record, error) { return decodeRecord(id, b) }
+
+// RecordStalled reports whether the record encoded in v is marked stalled, reading
+// only its first bytes; an error when v is not a record of a known version.
+func RecordStalled(v []byte) (bool, error) {
+	if len(v) < 2 || (v[0] != recordV1 && v[0] != recordV2) {
+		return false, fmt.Errorf("not a version %d or %d record", recordV1, recordV2)
+	}
+	return v[1]&flagStalled != 0, nil
+}
 
 // EncodeMeta returns the stored encoding of m.
 func EncodeMeta(m *Meta) ([]byte, error) { return encodeMeta(m) }
@@ -37,23 +50,30 @@ func EncodeMeta(m *Meta) ([]byte, error) { return encodeMeta(m) }
 // DecodeMeta decodes a value written by EncodeMeta.
 func DecodeMeta(b []byte) (Meta, error) { return decodeMeta(b) }
 
+// AppendEntry appends the stored encoding of an outbox entry holding m, enqueued at
+// enqueued, to b. The message body is stored as given.
+func AppendEntry(b []byte, enqueued time.Time, m *event.Message) ([]byte, error) {
+	return appendEntry(b, enqueued, m)
+}
+
 // EncodeEntry returns the stored encoding of an outbox entry holding m, enqueued at
 // enqueued.
 func EncodeEntry(enqueued time.Time, m *event.Message) ([]byte, error) {
 	return encodeEntry(enqueued, m)
 }
 
-// DecodeEntry decodes a value written by EncodeEntry into the entry with sequence seq.
+// DecodeEntry decodes a value written by EncodeEntry into the entry with sequence
+// seq. The result shares no memory with b.
 func DecodeEntry(seq uint64, b []byte) (OutboxEntry, error) { return decodeEntry(seq, b) }
 
-// EncodeOpen returns the open index value of r: whether r belongs in the open index
-// as of now (open and not stalled), and the value to store if it does.
-func EncodeOpen(r *diff.Record, now time.Time) (bool, []byte, error) {
-	if !r.Open(now) || r.Stalled {
-		return false, nil, nil
-	}
-	v, err := encodeOpen(r.CreatedAt, r.OpenState())
-	return true, v, err
+// InOpenIndex reports whether r belongs in its source's open index as of now: it is
+// open and not stalled.
+func InOpenIndex(r *diff.Record, now time.Time) bool { return r.Open(now) && !r.Stalled }
+
+// AppendOpen appends the open index value of r (its creation time and the state that
+// sets how often it is re-read) to b.
+func AppendOpen(b []byte, r *diff.Record) ([]byte, error) {
+	return appendOpen(b, r.CreatedAt, r.OpenState())
 }
 
 // DecodeOpen decodes an open index value of the item id.
@@ -70,7 +90,7 @@ func DecodeOpen(id string, b []byte) (OpenItem, error) {
 func EncodeAcked(a Ack, entry []byte) ([]byte, error) { return encodeAcked(a, entry) }
 
 // DecodeAcked decodes a value written by EncodeAcked into the retained entry with
-// sequence seq.
+// sequence seq. The result shares no memory with v.
 func DecodeAcked(seq uint64, v []byte) (AckedEntry, error) {
 	e, entry, err := splitAcked(v)
 	if err == nil {
@@ -83,5 +103,5 @@ func DecodeAcked(seq uint64, v []byte) (AckedEntry, error) {
 }
 
 // SplitAcked returns the acknowledgement of a retained value and the outbox entry's
-// encoding that follows it (sharing memory with v).
+// encoding that follows it (sharing memory with v), without decoding that entry.
 func SplitAcked(v []byte) (AckedEntry, []byte, error) { return splitAcked(v) }

@@ -1,10 +1,14 @@
-// Package state keeps watcher's memory in one bbolt file: per source, the snapshot of
-// every tracked item (what diff needs to compare), an index of open items and the
-// source's metadata; and one outbox of events not yet acknowledged by JetStream.
+// Package state defines what watcher remembers between cycles, independently of where
+// it is kept: the types a poller commits and a publisher drains (Batch, Meta, OpenItem,
+// OutboxEntry, Ack, AckedEntry) and the binary encoding of every stored value. Both
+// back ends, a local bbolt file (package state/bbolt) and NATS JetStream key-value
+// buckets (package state/natskv), store these types with these encodings, so they hold
+// byte-identical values and a change of format lands in one place.
 //
-// A page of observations is committed in one write transaction (snapshot records and
-// outbox messages together), so an event exists in the outbox exactly when the record
-// that produced it is stored: a crash loses neither and duplicates neither.
+// The back ends' common contract: a Batch is one page of observations, and an event
+// exists in the outbox exactly when the record that produced it is stored, so a crash
+// neither loses nor duplicates an event (the bbolt back end commits a Batch in one
+// transaction; natskv orders its writes to the same effect).
 package state
 
 import (
@@ -13,10 +17,6 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 )
-
-// SchemaVersion is the layout version written to new files; Open refuses a file
-// written with another one.
-const SchemaVersion = 1
 
 // Batch is everything one page of observations changes, committed atomically.
 type Batch struct {
@@ -61,4 +61,28 @@ type OutboxEntry struct {
 	Seq      uint64
 	Enqueued time.Time
 	Msg      event.Message
+}
+
+// Ack is the acknowledgement of one outbox entry by JetStream.
+type Ack struct {
+	Seq uint64
+	// At is when the acknowledgement arrived.
+	At time.Time
+	// StreamSeq is the stream sequence the acknowledgement named; 0 if unknown.
+	StreamSeq uint64
+	// Duplicate is set when the stream already held the message: it was stored at
+	// some earlier, unknown time.
+	Duplicate bool
+}
+
+// AckedEntry is an outbox entry that JetStream acknowledged, retained until Prune.
+type AckedEntry struct {
+	OutboxEntry
+	// Acked is when the acknowledgement that stored the message arrived.
+	Acked time.Time
+	// StreamSeq is the stream sequence of that acknowledgement; 0 if unknown.
+	StreamSeq uint64
+	// Duplicate is set when that acknowledgement was for a duplicate, so the message
+	// was stored at some unknown time before Acked.
+	Duplicate bool
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/publish"
-	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // ackCounter is the publisher's Observer: it counts acknowledged messages and failed
@@ -54,10 +54,10 @@ func (a *ackCounter) expect(n int) <-chan struct{} {
 
 // flow is watcher's pipeline as the daemon runs it for one source, fed pre-built
 // pages instead of a provider: poller.Poller (diff.Compare, event rendering,
-// state.Store.Commit page by page) and publish.Publisher (outbox to JetStream, deletes
+// bbolt.Store.Commit page by page) and publish.Publisher (outbox to JetStream, deletes
 // after acknowledgement) over a real state file and the embedded NATS server.
 type flow struct {
-	store   *state.Store
+	store   *bbolt.Store
 	src     *pagedSource
 	p       *poller.Poller
 	acks    *ackCounter
@@ -70,7 +70,7 @@ type flow struct {
 const flowLookback = 10 * 365 * 24 * time.Hour
 
 func startFlow(ctx context.Context, statePath string, js jetstream.JetStream, cfg publish.Config, pageSize int, log *slog.Logger) (*flow, error) {
-	store, err := state.Open(statePath, state.Options{})
+	store, err := bbolt.Open(statePath, bbolt.Options{})
 	if err != nil {
 		return nil, err
 	}

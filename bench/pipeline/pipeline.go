@@ -10,7 +10,7 @@
 //     puts, an asynchronous publish, a transaction of outbox deletes after the
 //     acknowledgements), without HTTP, parsing, comparison or encoding.
 //  2. Watcher's pipeline on the same machine: poller.Poller (diff.Compare, event
-//     rendering, state.Store.Commit page by page) and publish.Publisher draining the
+//     rendering, bbolt.Store.Commit page by page) and publish.Publisher draining the
 //     outbox to the same server, as the daemon runs them, fed pre-built provider items
 //     instead of HTTP; once with every item changed and once with a tenth changed.
 //  3. Scale: watcher's pollers built from a configuration as the daemon builds them,

@@ -95,8 +95,9 @@ var (
 	rawOutbox = []byte("outbox")
 )
 
-// openBolt creates a bbolt file at path with the options state.Open uses (fsync on
-// every commit) holding a record of recordSize bytes for every id.
+// openBolt creates a bbolt file at path with the options of the state back end's Open
+// (package state/bbolt: fsync on every commit) holding a record of recordSize bytes
+// for every id.
 func openBolt(path string, ids []string) (*boltFile, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {

@@ -25,7 +25,7 @@ import (
 	"github.com/payments-watcher/watcher/poller/provider"
 	"github.com/payments-watcher/watcher/publish"
 	"github.com/payments-watcher/watcher/sim"
-	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // Scale is what watcher costs at one number of tracked items, polling the simulator
@@ -176,7 +176,7 @@ func runScale(ctx context.Context, dir string, js jetstream.JetStream, ncfg publ
 	if err != nil {
 		return sc, fmt.Errorf("watcher configuration: %w", err)
 	}
-	store, err := state.Open(statePath, state.Options{})
+	store, err := bbolt.Open(statePath, bbolt.Options{})
 	if err != nil {
 		return sc, err
 	}
@@ -331,7 +331,7 @@ func startSim(ctx context.Context, dir string, command []string, cfg sim.Config)
 }
 
 // buildPollers makes one poller per configured source, as the daemon does.
-func buildPollers(cfg *config.Config, store *state.Store, prefix string, counter *countingTransport, log *slog.Logger) ([]*poller.Poller, error) {
+func buildPollers(cfg *config.Config, store *bbolt.Store, prefix string, counter *countingTransport, log *slog.Logger) ([]*poller.Poller, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	// The daemon keeps up to 4 idle connections per provider host; here every source's
 	// provider is the one simulator, so each source gets its own.

@@ -23,7 +23,7 @@ import (
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/poller/provider"
 	"github.com/payments-watcher/watcher/sim"
-	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // options shape one benchmark run.
@@ -214,7 +214,7 @@ type bench struct {
 	t        *tally
 	obs      *observer
 	logs     *logCounter
-	store    *state.Store
+	store    *bbolt.Store
 	pollers  []*poller.Poller
 	naive    []*naivePoller    // nil without the naive poller
 	provider map[string]string // source name -> provider id
@@ -277,7 +277,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watcher configuration: %w", err)
 	}
-	b.store, err = state.Open(statePath, state.Options{NoSync: true})
+	b.store, err = bbolt.Open(statePath, bbolt.Options{NoSync: true})
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/sim"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // phase is a part of the benchmark; every count is kept per phase.
@@ -212,7 +213,7 @@ func (o *observer) Success(string, time.Time) {}
 
 // countingStore is watcher's state store, counting what the pollers write.
 type countingStore struct {
-	*state.Store
+	*bbolt.Store
 	t *tally
 }
 

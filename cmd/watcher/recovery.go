@@ -4,14 +4,14 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // withRecovery adds the way out to an error that says the state file at path is
-// damaged (state.ErrCorrupt); other errors are returned as they are. checking is set
+// damaged (bbolt.ErrCorrupt); other errors are returned as they are. checking is set
 // for the error of `watcher state check` itself, which need not suggest running it.
 func withRecovery(err error, path string, checking bool) error {
-	if !errors.Is(err, state.ErrCorrupt) {
+	if !errors.Is(err, bbolt.ErrCorrupt) {
 		return err
 	}
 	steps := ""

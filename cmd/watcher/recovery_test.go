@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // TestDamagedStateFileGivesTheWayOut: every command that opens a damaged state file
@@ -45,7 +45,7 @@ func TestDamagedStateFileGivesTheWayOut(t *testing.T) {
 	} {
 		var out, errOut bytes.Buffer
 		err := run(t.Context(), tc.args, &out, &errOut)
-		if !errors.Is(err, state.ErrCorrupt) {
+		if !errors.Is(err, bbolt.ErrCorrupt) {
 			t.Errorf("%s: %v; want ErrCorrupt", tc.args, err)
 			continue
 		}

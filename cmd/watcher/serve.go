@@ -26,7 +26,7 @@ import (
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/poller/provider"
 	"github.com/payments-watcher/watcher/publish"
-	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // shutdownFlush bounds the outbox flush at shutdown.
@@ -46,7 +46,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if cfg.State.Backend == "nats_kv" {
 		return serveCluster(ctx, cfg, log)
 	}
-	store, err := state.Open(cfg.State.Path, state.Options{})
+	store, err := bbolt.Open(cfg.State.Path, bbolt.Options{})
 	if err != nil {
 		return withRecovery(err, cfg.State.Path, false)
 	}
@@ -126,7 +126,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // newMetrics registers watcher's series on a registry of its own and sets what the
 // state file carries over: each source's stalled records and last successful cycle,
 // and the outbox.
-func newMetrics(cfg *config.Config, store *state.Store) (*prometheus.Registry, *metrics.Metrics, error) {
+func newMetrics(cfg *config.Config, store *bbolt.Store) (*prometheus.Registry, *metrics.Metrics, error) {
 	reg := prometheus.NewRegistry()
 	names := make([]string, len(cfg.Sources))
 	for i, s := range cfg.Sources {
@@ -177,7 +177,7 @@ type watchedSource struct {
 	p        *poller.Poller
 }
 
-func buildPollers(cfg *config.Config, store *state.Store, log *slog.Logger) ([]watchedSource, error) {
+func buildPollers(cfg *config.Config, store *bbolt.Store, log *slog.Logger) ([]watchedSource, error) {
 	var out []watchedSource
 	for _, s := range cfg.Sources {
 		p, err := buildPoller(cfg, s, store, nil, log)
@@ -301,7 +301,7 @@ func (h redactingHandler) attr(a slog.Attr) slog.Attr {
 
 // endpoints serves the HTTP endpoints of a running daemon.
 type endpoints struct {
-	store     *state.Store
+	store     *bbolt.Store
 	pub       *publish.Publisher
 	sources   []watchedSource
 	maxOutbox int

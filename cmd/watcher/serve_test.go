@@ -21,6 +21,7 @@ import (
 	"github.com/payments-watcher/watcher/poller/provider"
 	"github.com/payments-watcher/watcher/publish"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 func TestReadiness(t *testing.T) {
@@ -37,7 +38,7 @@ func TestReadiness(t *testing.T) {
 	}))
 	defer prov.Close()
 
-	store, err := state.Open(filepath.Join(t.TempDir(), "w.db"), state.Options{NoSync: true})
+	store, err := bbolt.Open(filepath.Join(t.TempDir(), "w.db"), bbolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller/provider"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 // The state commands read a state file directly when no watcher runs. A running
@@ -128,7 +129,7 @@ var errNotFound = errors.New("not found")
 
 // stateView answers the state commands from an open state file.
 type stateView struct {
-	store *state.Store
+	store *bbolt.Store
 	// configured are the configured source names in configuration order; nil when
 	// there is no configuration.
 	configured []string
@@ -590,13 +591,13 @@ func stateCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 
 	var rd stateReader
-	store, err := state.OpenReadOnly(o.path, stateLockTimeout)
+	store, err := bbolt.OpenReadOnly(o.path, stateLockTimeout)
 	switch {
 	case err == nil:
 		defer store.Close()
 		fmt.Fprintf(stderr, "watcher state: read from state file %s\n", o.path)
 		rd = fileReader{stateView{store: store, configured: o.configured}}
-	case errors.Is(err, state.ErrLocked):
+	case errors.Is(err, bbolt.ErrLocked):
 		if o.addrErr != nil {
 			return fmt.Errorf("state file %s is in use by a running watcher, which cannot be asked: %w", o.path, o.addrErr)
 		}
@@ -679,8 +680,8 @@ func formatTime(t *time.Time) string {
 
 // stateCheck runs the consistency check, which needs the file to itself.
 func stateCheck(o *stateOptions, stdout io.Writer) error {
-	store, err := state.OpenReadOnly(o.path, stateLockTimeout)
-	if errors.Is(err, state.ErrLocked) {
+	store, err := bbolt.OpenReadOnly(o.path, stateLockTimeout)
+	if errors.Is(err, bbolt.ErrLocked) {
 		return fmt.Errorf("state check needs the watcher stopped: state file %s is in use by a running watcher (a check reads the whole file, which a running watcher keeps changing); stop it, then run the check again", o.path)
 	}
 	if err != nil {
@@ -702,9 +703,9 @@ func stateRebaseline(ctx context.Context, o *stateOptions, stdout, stderr io.Wri
 	if _, err := os.Stat(o.path); err != nil {
 		return fmt.Errorf("state file %s: %w", o.path, err)
 	}
-	store, err := state.Open(o.path, state.Options{LockTimeout: stateLockTimeout})
+	store, err := bbolt.Open(o.path, bbolt.Options{LockTimeout: stateLockTimeout})
 	switch {
-	case errors.Is(err, state.ErrLocked):
+	case errors.Is(err, bbolt.ErrLocked):
 		if o.addrErr != nil {
 			return fmt.Errorf("state file %s is in use by a running watcher, which cannot be asked: %w", o.path, o.addrErr)
 		}
@@ -731,7 +732,7 @@ func stateRebaseline(ctx context.Context, o *stateOptions, stdout, stderr io.Wri
 
 // rebaselineFile sets Meta.Rebaseline of source, which must be one of configured (or
 // of the file's sources when configured is nil).
-func rebaselineFile(store *state.Store, configured []string, source string) error {
+func rebaselineFile(store *bbolt.Store, configured []string, source string) error {
 	known := configured
 	if known == nil {
 		var err error

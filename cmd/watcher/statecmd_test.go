@@ -15,6 +15,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
 var st0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -22,7 +23,7 @@ var st0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // writeStateFile writes a state file with two sources and two pending events.
 func writeStateFile(t *testing.T, path string) {
 	t.Helper()
-	s, err := state.Open(path, state.Options{NoSync: true})
+	s, err := bbolt.Open(path, bbolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ ramp    1      1     0        never                 never                 no bas
 	if out, _, err := stateRun(t, "rebaseline", "cpn", "--state", path); err != nil || !strings.HasPrefix(out, "source cpn: rebaseline requested") {
 		t.Fatalf("rebaseline: %v %q", err, out)
 	}
-	s, err := state.OpenReadOnly(path, time.Second)
+	s, err := bbolt.OpenReadOnly(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ ramp    1      1     0        never                 never                 not co
 	}
 
 	// While a watcher holds the file and serves no HTTP, the commands say why they stop.
-	held, err := state.Open(path, state.Options{})
+	held, err := bbolt.Open(path, bbolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func TestStateCheckDamagedFile(t *testing.T) {
 	}
 	for _, cmd := range []string{"check", "sources"} {
 		_, _, err := stateRun(t, cmd, "--state", damaged)
-		if !errors.Is(err, state.ErrCorrupt) || !strings.HasPrefix(err.Error(), "state file "+damaged+" is damaged") {
+		if !errors.Is(err, bbolt.ErrCorrupt) || !strings.HasPrefix(err.Error(), "state file "+damaged+" is damaged") {
 			t.Errorf("state %s of a truncated file: %v", cmd, err)
 		}
 	}

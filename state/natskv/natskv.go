@@ -1,7 +1,8 @@
 // Package natskv keeps watcher's state in NATS JetStream instead of a local file, so
 // that several watcher replicas can share it: per source, the snapshot records, the
 // open index and the metadata live in JetStream key-value buckets, and the outbox is
-// a stream. Values use the same encodings as the bbolt back end (package state).
+// a stream. Values use the encodings of package state, as the bbolt back end's do
+// (package state/bbolt).
 //
 // # Layout
 //
@@ -281,11 +282,12 @@ func (s *Store) commit(source string, b *state.Batch) error {
 		if err != nil {
 			return fmt.Errorf("record %q: %w", r.ID, err)
 		}
-		open, ov, err := state.EncodeOpen(r, b.Now)
-		if err != nil {
-			return fmt.Errorf("record %q: %w", r.ID, err)
+		recs[i] = encoded{key: itemKey(source, r.ID), value: v, open: state.InOpenIndex(r, b.Now)}
+		if recs[i].open {
+			if recs[i].openItem, err = state.AppendOpen(nil, r); err != nil {
+				return fmt.Errorf("record %q: %w", r.ID, err)
+			}
 		}
-		recs[i] = encoded{key: itemKey(source, r.ID), value: v, open: open, openItem: ov}
 	}
 	var meta []byte
 	if b.Meta != nil {
@@ -586,7 +588,7 @@ func notFound(err error) bool {
 		(strings.Contains(msg, "no message found") || strings.Contains(msg, "stream store EOF"))
 }
 
-// Ack records acknowledgements as state.Store.Ack does: a pending entry moves to the
+// Ack records acknowledgements as the bbolt back end's Store.Ack does: a pending entry moves to the
 // retained ones; a retained entry takes a new acknowledgement unless it is a
 // duplicate. Seqs in neither are ignored.
 func (s *Store) Ack(acks []state.Ack) error {

@@ -1,4 +1,4 @@
-package state
+package bbolt
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/state"
 )
 
 func openReadOnly(t *testing.T, path string) *Store {
@@ -32,8 +33,8 @@ func openReadOnly(t *testing.T, path string) *Store {
 func TestOpenReadOnlyWaitsForTheWriter(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "watcher.db")
 	w := openStore(t, path)
-	meta := Meta{BaselineDone: true, HighWater: t0, LastPoll: t0, Rebaseline: true}
-	commit(t, w, "cpn", Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}, Meta: &meta})
+	meta := state.Meta{BaselineDone: true, HighWater: t0, LastPoll: t0, Rebaseline: true}
+	commit(t, w, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}, Meta: &meta})
 
 	start := time.Now()
 	_, err := OpenReadOnly(path, testLockTimeout)
@@ -65,7 +66,7 @@ func TestOpenReadOnlyWaitsForTheWriter(t *testing.T) {
 		t.Errorf("Load = %v, %v", got, err)
 	}
 
-	err = r.Commit("cpn", Batch{Now: t0, Meta: &Meta{}})
+	err = r.Commit("cpn", state.Batch{Now: t0, Meta: &state.Meta{}})
 	if err == nil || !strings.Contains(err.Error(), "state file "+path) {
 		t.Errorf("Commit on a read-only Store: %v, want an error naming the file", err)
 	}
@@ -161,13 +162,13 @@ func TestStats(t *testing.T) {
 	}
 	stalled := plainRecord("c", t0.Add(-2*time.Hour), "CREATED", diff.Pending, false)
 	stalled.Stalled = true
-	meta := Meta{BaselineDone: true, HighWater: t0, LastPoll: t0}
-	commit(t, s, "cpn", Batch{Now: t0, Meta: &meta, Records: []diff.Record{
+	meta := state.Meta{BaselineDone: true, HighWater: t0, LastPoll: t0}
+	commit(t, s, "cpn", state.Batch{Now: t0, Meta: &meta, Records: []diff.Record{
 		plainRecord("a", t0, "CREATED", diff.Pending, false),
 		plainRecord("b", t0.Add(-time.Hour), "COMPLETED", diff.Completed, true),
 		stalled,
 	}})
-	commit(t, s, "ramp", Batch{Now: t0, Records: []diff.Record{plainRecord("x", t0, "PENDING", diff.Pending, false)}})
+	commit(t, s, "ramp", state.Batch{Now: t0, Records: []diff.Record{plainRecord("x", t0, "PENDING", diff.Pending, false)}})
 
 	st, err := s.Stats("cpn")
 	if err != nil {
@@ -185,7 +186,7 @@ func TestRecordsPages(t *testing.T) {
 		r := plainRecord(fmt.Sprintf("id-%02d", i), t0.Add(-time.Duration(i)*time.Minute), "CREATED", diff.Pending, false)
 		want = append(want, r)
 	}
-	commit(t, s, "cpn", Batch{Now: t0, Records: want})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: want})
 
 	var got []diff.Record
 	var sizes []int
@@ -274,7 +275,7 @@ func TestCheckPagesAcceptsWrittenFiles(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 3*os.Getpagesize())
 	n := 0
 	for round := range 30 {
-		var b Batch
+		var b state.Batch
 		b.Now = t0
 		for range rng.IntN(200) {
 			n++
@@ -286,7 +287,7 @@ func TestCheckPagesAcceptsWrittenFiles(t *testing.T) {
 			b.Messages = append(b.Messages, m)
 		}
 		commit(t, s, fmt.Sprintf("src-%d", round%4), b)
-		commit(t, s, fmt.Sprintf("tiny-%d", round), Batch{Now: t0, Records: []diff.Record{plainRecord("only", t0, "CREATED", diff.Pending, false)}})
+		commit(t, s, fmt.Sprintf("tiny-%d", round), state.Batch{Now: t0, Records: []diff.Record{plainRecord("only", t0, "CREATED", diff.Pending, false)}})
 		if pending, err := s.Pending(0, 1+rng.IntN(300)); err != nil {
 			t.Fatal(err)
 		} else {

@@ -1,4 +1,12 @@
-package state
+// Package bbolt is the state back end of a single watcher: everything package state
+// defines (per source, the snapshot of every tracked item, the open index and the
+// metadata; the outbox of events not yet acknowledged by JetStream) kept in one local
+// bbolt file.
+//
+// A page of observations is committed in one write transaction (snapshot records and
+// outbox messages together), so an event exists in the outbox exactly when the record
+// that produced it is stored: a crash loses neither and duplicates neither.
+package bbolt
 
 import (
 	"bytes"
@@ -17,6 +25,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
+
+// SchemaVersion is the layout version written to new files; Open refuses a file
+// written with another one.
+const SchemaVersion = 1
 
 // Options tune Open.
 type Options struct {

@@ -1,4 +1,4 @@
-package state
+package bbolt
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/state"
 )
 
 // Commit applies b to source in one write transaction: the outbox entries, the
@@ -24,7 +25,7 @@ import (
 //
 // A record needs an ID and a Sequence of at least 1, and times between the years 1678
 // and 2262. After a commit that appended messages, Changed is signalled.
-func (s *Store) Commit(source string, b Batch) error {
+func (s *Store) Commit(source string, b state.Batch) error {
 	if err := s.commit(source, &b); err != nil {
 		return fmt.Errorf("state file %s: commit to source %q: %w", s.path, source, err)
 	}
@@ -37,7 +38,7 @@ func (s *Store) Commit(source string, b Batch) error {
 	return nil
 }
 
-func (s *Store) commit(source string, b *Batch) error {
+func (s *Store) commit(source string, b *state.Batch) error {
 	if source == "" {
 		return errors.New("empty source name")
 	}
@@ -68,7 +69,7 @@ func (s *Store) commit(source string, b *Batch) error {
 			buf = binary.BigEndian.AppendUint64(buf, seq)
 			key := buf[start:len(buf):len(buf)]
 			start = len(buf)
-			if buf, err = appendEntry(buf, b.Now, m); err != nil {
+			if buf, err = state.AppendEntry(buf, b.Now, m); err != nil {
 				return fmt.Errorf("message %q: %w", m.ID, err)
 			}
 			if err := outbox.Put(key, buf[start:len(buf):len(buf)]); err != nil {
@@ -96,7 +97,7 @@ func (s *Store) commit(source string, b *Batch) error {
 		}
 
 		if b.Meta != nil {
-			v, err := encodeMeta(b.Meta)
+			v, err := state.EncodeMeta(b.Meta)
 			if err != nil {
 				return fmt.Errorf("meta: %w", err)
 			}
@@ -116,31 +117,28 @@ const recordEstimate = 128
 // appended to buf (which it returns): they must stay unchanged until the transaction
 // ends. An open index entry that already holds the value is not written again.
 func putRecord(items, open *bolt.Bucket, r *diff.Record, now time.Time, buf []byte) ([]byte, error) {
-	if r.ID == "" {
-		return buf, errors.New("empty id")
+	if err := state.CheckRecord(r); err != nil {
+		return buf, err
 	}
 	if len(r.ID) > bolt.MaxKeySize {
 		return buf, fmt.Errorf("id of %d bytes is longer than %d", len(r.ID), bolt.MaxKeySize)
-	}
-	if r.Sequence == 0 {
-		return buf, errors.New("sequence 0")
 	}
 	start := len(buf)
 	buf = append(buf, r.ID...)
 	key := buf[start:len(buf):len(buf)]
 	start = len(buf)
-	buf, err := encodeRecord(buf, r)
+	buf, err := state.AppendRecord(buf, r)
 	if err != nil {
 		return buf, err
 	}
 	if err := items.Put(key, buf[start:len(buf):len(buf)]); err != nil {
 		return buf, err
 	}
-	if !r.Open(now) || r.Stalled {
+	if !state.InOpenIndex(r, now) {
 		return buf, open.Delete(key)
 	}
 	start = len(buf)
-	if buf, err = appendOpen(buf, r.CreatedAt, r.OpenState()); err != nil {
+	if buf, err = state.AppendOpen(buf, r); err != nil {
 		return buf, err
 	}
 	v := buf[start:len(buf):len(buf)]
@@ -179,7 +177,7 @@ func (s *Store) Load(source string, ids []string) (map[string]*diff.Record, erro
 			if v == nil {
 				continue
 			}
-			r, err := decodeRecord(id, v)
+			r, err := state.DecodeRecord(id, v)
 			if err != nil {
 				return fmt.Errorf("record %q: %w", id, err)
 			}
@@ -205,7 +203,7 @@ func (s *Store) ForEach(source string, fn func(diff.Record) error) error {
 		}
 		c := items.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			r, err := decodeRecord(string(k), v)
+			r, err := state.DecodeRecord(string(k), v)
 			if err != nil {
 				return fmt.Errorf("record %q: %w", k, err)
 			}
@@ -225,8 +223,8 @@ func (s *Store) ForEach(source string, fn func(diff.Record) error) error {
 }
 
 // Meta returns the metadata of source; the zero Meta for a source without any.
-func (s *Store) Meta(source string) (Meta, error) {
-	var m Meta
+func (s *Store) Meta(source string) (state.Meta, error) {
+	var m state.Meta
 	err := s.db.View(func(tx *bolt.Tx) error {
 		src := tx.Bucket(sourcesBucket).Bucket([]byte(source))
 		if src == nil {
@@ -237,37 +235,37 @@ func (s *Store) Meta(source string) (Meta, error) {
 			return nil
 		}
 		var err error
-		m, err = decodeMeta(v)
+		m, err = state.DecodeMeta(v)
 		return err
 	})
 	if err != nil {
-		return Meta{}, fmt.Errorf("state file %s: meta of source %q: %w", s.path, source, err)
+		return state.Meta{}, fmt.Errorf("state file %s: meta of source %q: %w", s.path, source, err)
 	}
 	return m, nil
 }
 
 // OpenItems returns the open index of source: the items that are open and not
 // stalled as of their last commit, oldest CreatedAt first, then by ID.
-func (s *Store) OpenItems(source string) ([]OpenItem, error) {
-	var out []OpenItem
+func (s *Store) OpenItems(source string) ([]state.OpenItem, error) {
+	var out []state.OpenItem
 	err := s.db.View(func(tx *bolt.Tx) error {
 		open := sourceBucket(tx, source, openBucket)
 		if open == nil {
 			return nil
 		}
 		return open.ForEach(func(k, v []byte) error {
-			t, st, err := decodeOpen(v)
+			it, err := state.DecodeOpen(string(k), v)
 			if err != nil {
 				return fmt.Errorf("open item %q: %w", k, err)
 			}
-			out = append(out, OpenItem{ID: string(k), CreatedAt: t, State: st})
+			out = append(out, it)
 			return nil
 		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("state file %s: open items of source %q: %w", s.path, source, err)
 	}
-	slices.SortFunc(out, func(a, b OpenItem) int {
+	slices.SortFunc(out, func(a, b state.OpenItem) int {
 		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
 	})
 	return out, nil

@@ -1,4 +1,4 @@
-package state
+package bbolt
 
 import (
 	"encoding/json"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/state"
 )
 
 func TestOpenFileModes(t *testing.T) {
@@ -207,7 +208,7 @@ func TestRandomDamageNeverPanics(t *testing.T) {
 		}
 		opened++
 		errs := exercise(s)
-		errs = append(errs, s.Commit("cpn", Batch{Now: t0, Records: []diff.Record{plainRecord("new", t0, "CREATED", diff.Pending, false)}, Messages: []event.Message{msg(9999)}}))
+		errs = append(errs, s.Commit("cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("new", t0, "CREATED", diff.Pending, false)}, Messages: []event.Message{msg(9999)}}))
 		for _, err := range errs {
 			if err != nil && !strings.Contains(err.Error(), "state file "+path) {
 				t.Errorf("seed %d: error does not name the file: %v", seed, err)
@@ -286,7 +287,7 @@ func TestDamageUnderAnOpenStore(t *testing.T) {
 
 func TestPanicInCallbackIsNotCorruption(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "watcher.db"))
-	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
 	defer func() {
 		if r := recover(); r != "callback bug" {
 			t.Fatalf("recovered %v; want the callback's own panic", r)
@@ -305,8 +306,8 @@ func TestCommitFailsWhenFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch := func(n int) Batch {
-		b := Batch{Now: t0}
+	batch := func(n int) state.Batch {
+		b := state.Batch{Now: t0}
 		for i := range 10 {
 			id := fmt.Sprintf("%03d-%02d-%s", n, i, strings.Repeat("x", 100))
 			b.Records = append(b.Records, plainRecord(id, t0, "CREATED", diff.Pending, false))
@@ -314,7 +315,7 @@ func TestCommitFailsWhenFull(t *testing.T) {
 		}
 		return b
 	}
-	var failed Batch
+	var failed state.Batch
 	committed := 0
 	for n := 0; ; n++ {
 		if n == 100 {
@@ -396,7 +397,7 @@ func TestHelperWriteUntilFull(t *testing.T) {
 	}
 	var res fsizeResult
 	for n := range 1000 {
-		b := Batch{Now: t0}
+		b := state.Batch{Now: t0}
 		for i := range 20 {
 			b.Records = append(b.Records, plainRecord(fmt.Sprintf("full-%04d-%02d", n, i), t0, "CREATED", diff.Pending, false))
 			b.Messages = append(b.Messages, msg(100000+n*100+i))

@@ -1,4 +1,4 @@
-package state
+package bbolt
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/state"
 )
 
 func TestOutbox(t *testing.T) {
@@ -20,7 +21,7 @@ func TestOutbox(t *testing.T) {
 	var sent []event.Message
 	nows := []time.Time{t0, t0.Add(time.Minute), t0.Add(2 * time.Minute)}
 	for i, n := range []int{5, 3, 2} {
-		var b Batch
+		var b state.Batch
 		b.Now = nows[i]
 		for range n {
 			m := msg(len(sent) + 1)
@@ -44,7 +45,7 @@ func TestOutbox(t *testing.T) {
 
 	// Pages of 4 from the start.
 	var after uint64
-	var got []OutboxEntry
+	var got []state.OutboxEntry
 	for page := 0; ; page++ {
 		entries, err := s.Pending(after, 4)
 		if err != nil {
@@ -116,7 +117,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	for i := range 6 {
 		sent = append(sent, msg(i+1))
 	}
-	commit(t, s, "cpn", Batch{Now: t0, Messages: sent})
+	commit(t, s, "cpn", state.Batch{Now: t0, Messages: sent})
 
 	// A file that never retained anything.
 	if r, err := s.Retained(0, 10); err != nil || len(r) != 0 {
@@ -130,7 +131,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	}
 
 	at1, at2 := t0.Add(time.Second), t0.Add(2*time.Second)
-	err = s.Ack([]Ack{
+	err = s.Ack([]state.Ack{
 		{Seq: 1, At: at1, StreamSeq: 101},
 		{Seq: 2, At: at1, StreamSeq: 102, Duplicate: true},
 		{Seq: 4, At: at2, StreamSeq: 104},
@@ -157,9 +158,9 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	if n, oldest, err := s.OutboxStats(); err != nil || n != 3 || !oldest.Equal(t0) {
 		t.Errorf("OutboxStats after Ack = %d, %v, %v; want 3 pending, retained ones not counted", n, oldest, err)
 	}
-	checkRetained := func(want ...AckedEntry) {
+	checkRetained := func(want ...state.AckedEntry) {
 		t.Helper()
-		var got []AckedEntry
+		var got []state.AckedEntry
 		var after uint64
 		for {
 			page, err := s.Retained(after, 2)
@@ -184,15 +185,15 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 			}
 		}
 	}
-	retained := func(seq uint64, at time.Time, streamSeq uint64, dup bool) AckedEntry {
-		return AckedEntry{OutboxEntry: OutboxEntry{Seq: seq}, Acked: at, StreamSeq: streamSeq, Duplicate: dup}
+	retained := func(seq uint64, at time.Time, streamSeq uint64, dup bool) state.AckedEntry {
+		return state.AckedEntry{OutboxEntry: state.OutboxEntry{Seq: seq}, Acked: at, StreamSeq: streamSeq, Duplicate: dup}
 	}
 	checkRetained(retained(1, at1, 101, false), retained(2, at1, 102, true), retained(4, at2, 104, false))
 
 	// Re-published: a fresh store takes the new acknowledgement, a duplicate keeps the
 	// old one. A pending entry acknowledged as a duplicate is retained as such.
 	at3 := t0.Add(3 * time.Second)
-	err = s.Ack([]Ack{{Seq: 1, At: at3, StreamSeq: 201}, {Seq: 2, At: at3, StreamSeq: 102}, {Seq: 4, At: at3, StreamSeq: 104, Duplicate: true},
+	err = s.Ack([]state.Ack{{Seq: 1, At: at3, StreamSeq: 201}, {Seq: 2, At: at3, StreamSeq: 102}, {Seq: 4, At: at3, StreamSeq: 104, Duplicate: true},
 		{Seq: 3, At: at3, StreamSeq: 103, Duplicate: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -250,9 +251,10 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 		t.Errorf("Retained with max 0: %v", err)
 	}
 
-	// A damaged value is an error naming the file and the entry, never a panic.
+	// A damaged value (version 1, no flags, a truncated time) is an error naming the
+	// file and the entry, never a panic.
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(ackedBucket).Put(seqKey(7), []byte{ackedV1, 0, 0x80})
+		return tx.Bucket(ackedBucket).Put(seqKey(7), []byte{1, 0, 0x80})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -279,19 +281,19 @@ func TestChangedSignalsCommitsWithMessages(t *testing.T) {
 		t.Fatal("Changed signalled before any commit")
 	}
 
-	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
 	if signalled() {
 		t.Error("Changed signalled by a commit without messages")
 	}
 
-	commit(t, s, "cpn", Batch{Now: t0, Messages: []event.Message{msg(1)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Messages: []event.Message{msg(1)}})
 	if !signalled() {
 		t.Error("Changed not signalled by a commit with a message")
 	}
 
 	// Nobody reading: commits do not block, and one signal is kept.
 	for i := range 3 {
-		commit(t, s, "cpn", Batch{Now: t0, Messages: []event.Message{msg(2 + i)}})
+		commit(t, s, "cpn", state.Batch{Now: t0, Messages: []event.Message{msg(2 + i)}})
 	}
 	if !signalled() {
 		t.Error("Changed not signalled after unread commits")
@@ -312,7 +314,7 @@ func BenchmarkCommitPage(b *testing.B) {
 			defer s.Close()
 			page := 0
 			for b.Loop() {
-				batch := Batch{Now: t0}
+				batch := state.Batch{Now: t0}
 				for i := range 100 {
 					n := page*100 + i
 					id := fmt.Sprintf("%08x-111e-4d52-bdbf-2e74a2d803d5", n*2654435761%(1<<32)) // spread, as uuids are

@@ -1,4 +1,4 @@
-package state
+package bbolt
 
 import (
 	"encoding/binary"
@@ -8,20 +8,22 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/payments-watcher/watcher/state"
 )
 
 // Pending returns up to max pending outbox entries (not acknowledged yet) with Seq
 // greater than after, in increasing Seq order: the order in which they were committed,
 // across restarts too. Pass 0 to start from the oldest entry and the last Seq returned
 // to page on. max must be positive.
-func (s *Store) Pending(after uint64, max int) ([]OutboxEntry, error) {
+func (s *Store) Pending(after uint64, max int) ([]state.OutboxEntry, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("state file %s: pending outbox entries: max %d is not positive", s.path, max)
 	}
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
-	var out []OutboxEntry
+	var out []state.OutboxEntry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(outboxBucket).Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
@@ -39,14 +41,14 @@ func (s *Store) Pending(after uint64, max int) ([]OutboxEntry, error) {
 	return out, nil
 }
 
-func decodeOutbox(k, v []byte) (OutboxEntry, error) {
+func decodeOutbox(k, v []byte) (state.OutboxEntry, error) {
 	if len(k) != 8 {
-		return OutboxEntry{}, fmt.Errorf("outbox key %x is not 8 bytes", k)
+		return state.OutboxEntry{}, fmt.Errorf("outbox key %x is not 8 bytes", k)
 	}
 	seq := binary.BigEndian.Uint64(k)
-	e, err := decodeEntry(seq, v)
+	e, err := state.DecodeEntry(seq, v)
 	if err != nil {
-		return OutboxEntry{}, fmt.Errorf("outbox entry %d: %w", seq, err)
+		return state.OutboxEntry{}, fmt.Errorf("outbox entry %d: %w", seq, err)
 	}
 	return e, nil
 }
@@ -116,42 +118,12 @@ func (s *Store) Changed() <-chan struct{} { return s.changed }
 // The bucket is created by the first Ack; a file without it retains nothing.
 var ackedBucket = []byte("acked")
 
-const (
-	ackedV1       = 1
-	ackDuplicate  = 1 // the acknowledgement said duplicate: the store time is unknown
-	ackFlagsValid = ackDuplicate
-)
-
-// Ack is the acknowledgement of one outbox entry by JetStream.
-type Ack struct {
-	Seq uint64
-	// At is when the acknowledgement arrived.
-	At time.Time
-	// StreamSeq is the stream sequence the acknowledgement named; 0 if unknown.
-	StreamSeq uint64
-	// Duplicate is set when the stream already held the message: it was stored at
-	// some earlier, unknown time.
-	Duplicate bool
-}
-
-// AckedEntry is an outbox entry that JetStream acknowledged, retained until Prune.
-type AckedEntry struct {
-	OutboxEntry
-	// Acked is when the acknowledgement that stored the message arrived.
-	Acked time.Time
-	// StreamSeq is the stream sequence of that acknowledgement; 0 if unknown.
-	StreamSeq uint64
-	// Duplicate is set when that acknowledgement was for a duplicate, so the message
-	// was stored at some unknown time before Acked.
-	Duplicate bool
-}
-
 // Ack records acknowledgements, in one transaction. A pending entry moves, with its
 // message and Seq, to the retained entries (it is no longer Pending). A retained entry
 // acknowledged again after it was re-published takes the new acknowledgement, unless
 // that one is a duplicate: the stream then still holds the copy the first one stored.
 // Seqs in neither are ignored.
-func (s *Store) Ack(acks []Ack) error {
+func (s *Store) Ack(acks []state.Ack) error {
 	if len(acks) == 0 {
 		return nil
 	}
@@ -168,13 +140,13 @@ func (s *Store) Ack(acks []Ack) error {
 			if v := outbox.Get(key); v != nil {
 				entry = v
 			} else if v := acked.Get(key); v != nil && !a.Duplicate {
-				if _, entry, err = splitAcked(v); err != nil {
+				if _, entry, err = state.SplitAcked(v); err != nil {
 					return fmt.Errorf("entry %d: %w", a.Seq, err)
 				}
 			} else {
 				continue
 			}
-			v, err := encodeAcked(a, entry)
+			v, err := state.EncodeAcked(a, entry)
 			if err != nil {
 				return fmt.Errorf("entry %d: %w", a.Seq, err)
 			}
@@ -193,62 +165,31 @@ func (s *Store) Ack(acks []Ack) error {
 	return nil
 }
 
-// encodeAcked prefixes an encoded outbox entry with the acknowledgement of a.
-func encodeAcked(a Ack, entry []byte) ([]byte, error) {
-	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+len(entry))
-	var flags byte
-	if a.Duplicate {
-		flags |= ackDuplicate
-	}
-	b = append(b, ackedV1, flags)
-	b, err := appendTime(b, a.At)
-	if err != nil {
-		return nil, fmt.Errorf("acknowledged: %w", err)
-	}
-	b = binary.AppendUvarint(b, a.StreamSeq)
-	return append(b, entry...), nil
-}
-
-// splitAcked decodes the acknowledgement of a retained value and returns the encoded
-// outbox entry that follows it (sharing memory with v).
-func splitAcked(v []byte) (AckedEntry, []byte, error) {
-	d := decoder{b: v}
-	d.version(ackedV1)
-	flags := d.flags(ackFlagsValid)
-	e := AckedEntry{Duplicate: flags&ackDuplicate != 0}
-	e.Acked = d.time()
-	e.StreamSeq = d.uvarint()
-	if d.err != nil {
-		return AckedEntry{}, nil, d.err
-	}
-	return e, d.b, nil
-}
-
-func decodeAcked(k, v []byte) (AckedEntry, error) {
+func decodeAcked(k, v []byte) (state.AckedEntry, error) {
 	if len(k) != 8 {
-		return AckedEntry{}, fmt.Errorf("retained key %x is not 8 bytes", k)
+		return state.AckedEntry{}, fmt.Errorf("retained key %x is not 8 bytes", k)
 	}
 	seq := binary.BigEndian.Uint64(k)
-	e, entry, err := splitAcked(v)
+	e, entry, err := state.SplitAcked(v)
 	if err == nil {
-		e.OutboxEntry, err = decodeEntry(seq, entry)
+		e.OutboxEntry, err = state.DecodeEntry(seq, entry)
 	}
 	if err != nil {
-		return AckedEntry{}, fmt.Errorf("retained entry %d: %w", seq, err)
+		return state.AckedEntry{}, fmt.Errorf("retained entry %d: %w", seq, err)
 	}
 	return e, nil
 }
 
 // Retained returns up to max retained acknowledged entries with Seq greater than
 // after, in increasing Seq order; page on like Pending. max must be positive.
-func (s *Store) Retained(after uint64, max int) ([]AckedEntry, error) {
+func (s *Store) Retained(after uint64, max int) ([]state.AckedEntry, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("state file %s: retained outbox entries: max %d is not positive", s.path, max)
 	}
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
-	var out []AckedEntry
+	var out []state.AckedEntry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		acked := tx.Bucket(ackedBucket)
 		if acked == nil {
@@ -282,7 +223,7 @@ func (s *Store) Prune(cutoff time.Time) (pruned int, next time.Time, err error) 
 		}
 		var old [][]byte
 		err := acked.ForEach(func(k, v []byte) error {
-			e, _, err := splitAcked(v)
+			e, _, err := state.SplitAcked(v)
 			if err != nil {
 				return fmt.Errorf("retained entry %x: %w", k, err)
 			}
@@ -321,7 +262,7 @@ func (s *Store) RetainedStats() (n int, oldest time.Time, err error) {
 			return nil
 		}
 		return acked.ForEach(func(k, v []byte) error {
-			e, _, err := splitAcked(v)
+			e, _, err := state.SplitAcked(v)
 			if err != nil {
 				return fmt.Errorf("retained entry %x: %w", k, err)
 			}

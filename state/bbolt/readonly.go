@@ -1,4 +1,4 @@
-package state
+package bbolt
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/state"
 )
 
 // OpenReadOnly opens the existing state file at path for reading, for inspection
@@ -76,7 +77,7 @@ type SourceStats struct {
 	// Items counts the stored records, Open the entries of the open index, Stalled the
 	// records marked stalled (open past open_max_age, no longer re-read).
 	Items, Open, Stalled int
-	Meta                 Meta
+	Meta                 state.Meta
 }
 
 // Stats returns the counts and the metadata of source in one read transaction; the
@@ -90,7 +91,7 @@ func (s *Store) Stats(source string) (SourceStats, error) {
 			return nil
 		}
 		if v := src.Get(metaKey); v != nil {
-			m, err := decodeMeta(v)
+			m, err := state.DecodeMeta(v)
 			if err != nil {
 				return fmt.Errorf("meta: %w", err)
 			}
@@ -104,12 +105,12 @@ func (s *Store) Stats(source string) (SourceStats, error) {
 			return nil
 		}
 		return items.ForEach(func(k, v []byte) error {
-			// Every record value starts with its format version and its flags.
-			if len(v) < 2 || (v[0] != recordV1 && v[0] != recordV2) {
-				return fmt.Errorf("record %q: not a version %d or %d record", k, recordV1, recordV2)
+			stalled, err := state.RecordStalled(v)
+			if err != nil {
+				return fmt.Errorf("record %q: %w", k, err)
 			}
 			st.Items++
-			if v[1]&flagStalled != 0 {
+			if stalled {
 				st.Stalled++
 			}
 			return nil
@@ -141,7 +142,7 @@ func (s *Store) Records(source, after string, max int) ([]diff.Record, error) {
 			k, v = c.Next()
 		}
 		for ; k != nil && len(out) < max; k, v = c.Next() {
-			r, err := decodeRecord(string(k), v)
+			r, err := state.DecodeRecord(string(k), v)
 			if err != nil {
 				return fmt.Errorf("record %q: %w", k, err)
 			}

@@ -1,4 +1,4 @@
-package state
+package bbolt
 
 import (
 	"errors"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/state"
 )
 
 func newStore(t *testing.T) *Store {
@@ -22,7 +23,7 @@ func newStore(t *testing.T) *Store {
 func TestCommitLoadRoundTrip(t *testing.T) {
 	s := newStore(t)
 	records := sampleRecords()
-	commit(t, s, "cpn", Batch{Now: t0, Records: records})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: records})
 
 	ids := []string{"missing", "", "zero"}
 	for _, r := range records {
@@ -48,7 +49,7 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 	upd := richRecord()
 	upd.Sequence++
 	upd.Nested = upd.Nested[:1]
-	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{upd}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{upd}})
 	got, err = s.Load("cpn", []string{upd.ID})
 	if err != nil || !reflect.DeepEqual(got[upd.ID], &upd) {
 		t.Errorf("after upsert: %+v, %v\nwant %+v", got[upd.ID], err, upd)
@@ -76,9 +77,9 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 // snapshot is everything a source and the outbox hold.
 type snapshot struct {
 	records map[string]*diff.Record
-	open    []OpenItem
-	meta    Meta
-	outbox  []OutboxEntry
+	open    []state.OpenItem
+	meta    state.Meta
+	outbox  []state.OutboxEntry
 	sources []string
 }
 
@@ -107,8 +108,8 @@ func take(t *testing.T, s *Store, ids []string) snapshot {
 func TestFailedCommitWritesNothing(t *testing.T) {
 	s := newStore(t)
 	first := plainRecord("a", t0.Add(-time.Hour), "CREATED", diff.Pending, false)
-	meta := Meta{HighWater: t0.Add(-time.Hour), LastPoll: t0}
-	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{first}, Messages: []event.Message{msg(1)}, Meta: &meta})
+	meta := state.Meta{HighWater: t0.Add(-time.Hour), LastPoll: t0}
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{first}, Messages: []event.Message{msg(1)}, Meta: &meta})
 	<-s.Changed()
 	ids := []string{"a", "b", "c"}
 	before := take(t, s, ids)
@@ -117,7 +118,7 @@ func TestFailedCommitWritesNothing(t *testing.T) {
 	done := first
 	done.Status, done.Sequence = diff.Status{Raw: "COMPLETED", State: diff.Completed, Terminal: true}, 2
 	fresh := plainRecord("b", later, "CREATED", diff.Pending, false)
-	newMeta := Meta{BaselineDone: true, HighWater: later, LastPoll: later}
+	newMeta := state.Meta{BaselineDone: true, HighWater: later, LastPoll: later}
 	unstorable := plainRecord("c", time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC), "CREATED", diff.Pending, false)
 	noSeq := plainRecord("c", later, "CREATED", diff.Pending, false)
 	noSeq.Sequence = 0
@@ -126,18 +127,18 @@ func TestFailedCommitWritesNothing(t *testing.T) {
 		name   string
 		source string
 		bad    []diff.Record // appended after valid records
-		meta   *Meta
+		meta   *state.Meta
 		want   string
 	}{
 		{"record without id", "cpn", []diff.Record{{Kind: "payment", Sequence: 1}}, &newMeta, `record "": empty id`},
 		{"unstorable time", "cpn", []diff.Record{unstorable}, &newMeta, `record "c": created_at: time 2400-01-01T00:00:00Z is outside`},
 		{"sequence 0", "cpn", []diff.Record{noSeq}, &newMeta, `record "c": sequence 0`},
-		{"unstorable meta", "cpn", nil, &Meta{LastPoll: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}, "meta: last_poll"},
+		{"unstorable meta", "cpn", nil, &state.Meta{LastPoll: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}, "meta: last_poll"},
 		{"empty source", "", nil, &newMeta, "empty source name"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := Batch{
+			b := state.Batch{
 				Now:      later,
 				Records:  append([]diff.Record{done, fresh}, tc.bad...),
 				Messages: []event.Message{msg(2), msg(3)},
@@ -163,7 +164,7 @@ func TestFailedCommitWritesNothing(t *testing.T) {
 
 	// The same batch without the bad record is stored whole, and the outbox sequence
 	// continues where the last successful commit left it.
-	commit(t, s, "cpn", Batch{Now: later, Records: []diff.Record{done, fresh}, Messages: []event.Message{msg(2), msg(3)}, Meta: &newMeta})
+	commit(t, s, "cpn", state.Batch{Now: later, Records: []diff.Record{done, fresh}, Messages: []event.Message{msg(2), msg(3)}, Meta: &newMeta})
 	after := take(t, s, ids)
 	if !reflect.DeepEqual(after.records, map[string]*diff.Record{"a": &done, "b": &fresh}) || after.meta != newMeta {
 		t.Errorf("after a good commit: records %+v, meta %+v", after.records, after.meta)
@@ -181,7 +182,7 @@ func TestCommitIsVisibleWhole(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		for i := range commits {
-			b := Batch{Now: t0}
+			b := state.Batch{Now: t0}
 			for j := range 3 {
 				n := i*3 + j
 				b.Records = append(b.Records, plainRecord(fmt.Sprint(n), t0, "CREATED", diff.Pending, false))
@@ -247,7 +248,7 @@ func TestOpenIndex(t *testing.T) {
 	settled.SettleUntil = t0.Add(-time.Minute)
 	finished := final(pending("finished", 10*time.Minute))
 
-	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{
 		finished, settling, withOpenRefund, toStall, toFinish, tieB, tieA, oldest, settled,
 	}})
 	want := []string{"oldest", "tie-a", "tie-b", "to-finish", "to-stall", "open-refund", "settling"}
@@ -256,19 +257,19 @@ func TestOpenIndex(t *testing.T) {
 	// Finishing removes from the index, so does stalling.
 	stalled := toStall
 	stalled.Stalled = true
-	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{final(toFinish), stalled}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{final(toFinish), stalled}})
 	checkOpen(t, s, []string{"oldest", "tie-a", "tie-b", "open-refund", "settling"}, 9)
 
 	// The settle window is judged at the batch's Now.
-	commit(t, s, "cpn", Batch{Now: t0.Add(59 * time.Minute), Records: []diff.Record{settling}})
+	commit(t, s, "cpn", state.Batch{Now: t0.Add(59 * time.Minute), Records: []diff.Record{settling}})
 	checkOpen(t, s, []string{"oldest", "tie-a", "tie-b", "open-refund", "settling"}, 9)
-	commit(t, s, "cpn", Batch{Now: t0.Add(time.Hour), Records: []diff.Record{settling}})
+	commit(t, s, "cpn", state.Batch{Now: t0.Add(time.Hour), Records: []diff.Record{settling}})
 	checkOpen(t, s, []string{"oldest", "tie-a", "tie-b", "open-refund"}, 9)
 
 	// A stalled item that moves again is re-indexed.
 	stalled.Stalled = false
 	stalled.Sequence++
-	commit(t, s, "cpn", Batch{Now: t0.Add(time.Hour), Records: []diff.Record{stalled}})
+	commit(t, s, "cpn", state.Batch{Now: t0.Add(time.Hour), Records: []diff.Record{stalled}})
 	checkOpen(t, s, []string{"oldest", "tie-a", "tie-b", "to-stall", "open-refund"}, 9)
 
 	// Sources are independent.
@@ -334,7 +335,7 @@ func TestConcurrentCommitsShareTransactions(t *testing.T) {
 		go func() {
 			if i == writers-1 {
 				// A bad record: this writer's commit fails, alone.
-				errs <- s.Commit("cpn", Batch{Now: t0, Records: []diff.Record{{Kind: "payment", Sequence: 1}}})
+				errs <- s.Commit("cpn", state.Batch{Now: t0, Records: []diff.Record{{Kind: "payment", Sequence: 1}}})
 				return
 			}
 			errs <- s.update(func(tx *bolt.Tx) error {
@@ -342,7 +343,11 @@ func TestConcurrentCommitsShareTransactions(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				return src.Put(metaKey, []byte{metaV1, 0, 0, 0})
+				v, err := state.EncodeMeta(&state.Meta{})
+				if err != nil {
+					return err
+				}
+				return src.Put(metaKey, v)
 			})
 		}()
 	}
@@ -483,5 +488,5 @@ func TestPanickingWriterReleasesTheQueue(t *testing.T) {
 	if err := <-other; err == nil || !strings.Contains(err.Error(), "panicked") {
 		t.Errorf("writer queued with the panicking one: %v", err)
 	}
-	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{plainRecord("after", t0, "CREATED", diff.Pending, false)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("after", t0, "CREATED", diff.Pending, false)}})
 }

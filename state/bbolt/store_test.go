@@ -1,4 +1,4 @@
-package state
+package bbolt
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/state"
 )
 
 const testLockTimeout = 200 * time.Millisecond
@@ -31,7 +32,7 @@ func openStore(t *testing.T, path string) *Store {
 	return s
 }
 
-func commit(t *testing.T, s *Store, source string, b Batch) {
+func commit(t *testing.T, s *Store, source string, b state.Batch) {
 	t.Helper()
 	if err := s.Commit(source, b); err != nil {
 		t.Fatalf("commit: %v", err)
@@ -62,7 +63,7 @@ func TestOpenCreatesFileAndDirectory(t *testing.T) {
 	if srcs, err := s.Sources(); err != nil || len(srcs) != 0 {
 		t.Errorf("Sources() of a new file = %v, %v; want none", srcs, err)
 	}
-	if m, err := s.Meta("cpn"); err != nil || m != (Meta{}) {
+	if m, err := s.Meta("cpn"); err != nil || m != (state.Meta{}) {
 		t.Errorf("Meta of an unknown source = %+v, %v; want zero", m, err)
 	}
 	if got, err := s.Load("cpn", []string{"a"}); err != nil || len(got) != 0 {
@@ -86,9 +87,9 @@ func TestReopenKeepsEverything(t *testing.T) {
 		plainRecord("p1", t0.Add(-time.Hour), "CREATED", diff.Pending, false),
 		plainRecord("p2", t0.Add(-2*time.Hour), "COMPLETED", diff.Completed, true),
 	}
-	meta := Meta{BaselineDone: true, HighWater: t0.Add(-time.Minute), LastPoll: t0}
-	commit(t, s, "cpn", Batch{Now: t0, Records: records, Messages: []event.Message{msg(1), msg(2), msg(3)}, Meta: &meta})
-	commit(t, s, "stripe", Batch{Now: t0, Records: []diff.Record{plainRecord("cos_1", t0, "initialized", diff.Pending, false)}})
+	meta := state.Meta{BaselineDone: true, HighWater: t0.Add(-time.Minute), LastPoll: t0}
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: records, Messages: []event.Message{msg(1), msg(2), msg(3)}, Meta: &meta})
+	commit(t, s, "stripe", state.Batch{Now: t0, Records: []diff.Record{plainRecord("cos_1", t0, "initialized", diff.Pending, false)}})
 	if err := s.Delete([]uint64{1}); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openStore(t, path)
-	commit(t, s, "cpn", Batch{Now: t0, Messages: []event.Message{msg(4), msg(5)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Messages: []event.Message{msg(4), msg(5)}})
 	entries, err := s.Pending(0, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +175,7 @@ func TestSecondOpenFailsFast(t *testing.T) {
 	}
 
 	// The first store is unaffected.
-	commit(t, s, "cpn", Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
 	if got, err := s.Load("cpn", []string{"a"}); err != nil || got["a"] == nil {
 		t.Errorf("first store after the second Open: %v, %v", got, err)
 	}
@@ -244,7 +245,7 @@ func writeFullFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	for page := range 20 {
-		b := Batch{Now: t0}
+		b := state.Batch{Now: t0}
 		for i := range 100 {
 			id := fmt.Sprintf("%08d-4d52-bdbf-2e74a2d803d5", page*100+i)
 			b.Records = append(b.Records, plainRecord(id, t0.Add(-time.Duration(i)*time.Minute), "CREATED", diff.Pending, false))
