@@ -710,6 +710,21 @@ func TestCompose(t *testing.T) {
 		}
 	}
 	w := services["watcher"]
+	// One image, built once by the watcher service and reused by the simulator.
+	for name, svc := range services {
+		if b := get(svc, "build"); b != nil && name != "watcher" {
+			t.Errorf("service %s builds an image too: %v", name, b)
+		}
+	}
+	if str(w, "build", "dockerfile") != "deploy/Dockerfile" || str(w, "image") == "" || str(services["sim"], "image") != str(w, "image") {
+		t.Errorf("watcher builds %v as %q, sim runs %q: want one image built by watcher and run by both",
+			get(w, "build"), str(w, "image"), str(services["sim"], "image"))
+	}
+	for _, name := range []string{"watcher", "sim"} {
+		if test := fmt.Sprint(get(services[name], "healthcheck", "test")); !strings.HasPrefix(test, "[CMD watcher healthcheck --url ") {
+			t.Errorf("service %s healthcheck %s, want the watcher healthcheck subcommand (the image has no wget)", name, test)
+		}
+	}
 	for _, dep := range []string{"nats", "sim"} {
 		if str(w, "depends_on", dep, "condition") != "service_healthy" {
 			t.Errorf("watcher depends_on %s: %v, want condition service_healthy", dep, get(w, "depends_on", dep))
@@ -859,7 +874,10 @@ func TestDockerfile(t *testing.T) {
 	}
 	df := string(data)
 	for _, want := range []string{`ENTRYPOINT ["watcher"]`, `CMD ["run", "--config", "/etc/watcher/watcher.yaml"]`, "EXPOSE 9464",
-		`VOLUME ["/var/lib/watcher"]`, "http://127.0.0.1:9464/healthz", "CGO_ENABLED=0", "-X main.version=${VERSION}"} {
+		`VOLUME ["/var/lib/watcher"]`, "CGO_ENABLED=0", "-X main.version=${VERSION}", "-X main.commit=${COMMIT}",
+		`CMD ["watcher", "healthcheck", "--url", "http://127.0.0.1:9464/healthz"]`,
+		"org.opencontainers.image.version=\"${VERSION}\"", "org.opencontainers.image.revision=\"${COMMIT}\"",
+		"org.opencontainers.image.source=", "org.opencontainers.image.created="} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %s", want)
 		}
@@ -873,8 +891,20 @@ func TestDockerfile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Dockerfile builds %s: %v", build[1], err)
 	}
-	if !regexp.MustCompile(`(?m)^var version = `).Match(main) {
-		t.Errorf("%s/main.go declares no var version for -X main.version", build[1])
+	for _, v := range []string{"version", "commit"} {
+		if !regexp.MustCompile(`(?m)^var ` + v + ` = `).Match(main) {
+			t.Errorf("%s/main.go declares no var %s for -X main.%s", build[1], v, v)
+		}
+	}
+	// The runtime stage is distroless: no shell, so every RUN belongs to the build
+	// stage and the health check is the binary's own.
+	stages := regexp.MustCompile(`(?m)^FROM `).Split(df, -1)
+	final := stages[len(stages)-1]
+	if !strings.HasPrefix(final, "gcr.io/distroless/static-debian12:nonroot") {
+		t.Errorf("runtime stage FROM %.60q, want gcr.io/distroless/static-debian12:nonroot", final)
+	}
+	if regexp.MustCompile(`(?m)^RUN `).MatchString(final) {
+		t.Error("the runtime stage has a RUN; distroless has no shell to run it")
 	}
 	// The final stage runs as a numeric, non-root user.
 	users := regexp.MustCompile(`(?m)^USER (\S+)`).FindAllStringSubmatch(df, -1)
