@@ -84,17 +84,38 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// sample returns the value of the first line of a Prometheus text exposition that
-// starts with series (name and labels as exposed), and whether there is one.
-func sample(exposition, series string) (float64, bool) {
+// sample returns the value of series (name and labels as exposed) in a Prometheus text
+// exposition: that of the first line that starts with it. The error names the series
+// when no line has it or its value is not a number.
+func sample(exposition, series string) (float64, error) {
 	for line := range strings.Lines(exposition) {
 		if rest, ok := strings.CutPrefix(line, series+" "); ok {
 			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return v, err == nil
+			if err != nil {
+				return 0, fmt.Errorf("series %s: value %q: %v", series, strings.TrimSpace(rest), err)
+			}
+			return v, nil
 		}
 	}
-	return 0, false
+	return 0, fmt.Errorf("series %s is not exposed", series)
 }
+
+// awaitSample is a condition for eventually: "" once series is exposed with a value
+// that check accepts, else what is awaited and why not yet (the series missing, or its
+// value).
+func awaitSample(exposition, series, what string, check func(float64) bool) string {
+	v, err := sample(exposition, series)
+	if err != nil {
+		return fmt.Sprintf("%s (%v)", what, err)
+	}
+	if !check(v) {
+		return fmt.Sprintf("%s (%s = %v)", what, series, v)
+	}
+	return ""
+}
+
+func atLeast(n float64) func(float64) bool { return func(v float64) bool { return v >= n } }
+func equal(n float64) func(float64) bool   { return func(v float64) bool { return v == n } }
 
 // stateRun runs a state command and returns its stdout and stderr.
 func stateRun(t *testing.T, args ...string) (string, string, error) {
@@ -102,6 +123,16 @@ func stateRun(t *testing.T, args ...string) (string, string, error) {
 	var out, errOut bytes.Buffer
 	err := run(t.Context(), append([]string{"state"}, args...), &out, &errOut)
 	return out.String(), errOut.String(), err
+}
+
+// stateOK runs a state command that must succeed and returns its stdout.
+func stateOK(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, err := stateRun(t, args...)
+	if err != nil {
+		t.Fatalf("state %v: %v\n%s", args, err, errOut)
+	}
+	return out
 }
 
 func TestOperableEndToEnd(t *testing.T) {
@@ -154,13 +185,10 @@ sources:
 			return fmt.Sprintf("/readyz 200 (got %d %q)", code, body)
 		}
 		_, metrics = get(t, base+"/metrics")
-		if v, _ := sample(metrics, "watcher_published_total"); v < 3 {
-			return "3 events published"
+		if w := awaitSample(metrics, "watcher_published_total", "3 events published", atLeast(3)); w != "" {
+			return w
 		}
-		if v, _ := sample(metrics, `watcher_polls_total{result="ok",source="cpn"}`); v < 2 {
-			return "two successful polls"
-		}
-		return ""
+		return awaitSample(metrics, `watcher_polls_total{result="ok",source="cpn"}`, "two successful polls", atLeast(2))
 	})
 	if code, body := get(t, base+"/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
@@ -180,8 +208,10 @@ sources:
 		`watcher_build_info{commit="unknown",goversion="` + runtime.Version() + `",version="dev"}`: func(v float64) bool { return v == 1 },
 		`go_goroutines`: func(v float64) bool { return v > 0 },
 	} {
-		if v, ok := sample(metrics, series); !ok || !check(v) {
-			t.Errorf("%s = %v (exposed: %v)", series, v, ok)
+		if v, err := sample(metrics, series); err != nil {
+			t.Error(err)
+		} else if !check(v) {
+			t.Errorf("%s = %v", series, v)
 		}
 	}
 
@@ -197,16 +227,13 @@ sources:
 	cpn.set("p-pending", func(p map[string]any) { p["status"] = "FAILED" })
 	eventually(t, func() string {
 		_, m := get(t, base+"/metrics")
-		if v, _ := sample(m, "watcher_outbox_depth"); v != 1 {
-			return fmt.Sprintf("an outbox depth of 1 (got %v)", v)
+		if w := awaitSample(m, "watcher_outbox_depth", "an outbox depth of 1", equal(1)); w != "" {
+			return w
 		}
-		if v, _ := sample(m, `watcher_publish_errors_total{reason="not_connected"}`); v < 1 {
-			return "a publish error counted as not_connected"
+		if w := awaitSample(m, `watcher_publish_errors_total{reason="not_connected"}`, "a publish error counted as not_connected", atLeast(1)); w != "" {
+			return w
 		}
-		if v, _ := sample(m, "watcher_outbox_oldest_age_seconds"); v <= 0 {
-			return "a positive outbox age"
-		}
-		return ""
+		return awaitSample(m, "watcher_outbox_oldest_age_seconds", "a positive outbox age", func(v float64) bool { return v > 0 })
 	})
 
 	// Back on the same port and store: ready again, the waiting event published.
@@ -217,13 +244,10 @@ sources:
 			return fmt.Sprintf("/readyz 200 again (got %d %q)", code, body)
 		}
 		_, m := get(t, base+"/metrics")
-		if v, _ := sample(m, "watcher_outbox_depth"); v != 0 {
-			return "an empty outbox"
+		if w := awaitSample(m, "watcher_outbox_depth", "an empty outbox", equal(0)); w != "" {
+			return w
 		}
-		if v, _ := sample(m, `watcher_transitions_total{kind="payment",source="cpn",state="failed"}`); v != 1 {
-			return "the failed transition counted"
-		}
-		return ""
+		return awaitSample(m, `watcher_transitions_total{kind="payment",source="cpn",state="failed"}`, "the failed transition counted", equal(1))
 	})
 
 	// The state commands, asked while the watcher runs (it holds the file).
@@ -311,8 +335,7 @@ sources:
 	if _, _, err := stateRun(t, "rebaseline", "cpn", "--config", cfgPath); err != nil {
 		t.Fatal(err)
 	}
-	out, _, _ = stateRun(t, "sources", "--config", cfgPath)
-	if !strings.Contains(out, "rebaseline requested") {
+	if out = stateOK(t, "sources", "--config", cfgPath); !strings.Contains(out, "rebaseline requested") {
 		t.Errorf("state sources after rebaseline:\n%s", out)
 	}
 	d = startDaemon(t, cfgPath)
@@ -326,7 +349,7 @@ sources:
 		t.Errorf("the baseline after a written rebaseline was not silent:\n%s", d.logs)
 	}
 	d.stop(t)
-	if out, _, _ = stateRun(t, "sources", "--config", cfgPath); strings.Contains(out, "rebaseline requested") {
+	if out = stateOK(t, "sources", "--config", cfgPath); strings.Contains(out, "rebaseline requested") {
 		t.Errorf("rebaseline still requested after the baseline:\n%s", out)
 	}
 }

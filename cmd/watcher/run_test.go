@@ -28,7 +28,10 @@ import (
 const cpnKey = "TEST_API_KEY:e2e-id:e2e-very-secret"
 
 // cpnServer is a small CPN-shaped provider: createDate DESC, exclusive pageAfter,
-// inclusive from/to, Bearer auth, single-item reads.
+// inclusive from/to, Bearer auth, single-item reads. A pageAfter that names no item or
+// a bad pageSize is a 400 {"code":2,"message":"API parameter invalid",...}, as Circle
+// answers (sim/sim.go). It is written apart from sim/ and the adapter on purpose: the
+// daemon is checked against an independent reading of the API.
 type cpnServer struct {
 	mu       sync.Mutex
 	payments []map[string]any // newest first
@@ -64,14 +67,31 @@ func (s *cpnServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	size, _ := strconv.Atoi(q.Get("pageSize"))
-	if size <= 0 || size > 200 {
-		size = 50
+	size := 50
+	if v := q.Get("pageSize"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			badCircleParam(w, "pageSize", v, "pageSize must be an integer of at least 1")
+			return
+		}
+		size = min(n, 200)
+	}
+	older := s.payments
+	if after := q.Get("pageAfter"); after != "" {
+		i := slices.IndexFunc(s.payments, func(p map[string]any) bool { return p["id"] == after })
+		if i < 0 {
+			badCircleParam(w, "pageAfter", after, "pageAfter is not the id of an item of this collection")
+			return
+		}
+		older = s.payments[i+1:]
 	}
 	var list []map[string]any
-	after := q.Get("pageAfter")
-	for _, p := range s.payments {
-		created, _ := time.Parse(time.RFC3339, p["createDate"].(string))
+	for _, p := range older {
+		created, err := time.Parse(time.RFC3339, p["createDate"].(string))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("fixture %v: createDate: %v", p["id"], err), http.StatusInternalServerError)
+			return
+		}
 		if from, err := time.Parse(time.RFC3339, q.Get("from")); err == nil && created.Before(from) {
 			continue
 		}
@@ -80,12 +100,16 @@ func (s *cpnServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		list = append(list, p)
 	}
-	if after != "" {
-		i := slices.IndexFunc(list, func(p map[string]any) bool { return p["id"] == after })
-		list = list[i+1:]
-	}
 	list = list[:min(size, len(list))]
 	json.NewEncoder(w).Encode(map[string]any{"data": list})
+}
+
+// badCircleParam answers Circle's 400 for a query parameter with a bad value.
+func badCircleParam(w http.ResponseWriter, param, value, msg string) {
+	w.WriteHeader(http.StatusBadRequest)
+	json.NewEncoder(w).Encode(map[string]any{"code": 2, "message": "API parameter invalid", "errors": []any{map[string]any{
+		"error": "invalid_value", "message": msg, "location": param, "invalidValue": value,
+	}}})
 }
 
 func (s *cpnServer) set(id string, fn func(p map[string]any)) {
@@ -105,6 +129,54 @@ func payment(id, status string, created time.Time, amount string) map[string]any
 		"type": "payment", "id": id, "status": status, "createDate": created.Format(time.RFC3339),
 		"sourceAmount": map[string]any{"amount": amount, "currency": "USDC"}, "customerRefId": "cust-" + id,
 		"refunds": []any{}, "rfis": []any{}, "onChainTransactions": []any{},
+	}
+}
+
+// writeFile writes a test file, ending the test if it cannot.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCPNFakeRefusesUnknownCursor checks the fake the daemon tests run against: a
+// pageAfter that names no item is refused as Circle refuses it, not served from the top.
+func TestCPNFakeRefusesUnknownCursor(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	cpn := &cpnServer{payments: []map[string]any{
+		payment("p2", "CREATED", now.Add(-time.Hour), "1.00"),
+		payment("p1", "CREATED", now.Add(-2*time.Hour), "1.00"),
+	}}
+	srv := httptest.NewServer(cpn)
+	defer srv.Close()
+	get := func(query string) (int, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/v1/cpn/payments?"+query, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+cpnKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatalf("GET ?%s: %v", query, err)
+		}
+		return resp.StatusCode, body
+	}
+	code, body := get("pageAfter=p2")
+	if data, _ := body["data"].([]any); code != 200 || len(data) != 1 || data[0].(map[string]any)["id"] != "p1" {
+		t.Errorf("pageAfter=p2: %d %v, want p1 alone", code, body)
+	}
+	for _, q := range []string{"pageAfter=nope", "pageSize=0", "pageSize=x"} {
+		code, body := get(q)
+		if code != http.StatusBadRequest || body["code"] != 2.0 || body["message"] != "API parameter invalid" {
+			t.Errorf("%s: %d %v, want 400 with code 2 API parameter invalid", q, code, body)
+		}
 	}
 }
 
@@ -286,7 +358,10 @@ sources:
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	col := newCollector(t, js)
 
 	first := col.await(4)
@@ -320,8 +395,15 @@ sources:
 		} `json:"data"`
 	}
 	for _, m := range col.msgs {
-		if e, _ := event.Decode(m.Data()); e.Data.ID == "p-new" {
-			json.Unmarshal(m.Data(), &raw)
+		e, err := event.Decode(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Data.ID != "p-new" {
+			continue
+		}
+		if err := json.Unmarshal(m.Data(), &raw); err != nil {
+			t.Fatalf("event of p-new: %v", err)
 		}
 	}
 	if raw.Data.Amount.Value != "326992.940222420597939290" {
@@ -361,8 +443,14 @@ sources:
 		}
 	}
 	d.stop(t)
-	stream, _ := js.Stream(t.Context(), "PAYMENT_EVENTS")
-	info, _ := stream.Info(t.Context())
+	stream, err := js.Stream(t.Context(), "PAYMENT_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if info.State.Msgs != 7 {
 		t.Fatalf("stream holds %d messages after restart, want 7", info.State.Msgs)
 	}
@@ -380,7 +468,7 @@ func TestConfigCheckRedacts(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "w.yaml")
 	t.Setenv("CHECK_KEY", "sk-do-not-print")
-	os.WriteFile(path, []byte("sources:\n  - name: cpn\n    provider: circle_cpn_payments\n    api_key: ${CHECK_KEY}\n"), 0o600)
+	writeFile(t, path, "sources:\n  - name: cpn\n    provider: circle_cpn_payments\n    api_key: ${CHECK_KEY}\n")
 	var out, errOut bytes.Buffer
 	if err := run(t.Context(), []string{"config", "check", "--config", path}, &out, &errOut); err != nil {
 		t.Fatal(err)
@@ -388,7 +476,7 @@ func TestConfigCheckRedacts(t *testing.T) {
 	if strings.Contains(out.String(), "sk-do-not-print") || !strings.Contains(out.String(), "api_key: <redacted>") {
 		t.Fatalf("output:\n%s", out.String())
 	}
-	os.WriteFile(path, []byte("sources:\n  - name: cpn\n    provider: paypal_payouts\n    interval: \"5\"\n"), 0o600)
+	writeFile(t, path, "sources:\n  - name: cpn\n    provider: paypal_payouts\n    interval: \"5\"\n")
 	err := run(t.Context(), []string{"config", "check", "-config", path}, &out, &errOut)
 	for _, want := range []string{`sources[0].interval: "5" is not a duration`, `sources[0].provider: unknown provider "paypal_payouts"`, path} {
 		if err == nil || !strings.Contains(err.Error(), want) {
