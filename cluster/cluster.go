@@ -447,12 +447,15 @@ wait:
 		case <-stopped:
 			break wait
 		case <-tick.C:
+			// Run's ctx has ended: renewals must outlive it until the work has stopped.
 			m.renew(context.Background(), m.cfg.LeaseTTL/6)
 		}
 	}
 	m.mu.Lock()
 	m.held = map[string]*held{}
 	m.mu.Unlock()
+	// The final release outlives Run's ctx on purpose, bounded: a lease deleted now is
+	// taken by another replica at once instead of after its TTL.
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3)
 	defer cancel()
 	for _, h := range hs {

@@ -36,17 +36,23 @@ func (w *swappable) set(s *bbolt.Store) {
 	w.s = s
 }
 
-func (w *swappable) Load(source string, ids []string) (map[string]*diff.Record, error) {
-	return w.get().Load(source, ids)
+func (w *swappable) Load(ctx context.Context, source string, ids []string) (map[string]*diff.Record, error) {
+	return w.get().Load(ctx, source, ids)
 }
-func (w *swappable) Commit(source string, b state.Batch) error { return w.get().Commit(source, b) }
-func (w *swappable) Meta(source string) (state.Meta, error)    { return w.get().Meta(source) }
-func (w *swappable) OpenItems(source string) ([]state.OpenItem, error) {
-	return w.get().OpenItems(source)
+func (w *swappable) Commit(ctx context.Context, source string, b state.Batch) error {
+	return w.get().Commit(ctx, source, b)
 }
-func (w *swappable) OutboxStats() (int, time.Time, error) { return w.get().OutboxStats() }
-func (w *swappable) ForEach(source string, fn func(diff.Record) error) error {
-	return w.get().ForEach(source, fn)
+func (w *swappable) Meta(ctx context.Context, source string) (state.Meta, error) {
+	return w.get().Meta(ctx, source)
+}
+func (w *swappable) OpenItems(ctx context.Context, source string) ([]state.OpenItem, error) {
+	return w.get().OpenItems(ctx, source)
+}
+func (w *swappable) OutboxStats(ctx context.Context) (int, time.Time, error) {
+	return w.get().OutboxStats(ctx)
+}
+func (w *swappable) ForEach(ctx context.Context, source string, fn func(diff.Record) error) error {
+	return w.get().ForEach(ctx, source, fn)
 }
 
 // TestFullDiskFailsTheCycleAndIsRetried: when the state file cannot grow (bbolt's
@@ -121,7 +127,7 @@ func TestFullDiskFailsTheCycleAndIsRetried(t *testing.T) {
 		if n, _, _ := roomy.Counts("src"); n != items {
 			t.Fatalf("%d items stored, want %d", n, items)
 		}
-		entries, err := roomy.Pending(0, 1000)
+		entries, err := roomy.Pending(t.Context(), 0, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +142,7 @@ func TestFullDiskFailsTheCycleAndIsRetried(t *testing.T) {
 		// A further cycle finds nothing new.
 		time.Sleep(cfg.Interval + cfg.Interval/5)
 		synctest.Wait()
-		if n, _, _ := roomy.OutboxStats(); n != items {
+		if n, _, _ := roomy.OutboxStats(t.Context()); n != items {
 			t.Fatalf("outbox holds %d after an idle cycle, want %d", n, items)
 		}
 	})

@@ -65,14 +65,28 @@ type Config struct {
 	Lease *event.Poller
 }
 
-// Store is the part of state.Store the poller uses.
+// Store is what the poller needs of a state back end (package state/bbolt or
+// state/natskv). Every method takes the context of the cycle that calls it: a back end
+// that does network calls (natskv) abandons them when it ends and returns an error
+// wrapping ctx.Err(), and may then have made part of a Commit, which its write order
+// makes safe; a local one (bbolt) may ignore it and finish the call.
 type Store interface {
-	Load(source string, ids []string) (map[string]*diff.Record, error)
-	Commit(source string, b state.Batch) error
-	Meta(source string) (state.Meta, error)
-	OpenItems(source string) ([]state.OpenItem, error)
-	OutboxStats() (n int, oldest time.Time, err error)
-	ForEach(source string, fn func(diff.Record) error) error
+	// Load returns the stored records of the given ids of source; ids not stored are
+	// absent from the map.
+	Load(ctx context.Context, source string, ids []string) (map[string]*diff.Record, error)
+	// Commit stores b for source: its records, its messages in the outbox and its
+	// metadata, so that a message is in the outbox exactly when its record is stored.
+	Commit(ctx context.Context, source string, b state.Batch) error
+	// Meta returns the metadata of source; the zero Meta for a source without any.
+	Meta(ctx context.Context, source string) (state.Meta, error)
+	// OpenItems returns the open index of source, oldest CreatedAt first, then by ID.
+	OpenItems(ctx context.Context, source string) ([]state.OpenItem, error)
+	// OutboxStats returns the number of events waiting for NATS and when the oldest
+	// was enqueued.
+	OutboxStats(ctx context.Context) (n int, oldest time.Time, err error)
+	// ForEach calls fn with every record of source, in id order; an error from fn
+	// stops the walk and is returned as is.
+	ForEach(ctx context.Context, source string, fn func(diff.Record) error) error
 }
 
 // ErrOutboxFull means a cycle was put off because the outbox reached nats.max_outbox.
@@ -169,8 +183,11 @@ func (p *Poller) Health() Health {
 
 // Run polls at once, then every Interval (±10%) until ctx is cancelled; it returns
 // nil then. A failed cycle is logged and retried at the next interval, or after the
-// provider's Retry-After when that is longer. A page fetched before cancellation is
-// still committed; a request in flight is abandoned (nothing of it was stored).
+// provider's Retry-After when that is longer. A request in flight at cancellation is
+// abandoned (nothing of it was stored). The page in hand is committed with ctx: a
+// store that ignores cancellation (bbolt) stores it whole, one that honours it
+// (natskv) may stop part way, which is safe; either way the next cycle reads the page
+// again and finds what is missing.
 func (p *Poller) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -250,7 +267,7 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 		}
 	}()
 	if p.cfg.MaxOutbox > 0 {
-		n, _, err := p.store.OutboxStats()
+		n, _, err := p.store.OutboxStats(ctx)
 		if err != nil {
 			return err
 		}
@@ -259,7 +276,7 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 		}
 	}
 	clear(p.anomalyCycle)
-	meta, err := p.store.Meta(p.cfg.Name)
+	meta, err := p.store.Meta(ctx, p.cfg.Name)
 	if err != nil {
 		return err
 	}
@@ -273,7 +290,7 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 		return err
 	}
 	meta.LastPoll = p.now()
-	return p.store.Commit(p.cfg.Name, state.Batch{Now: meta.LastPoll, Meta: &meta})
+	return p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: meta.LastPoll, Meta: &meta})
 }
 
 // cycle is what one Poll's discovery and refresh share.
@@ -316,7 +333,7 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 	floor := start.Add(-p.cfg.Lookback)
 	if p.rebase.Swap(false) && !meta.Rebaseline {
 		meta.Rebaseline = true
-		if err := p.store.Commit(p.cfg.Name, state.Batch{Now: start, Meta: meta}); err != nil {
+		if err := p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: start, Meta: meta}); err != nil {
 			p.rebase.Store(true)
 			return 0, err
 		}
@@ -358,7 +375,7 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 	meta.BaselineDone = true
 	meta.Rebaseline = false
 	meta.HighWater = high
-	return n, p.store.Commit(p.cfg.Name, state.Batch{Now: p.now(), Meta: meta})
+	return n, p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: p.now(), Meta: meta})
 }
 
 // walk pages newest first from the first page down to floor and applies every item
@@ -448,7 +465,7 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 			}
 			items = append(items, *it)
 		}
-		if err := p.apply(items, silent); err != nil {
+		if err := p.apply(ctx, items, silent); err != nil {
 			return pages + 1, err
 		}
 		if reached || page.Next == "" {
@@ -522,7 +539,7 @@ func (p *Poller) anomaly(kind, msg string, attrs ...any) {
 
 // apply compares items with their records and commits the changed records and the
 // events in one transaction; silent records without events (baseline).
-func (p *Poller) apply(items []diff.Item, silent bool) error {
+func (p *Poller) apply(ctx context.Context, items []diff.Item, silent bool) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -531,7 +548,7 @@ func (p *Poller) apply(items []diff.Item, silent bool) error {
 	for i := range items {
 		ids[i] = items[i].ID
 	}
-	prev, err := p.store.Load(p.cfg.Name, ids)
+	prev, err := p.store.Load(ctx, p.cfg.Name, ids)
 	if err != nil {
 		return err
 	}
@@ -567,7 +584,7 @@ func (p *Poller) apply(items []diff.Item, silent bool) error {
 	if len(recs) == 0 && len(msgs) == 0 {
 		return nil
 	}
-	return p.store.Commit(p.cfg.Name, state.Batch{Now: now, Records: recs, Messages: msgs})
+	return p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: now, Records: recs, Messages: msgs})
 }
 
 // message renders one transition as the event of DESIGN §5.

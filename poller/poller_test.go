@@ -19,6 +19,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/poller/provider"
+	"github.com/payments-watcher/watcher/state"
 	"github.com/payments-watcher/watcher/state/bbolt"
 )
 
@@ -45,8 +46,7 @@ type fakeSource struct {
 func (f *fakeSource) add(id, status string, created time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st, _ := statuses.Status(status, "")
-	it := diff.Item{Kind: "payment", ID: id, Status: st, CreatedAt: created, Raw: []byte(`{"id":"` + id + `"}`)}
+	it := diff.Item{Kind: "payment", ID: id, Status: fakeStatus(status), CreatedAt: created, Raw: []byte(`{"id":"` + id + `"}`)}
 	i := slices.IndexFunc(f.items, func(o diff.Item) bool { return o.CreatedAt.Before(created) })
 	if i < 0 {
 		i = len(f.items)
@@ -59,11 +59,20 @@ func (f *fakeSource) set(id, status string) {
 	defer f.mu.Unlock()
 	for i := range f.items {
 		if f.items[i].ID == id {
-			f.items[i].Status, _ = statuses.Status(status, "")
+			f.items[i].Status = fakeStatus(status)
 			return
 		}
 	}
 	panic("no item " + id)
+}
+
+// fakeStatus maps a raw status of the fake's table; any other is a mistake in a test.
+func fakeStatus(raw string) diff.Status {
+	st, known := statuses.Status(raw, "")
+	if !known {
+		panic("status " + raw + " is not in the fake's mapping")
+	}
+	return st
 }
 
 func (f *fakeSource) failNext(errs ...error) {
@@ -90,7 +99,10 @@ func (f *fakeSource) Page(ctx context.Context, req provider.Request) (provider.P
 	}
 	off := 0
 	if req.Cursor != "" {
-		off, _ = strconv.Atoi(strings.TrimPrefix(req.Cursor, "c"))
+		var err error
+		if off, err = strconv.Atoi(strings.TrimPrefix(req.Cursor, "c")); err != nil {
+			return provider.Page{}, fmt.Errorf("fake source: cursor %q is not one it gave", req.Cursor)
+		}
 	}
 	var window []diff.Item
 	for _, it := range f.items {
@@ -163,10 +175,40 @@ func newTestPoller(t *testing.T, cfg Config, src provider.Source) testPoller {
 	return testPoller{p, st, &clock}
 }
 
+// meta returns the source's metadata, ending the test if the store fails.
+func (tp testPoller) meta(t *testing.T) state.Meta {
+	t.Helper()
+	m, err := tp.store.Meta(t.Context(), "src")
+	if err != nil {
+		t.Fatalf("Meta(src): %v", err)
+	}
+	return m
+}
+
+// counts returns how many items the store holds of the source and how many are open.
+func (tp testPoller) counts(t *testing.T) (items, open int) {
+	t.Helper()
+	items, open, err := tp.store.Counts("src")
+	if err != nil {
+		t.Fatalf("Counts(src): %v", err)
+	}
+	return items, open
+}
+
+// outboxLen returns how many messages wait in the outbox.
+func (tp testPoller) outboxLen(t *testing.T) int {
+	t.Helper()
+	n, _, err := tp.store.OutboxStats(t.Context())
+	if err != nil {
+		t.Fatalf("OutboxStats(): %v", err)
+	}
+	return n
+}
+
 // drained returns and deletes every outbox message.
 func (tp testPoller) drained(t *testing.T) []event.Event {
 	t.Helper()
-	entries, err := tp.store.Pending(0, 1<<20)
+	entries, err := tp.store.Pending(t.Context(), 0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +228,7 @@ func (tp testPoller) drained(t *testing.T) []event.Event {
 		out = append(out, ev)
 		seqs = append(seqs, e.Seq)
 	}
-	if err := tp.store.Delete(seqs); err != nil {
+	if err := tp.store.Delete(t.Context(), seqs); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -223,7 +265,7 @@ func TestSilentBaselineThenTransitions(t *testing.T) {
 	if err != nil || items != 5 || open != 5 {
 		t.Fatalf("after baseline: %d items, %d open, %v; want 5 5 (the item beyond lookback is not tracked)", items, open, err)
 	}
-	meta, _ := tp.store.Meta("src")
+	meta := tp.meta(t)
 	if !meta.BaselineDone || !meta.HighWater.Equal(now0.Add(-time.Hour)) {
 		t.Fatalf("meta after baseline = %+v", meta)
 	}
@@ -335,10 +377,10 @@ func TestMalformedPageLeavesStateUntouched(t *testing.T) {
 	if !errors.As(err, &me) {
 		t.Fatalf("err = %v, want a MalformedError", err)
 	}
-	if n, _, _ := tp.store.OutboxStats(); n != 0 {
+	if n := tp.outboxLen(t); n != 0 {
 		t.Fatalf("outbox has %d entries after a failed first page", n)
 	}
-	if items, _, _ := tp.store.Counts("src"); items != 0 {
+	if items, _ := tp.counts(t); items != 0 {
 		t.Fatalf("%d records after a failed first page", items)
 	}
 	if h := tp.Health(); h.Err == nil || h.Failures != 1 {
@@ -379,7 +421,7 @@ func TestRepeatingCursorEndsTheWalk(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `repeated cursor "c1"`) {
 		t.Fatalf("err = %v", err)
 	}
-	if meta, _ := tp.store.Meta("src"); meta.BaselineDone {
+	if meta := tp.meta(t); meta.BaselineDone {
 		t.Fatal("an aborted baseline was marked done")
 	}
 }
@@ -483,7 +525,7 @@ func TestWindowRefreshWithoutGetter(t *testing.T) {
 	if got := transitions(tp.drained(t)); got != "p1:NEW>FAIL#2" {
 		t.Fatalf("events %s", got)
 	}
-	if _, open, _ := tp.store.Counts("src"); open != 0 {
+	if _, open := tp.counts(t); open != 0 {
 		t.Fatalf("%d open items, want 0", open)
 	}
 }
@@ -502,11 +544,17 @@ func TestOpenItemsPastMaxAgeStall(t *testing.T) {
 	if err := tp.Poll(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	open, _ := tp.store.OpenItems("src")
+	open, err := tp.store.OpenItems(t.Context(), "src")
+	if err != nil {
+		t.Fatalf("OpenItems(src): %v", err)
+	}
 	if len(open) != 1 || open[0].ID != "young" {
 		t.Fatalf("open items %+v, want only young", open)
 	}
-	recs, _ := tp.store.Load("src", []string{"ancient"})
+	recs, err := tp.store.Load(t.Context(), "src", []string{"ancient"})
+	if err != nil {
+		t.Fatalf("Load(src, ancient): %v", err)
+	}
 	if r := recs["ancient"]; r == nil || !r.Stalled {
 		t.Fatalf("ancient record %+v, want stalled", r)
 	}
@@ -567,7 +615,7 @@ func TestRebaselineRecordsWithoutEvents(t *testing.T) {
 	if evs := tp.drained(t); len(evs) != 0 {
 		t.Fatalf("rebaseline published %s", transitions(evs))
 	}
-	if meta, _ := tp.store.Meta("src"); meta.Rebaseline || !meta.BaselineDone {
+	if meta := tp.meta(t); meta.Rebaseline || !meta.BaselineDone {
 		t.Fatalf("meta after rebaseline %+v", meta)
 	}
 	src.set("p0", "DONE")

@@ -69,7 +69,7 @@ type dueItem struct {
 func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 	now := p.now()
 	seen := c.seen
-	open, err := p.store.OpenItems(p.cfg.Name)
+	open, err := p.store.OpenItems(ctx, p.cfg.Name)
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 	}
 	p.refreshed = live
 	p.obs.Open(p.cfg.Name, len(open)-len(stalled), len(stalled), oldest)
-	if err := p.stall(stalled, now); err != nil {
+	if err := p.stall(ctx, stalled, now); err != nil {
 		return err
 	}
 	if len(due) == 0 {
@@ -116,7 +116,7 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 			windowFrom = d.CreatedAt
 		}
 	}
-	windowCost, err := p.windowCost(windowFrom)
+	windowCost, err := p.windowCost(ctx, windowFrom)
 	if err != nil {
 		return err
 	}
@@ -129,8 +129,8 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 }
 
 // windowCost estimates the pages of a list from `from` to now.
-func (p *Poller) windowCost(from time.Time) (int, error) {
-	if err := p.ages.load(p.store, p.cfg.Name); err != nil {
+func (p *Poller) windowCost(ctx context.Context, from time.Time) (int, error) {
+	if err := p.ages.load(ctx, p.store, p.cfg.Name); err != nil {
 		return 0, err
 	}
 	size := max(1, p.cfg.PageSize)
@@ -177,7 +177,7 @@ const refreshBatch = 50
 func (p *Poller) refreshByID(ctx context.Context, c *cycle, g provider.Getter, due []dueItem) error {
 	batch := make([]diff.Item, 0, refreshBatch)
 	flush := func() error {
-		err := p.apply(batch, false)
+		err := p.apply(ctx, batch, false)
 		batch = batch[:0]
 		return err
 	}
@@ -235,7 +235,7 @@ func (p *Poller) refreshByID(ctx context.Context, c *cycle, g provider.Getter, d
 
 // stall marks open items past open_max_age as stalled: they leave the open index and
 // are no longer re-read, unless discovery sees them move.
-func (p *Poller) stall(items []state.OpenItem, now time.Time) error {
+func (p *Poller) stall(ctx context.Context, items []state.OpenItem, now time.Time) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -243,7 +243,7 @@ func (p *Poller) stall(items []state.OpenItem, now time.Time) error {
 	for i, o := range items {
 		ids[i] = o.ID
 	}
-	recs, err := p.store.Load(p.cfg.Name, ids)
+	recs, err := p.store.Load(ctx, p.cfg.Name, ids)
 	if err != nil {
 		return err
 	}
@@ -261,7 +261,7 @@ func (p *Poller) stall(items []state.OpenItem, now time.Time) error {
 	if len(out) == 0 {
 		return nil
 	}
-	return p.store.Commit(p.cfg.Name, state.Batch{Now: now, Records: out})
+	return p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: now, Records: out})
 }
 
 // ageIndex counts tracked items by creation hour, to estimate what a window list
@@ -272,12 +272,12 @@ type ageIndex struct {
 	hours  map[int64]int
 }
 
-func (a *ageIndex) load(s Store, source string) error {
+func (a *ageIndex) load(ctx context.Context, s Store, source string) error {
 	if a.loaded {
 		return nil
 	}
 	a.hours = map[int64]int{}
-	if err := s.ForEach(source, func(r diff.Record) error {
+	if err := s.ForEach(ctx, source, func(r diff.Record) error {
 		a.hours[r.CreatedAt.Unix()/3600]++
 		return nil
 	}); err != nil {

@@ -150,7 +150,7 @@ func newOutbox(t testing.TB) testOutbox {
 
 func (o storeOutbox) add(t testing.TB, ms ...event.Message) {
 	t.Helper()
-	if err := o.Commit("test", state.Batch{Now: time.Now().UTC(), Messages: ms}); err != nil {
+	if err := o.Commit(t.Context(), "test", state.Batch{Now: time.Now().UTC(), Messages: ms}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -160,7 +160,7 @@ func (o storeOutbox) pendingIDs(t testing.TB) []string {
 	var out []string
 	var after uint64
 	for {
-		es, err := o.Pending(after, 1000)
+		es, err := o.Pending(t.Context(), after, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,11 +194,11 @@ func watch(t testing.TB, ob testOutbox, some int) *watchedOutbox {
 	return &watchedOutbox{testOutbox: ob, t: t, some: some, reached: make(chan struct{}), empty: make(chan struct{}, 1)}
 }
 
-func (w *watchedOutbox) Delete(seqs []uint64) error {
-	if err := w.testOutbox.Delete(seqs); err != nil {
+func (w *watchedOutbox) Delete(ctx context.Context, seqs []uint64) error {
+	if err := w.testOutbox.Delete(ctx, seqs); err != nil {
 		return err
 	}
-	left, err := w.testOutbox.Pending(0, 1)
+	left, err := w.testOutbox.Pending(ctx, 0, 1)
 	if err != nil {
 		return err
 	}

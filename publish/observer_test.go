@@ -48,7 +48,7 @@ func TestObserverSeesPublishes(t *testing.T) {
 	ob := newOutbox(t)
 	// Enqueued a minute ago: the latency runs from the enqueueing, not the publish.
 	enqueued := time.Now().UTC().Add(-time.Minute)
-	if err := ob.(storeOutbox).Commit("test", state.Batch{Now: enqueued, Messages: messages(0, 10)}); err != nil {
+	if err := ob.(storeOutbox).Commit(t.Context(), "test", state.Batch{Now: enqueued, Messages: messages(0, 10)}); err != nil {
 		t.Fatal(err)
 	}
 	rec := &recorder{}

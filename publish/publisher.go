@@ -32,22 +32,27 @@ import (
 	"github.com/payments-watcher/watcher/state"
 )
 
-// Outbox is the part of the state store the Publisher consumes.
+// Outbox is the part of a state back end (package state/bbolt or state/natskv) the
+// Publisher consumes. Every method but Changed takes the context of the pass that
+// calls it: a back end that does network calls (natskv) abandons them when it ends and
+// returns an error wrapping ctx.Err(); a local one (bbolt) may ignore it. An
+// acknowledgement a cancelled Delete or Ack did not record leaves its entry pending,
+// so it is published again later and the stream drops it as a duplicate.
 type Outbox interface {
 	// Pending returns at most max unacknowledged entries with Seq > after, in
 	// increasing Seq.
-	Pending(after uint64, max int) ([]state.OutboxEntry, error)
+	Pending(ctx context.Context, after uint64, max int) ([]state.OutboxEntry, error)
 	// Delete removes the entries with these sequence numbers.
-	Delete(seqs []uint64) error
+	Delete(ctx context.Context, seqs []uint64) error
 	// Ack moves acknowledged entries from Pending to Retained (or updates retained
 	// ones); used instead of Delete when Config.RetainAcked is set.
-	Ack(acks []state.Ack) error
+	Ack(ctx context.Context, acks []state.Ack) error
 	// Retained returns at most max retained entries with Seq > after, in increasing
 	// Seq.
-	Retained(after uint64, max int) ([]state.AckedEntry, error)
+	Retained(ctx context.Context, after uint64, max int) ([]state.AckedEntry, error)
 	// Prune deletes the retained entries acknowledged before cutoff and returns how
 	// many, and the earliest acknowledgement time of those left (zero if none).
-	Prune(cutoff time.Time) (int, time.Time, error)
+	Prune(ctx context.Context, cutoff time.Time) (int, time.Time, error)
 	// Changed is signalled after a commit that appended messages.
 	Changed() <-chan struct{}
 }
@@ -82,8 +87,9 @@ type Observer interface {
 	PublishFailed(reason string)
 	// Outbox reports, after each pass, the unacknowledged entries left in the outbox
 	// (retained ones are not counted) and the Enqueued time of the oldest (zero when
-	// none). It is called only when the Outbox has an OutboxStats method (state.Store
-	// has).
+	// none), as of the end of the pass; it is not called when the Outbox has no
+	// OutboxStats(ctx) method (both state back ends have one) or when that fails, as
+	// it does with a network back end once the pass's context has ended.
 	Outbox(depth int, oldest time.Time)
 }
 
@@ -115,7 +121,7 @@ func (nopObserver) Outbox(int, time.Time)   {}
 
 // outboxStats is the optional part of an Outbox that Observer.Outbox reports.
 type outboxStats interface {
-	OutboxStats() (n int, oldest time.Time, err error)
+	OutboxStats(ctx context.Context) (n int, oldest time.Time, err error)
 }
 
 // Defaults of Options.
@@ -202,8 +208,8 @@ func New(js jetstream.JetStream, ob Outbox, c Config, opt Options, log *slog.Log
 		reconnects: js.Conn().Stats().Reconnects, replay: c.RetainAcked > 0}
 }
 
-// Run publishes the outbox until ctx is cancelled, and then returns ctx.Err(). It
-// first creates or updates the stream (EnsureStream), then drains the outbox whenever
+// Run publishes the outbox until ctx is cancelled, and then returns ctx.Err(); the
+// outbox calls in flight are made with ctx and end with it. It first creates or updates the stream (EnsureStream), then drains the outbox whenever
 // it changes and at least every Options.Idle. After any failure (NATS away, the
 // stream missing, a PubAck timeout, an outbox error) it retries from the first
 // unacknowledged entry with exponential backoff and jitter capped at 30s, forever,
@@ -277,7 +283,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 // creates the stream if it was never ensured or has gone missing, and publishes the
 // retained entries again if they are due (see Run); after, it prunes the retained
 // entries that are due, as Run does. It is meant for shutdown, with a ctx of a few
-// seconds.
+// seconds, of its own: ctx bounds the publishing and every outbox call, so the
+// context of a Run that has just been cancelled would end it at once.
 func (p *Publisher) Drain(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -297,7 +304,7 @@ func (p *Publisher) observe(ctx context.Context, err error) {
 		obs.PublishFailed(reason(err))
 	}
 	if st, ok := p.ob.(outboxStats); ok {
-		if n, oldest, err := st.OutboxStats(); err == nil {
+		if n, oldest, err := st.OutboxStats(ctx); err == nil {
 			obs.Outbox(n, oldest)
 		}
 	}
@@ -406,7 +413,7 @@ func (p *Publisher) drain(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		entries, err := p.ob.Pending(after, p.opt.Batch)
+		entries, err := p.ob.Pending(ctx, after, p.opt.Batch)
 		if err != nil {
 			return failed(ReasonOutbox, fmt.Errorf("outbox: read after %d: %w", after, err))
 		}
@@ -437,7 +444,9 @@ func (p *Publisher) drain(ctx context.Context) error {
 // by AckTimeout and ctx) and deletes exactly the acknowledged ones, or records them
 // as retained when Config.RetainAcked is set. again tells that entries are retained
 // ones published again, which are not reported to the Observer. It returns nil when
-// all were acknowledged and recorded.
+// all were acknowledged and recorded. The acknowledgements that arrived before ctx
+// ended are recorded with ctx too: a back end that honours it may leave them
+// unrecorded, and their entries are then sent again by a later pass.
 func (p *Publisher) window(ctx context.Context, entries []state.OutboxEntry, again bool) error {
 	err := p.send(ctx, entries, again)
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
@@ -510,7 +519,7 @@ func (p *Publisher) send(ctx context.Context, entries []state.OutboxEntry, again
 	if timedOut {
 		p.js.CleanupPublisher()
 	}
-	if err := p.record(acked); err != nil {
+	if err := p.record(ctx, acked); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -520,8 +529,8 @@ func (p *Publisher) send(ctx context.Context, entries []state.OutboxEntry, again
 }
 
 // record deletes the acknowledged entries, or retains them when Config.RetainAcked is
-// set; p.mu is held.
-func (p *Publisher) record(acks []state.Ack) error {
+// set, within ctx; p.mu is held.
+func (p *Publisher) record(ctx context.Context, acks []state.Ack) error {
 	if len(acks) == 0 {
 		return nil
 	}
@@ -530,12 +539,12 @@ func (p *Publisher) record(acks []state.Ack) error {
 		for i, a := range acks {
 			seqs[i] = a.Seq
 		}
-		if err := p.ob.Delete(seqs); err != nil {
+		if err := p.ob.Delete(ctx, seqs); err != nil {
 			return failed(ReasonOutbox, fmt.Errorf("outbox: delete %d acknowledged entries: %w", len(seqs), err))
 		}
 		return nil
 	}
-	if err := p.ob.Ack(acks); err != nil {
+	if err := p.ob.Ack(ctx, acks); err != nil {
 		return failed(ReasonOutbox, fmt.Errorf("outbox: retain %d acknowledged entries: %w", len(acks), err))
 	}
 	if due := acks[0].At.Add(p.cfg.RetainAcked); !p.pruneAt.IsZero() && due.Before(p.pruneAt) {
@@ -584,7 +593,7 @@ func (p *Publisher) republish(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		entries, err := p.ob.Retained(after, p.opt.Batch)
+		entries, err := p.ob.Retained(ctx, after, p.opt.Batch)
 		if err != nil {
 			return failed(ReasonOutbox, fmt.Errorf("outbox: read retained entries after %d: %w", after, err))
 		}
@@ -681,7 +690,7 @@ func (p *Publisher) prune(ctx context.Context) error {
 		if p.cleared {
 			return nil
 		}
-		n, _, err := p.ob.Prune(farFuture)
+		n, _, err := p.ob.Prune(ctx, farFuture)
 		if err != nil {
 			return failed(ReasonOutbox, fmt.Errorf("outbox: prune retained entries: %w", err))
 		}
@@ -710,7 +719,7 @@ func (p *Publisher) prune(ctx context.Context) error {
 	if p.replay {
 		return nil
 	}
-	n, next, err := p.ob.Prune(now.Add(-retain))
+	n, next, err := p.ob.Prune(ctx, now.Add(-retain))
 	if err != nil {
 		return failed(ReasonOutbox, fmt.Errorf("outbox: prune retained entries: %w", err))
 	}

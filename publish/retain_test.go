@@ -60,7 +60,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func counts(t testing.TB, ob testOutbox) (pending, retained int) {
 	t.Helper()
 	s := ob.(storeOutbox).Store
-	n, _, err := s.OutboxStats()
+	n, _, err := s.OutboxStats(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestRetainAckedPruned(t *testing.T) {
 	// up in the stream, which holds them); then they are pruned.
 	ob.add(t, messages(5, 1)...)
 	drain(1, "checked again, then pruned")
-	r, err := ob.(storeOutbox).Retained(0, 10)
+	r, err := ob.(storeOutbox).Retained(t.Context(), 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestRetainAckedOffDeletesOnAck(t *testing.T) {
 
 	// An earlier run retained two entries; with retention off they go at the next pass.
 	ob.add(t, messages(0, 3)...)
-	if err := s.Ack([]state.Ack{{Seq: 1, At: time.Now()}, {Seq: 2, At: time.Now()}}); err != nil {
+	if err := s.Ack(t.Context(), []state.Ack{{Seq: 1, At: time.Now()}, {Seq: 2, At: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 	p := New(js, ob, testConfig(), Options{}, testLogger(t))

@@ -115,7 +115,7 @@ func (f *flow) cycle(ctx context.Context, pages [][]diff.Item, want int) (Figure
 	select {
 	case <-done:
 	case <-timer.C:
-		n, _, _ := f.store.OutboxStats()
+		n, _, _ := f.store.OutboxStats(ctx)
 		return Figures{}, fmt.Errorf("pipeline: %d events still in the outbox after %s (%d publisher passes failed)",
 			n, time.Since(m.began).Round(time.Millisecond), f.acks.failed.Load()-failedBefore)
 	case <-ctx.Done():
@@ -124,7 +124,7 @@ func (f *flow) cycle(ctx context.Context, pages [][]diff.Item, want int) (Figure
 	// The publisher deletes a window's entries after its acknowledgements: the cycle
 	// ends when the outbox is empty.
 	for {
-		n, _, err := f.store.OutboxStats()
+		n, _, err := f.store.OutboxStats(ctx)
 		if err != nil {
 			return Figures{}, err
 		}

@@ -231,7 +231,7 @@ func runScale(ctx context.Context, dir string, js jetstream.JetStream, ncfg publ
 	m.finish(&sc.Idle)
 	sc.Idle.Items = idleCycles
 	sc.IdleRequests = int(counter.n.Load() - requests)
-	if n, _, err := store.OutboxStats(); err != nil || n != 0 {
+	if n, _, err := store.OutboxStats(ctx); err != nil || n != 0 {
 		return sc, fmt.Errorf("outbox holds %d events after a silent baseline and idle cycles (%v)", n, err)
 	}
 	return sc, nil

@@ -294,7 +294,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		return nil, err
 	}
 	res.Took[phaseBaseline], res.CPU[phaseBaseline] = time.Since(began), cpuTime()-cpu
-	finalBefore, err := b.finalItems()
+	finalBefore, err := b.finalItems(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -378,7 +378,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	if err := stopAll(); err != nil {
 		return nil, err
 	}
-	if err := b.drain(); err != nil {
+	if err := b.drain(ctx); err != nil {
 		return nil, err
 	}
 
@@ -389,7 +389,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	if err := b.idle(ctx); err != nil {
 		return nil, err
 	}
-	if err := b.drain(); err != nil {
+	if err := b.drain(ctx); err != nil {
 		return nil, err
 	}
 	res.Took[phaseIdle], res.CPU[phaseIdle] = time.Since(began), cpuTime()-cpu
@@ -399,7 +399,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	if b.naive != nil {
 		res.Naive = check(b.naiveRec.snapshot(), tiN, res.Offset)
 	}
-	if err := b.collect(res); err != nil {
+	if err := b.collect(ctx, res); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -496,16 +496,16 @@ func (b *bench) baseline(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return b.drain() // a silent baseline publishes nothing; anything here is checked
+	return b.drain(ctx) // a silent baseline publishes nothing; anything here is checked
 }
 
 // finalItems returns the top-level items (provider + "/" + id) that watcher's
 // records show final.
-func (b *bench) finalItems() (map[string]bool, error) {
+func (b *bench) finalItems(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, p := range b.pollers {
 		prov := b.provider[p.Name()]
-		err := b.store.ForEach(p.Name(), func(r diff.Record) error {
+		err := b.store.ForEach(ctx, p.Name(), func(r diff.Record) error {
 			if r.Status.Terminal {
 				out[prov+"/"+r.ID] = true
 			}
@@ -566,12 +566,13 @@ func (b *bench) drainLoop(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if err := b.drain(); err != nil {
+		if err := b.drain(ctx); err != nil {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			return b.drain()
+			// What the last commits before the end added is still read.
+			return b.drain(context.WithoutCancel(ctx))
 		case <-b.store.Changed():
 		case <-tick.C:
 		}
@@ -580,9 +581,9 @@ func (b *bench) drainLoop(ctx context.Context) error {
 
 // drain records and deletes every outbox entry, as a publisher would after its
 // acknowledgement.
-func (b *bench) drain() error {
+func (b *bench) drain(ctx context.Context) error {
 	for {
-		es, err := b.store.Pending(0, 1000)
+		es, err := b.store.Pending(ctx, 0, 1000)
 		if err != nil {
 			return err
 		}
@@ -610,14 +611,14 @@ func (b *bench) drain() error {
 			}
 			b.watchRec.add(o)
 		}
-		if err := b.store.Delete(seqs); err != nil {
+		if err := b.store.Delete(ctx, seqs); err != nil {
 			return err
 		}
 	}
 }
 
 // collect gathers the per-source figures.
-func (b *bench) collect(res *result) error {
+func (b *bench) collect(ctx context.Context, res *result) error {
 	for i, p := range b.pollers {
 		prov := b.provider[p.Name()]
 		sr := sourceResult{Name: p.Name(), Provider: prov, PageSize: poller.Providers[prov].MaxPageSize, Idle: b.idleCycles[p.Name()]}
@@ -657,7 +658,7 @@ func (b *bench) collect(res *result) error {
 			return err
 		}
 		sr.Items, sr.Open = items, open
-		ois, err := b.store.OpenItems(sr.Name)
+		ois, err := b.store.OpenItems(ctx, sr.Name)
 		if err != nil {
 			return err
 		}

@@ -217,10 +217,10 @@ type countingStore struct {
 	t *tally
 }
 
-func (s countingStore) Commit(source string, b state.Batch) error {
+func (s countingStore) Commit(ctx context.Context, source string, b state.Batch) error {
 	s.t.add(source, cntCommits, 1)
 	s.t.add(source, cntRecords, len(b.Records))
-	return s.Store.Commit(source, b)
+	return s.Store.Commit(ctx, source, b)
 }
 
 // listPaths are the simulated list endpoints by provider; every other path of a

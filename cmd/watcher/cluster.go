@@ -98,7 +98,7 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks
 			}
 			return
 		}
-		holdSourceMetrics(met, store, l.Key, log)
+		holdSourceMetrics(ctx, met, store, l.Key, log)
 		defer met.Lease(l.Key, false)
 		// A new poller per lease: what the last holder did is only in the store.
 		p, err := buildPoller(cfg, sources[l.Key], store, &event.Poller{ID: l.Holder, LeaseRevision: l.Revision}, log)
@@ -175,11 +175,11 @@ func newReplicaMetrics(reg prometheus.Registerer, cfg *config.Config) *metrics.M
 }
 
 // holdSourceMetrics marks source's lease held in met and carries over the end of its
-// last successful cycle, by whichever replica, from the shared state. A failed read
-// only leaves the gauge at what this replica last saw.
-func holdSourceMetrics(met *metrics.Metrics, store *natskv.Store, source string, log *slog.Logger) {
+// last successful cycle, by whichever replica, from the shared state, reading it within
+// ctx (the lease's). A failed read only leaves the gauge at what this replica last saw.
+func holdSourceMetrics(ctx context.Context, met *metrics.Metrics, store *natskv.Store, source string, log *slog.Logger) {
 	met.Lease(source, true)
-	meta, err := store.Meta(source)
+	meta, err := store.Meta(ctx, source)
 	if err != nil {
 		log.Warn("last success of the source not read", "source", source, "err", err)
 		return

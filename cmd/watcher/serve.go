@@ -54,7 +54,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	for _, w := range store.Warnings() {
 		log.Warn("state file warning", "warning", w)
 	}
-	reg, met, err := newMetrics(cfg, store)
+	reg, met, err := newMetrics(ctx, cfg, store)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	flushCtx, cancel := context.WithTimeout(context.Background(), shutdownFlush)
 	defer cancel()
 	if err := pub.Drain(flushCtx); err != nil {
-		n, _, _ := store.OutboxStats()
+		n, _, _ := store.OutboxStats(flushCtx)
 		log.Warn("outbox not fully flushed; the rest is sent at the next start", "pending", n, "err", err)
 	}
 	log.Info("stopped")
@@ -126,7 +126,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // newMetrics registers watcher's series on a registry of its own and sets what the
 // state file carries over: each source's stalled records and last successful cycle,
 // and the outbox.
-func newMetrics(cfg *config.Config, store *bbolt.Store) (*prometheus.Registry, *metrics.Metrics, error) {
+func newMetrics(ctx context.Context, cfg *config.Config, store *bbolt.Store) (*prometheus.Registry, *metrics.Metrics, error) {
 	reg := prometheus.NewRegistry()
 	names := make([]string, len(cfg.Sources))
 	for i, s := range cfg.Sources {
@@ -146,7 +146,7 @@ func newMetrics(cfg *config.Config, store *bbolt.Store) (*prometheus.Registry, *
 		}
 		met.Restore(n, st.Stalled, st.Meta.LastPoll)
 	}
-	n, oldest, err := store.OutboxStats()
+	n, oldest, err := store.OutboxStats(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -317,7 +317,9 @@ type endpoints struct {
 //   - outbox: it holds nats.max_outbox events or more (polling is paused);
 //   - source NAME: no successful cycle for 3 intervals (counted from the start until
 //     the first one), with the last error.
-func (e *endpoints) notReady() []string {
+//
+// ctx is passed to the outbox read.
+func (e *endpoints) notReady(ctx context.Context) []string {
 	var failing []string
 	if err := e.pub.Healthy(); err != nil {
 		msg := err.Error()
@@ -326,7 +328,7 @@ func (e *endpoints) notReady() []string {
 		}
 		failing = append(failing, msg)
 	}
-	if n, oldest, err := e.store.OutboxStats(); err != nil {
+	if n, oldest, err := e.store.OutboxStats(ctx); err != nil {
 		failing = append(failing, "outbox: "+err.Error())
 	} else if e.maxOutbox > 0 && n >= e.maxOutbox {
 		failing = append(failing, fmt.Sprintf("outbox: %d events waiting since %s, at or over nats.max_outbox %d; polling is paused until NATS takes them",
@@ -370,7 +372,7 @@ func (e *endpoints) handler(reg *prometheus.Registry) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if failing := e.notReady(); len(failing) > 0 {
+		if failing := e.notReady(r.Context()); len(failing) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			for _, f := range failing {
 				fmt.Fprintln(w, f)
@@ -390,11 +392,11 @@ func (e *endpoints) handler(reg *prometheus.Registry) http.Handler {
 		writeJSON(w, http.StatusOK, list, err)
 	})
 	mux.HandleFunc("GET /state/items/{source}/{id}", func(w http.ResponseWriter, r *http.Request) {
-		rec, err := v.record(r.PathValue("source"), r.PathValue("id"))
+		rec, err := v.record(r.Context(), r.PathValue("source"), r.PathValue("id"))
 		writeJSON(w, http.StatusOK, rec, err)
 	})
 	mux.HandleFunc("GET /state/open/{source}", func(w http.ResponseWriter, r *http.Request) {
-		list, err := v.open(r.PathValue("source"))
+		list, err := v.open(r.Context(), r.PathValue("source"))
 		writeJSON(w, http.StatusOK, list, err)
 	})
 	mux.HandleFunc("GET /state/export/{source}", func(w http.ResponseWriter, r *http.Request) {
@@ -418,7 +420,7 @@ func (e *endpoints) handler(reg *prometheus.Registry) http.Handler {
 			limit = n
 		}
 		writeLines(w, func(fn func(any) error) error {
-			return v.outbox(limit, func(o outboxJSON) error { return fn(o) })
+			return v.outbox(r.Context(), limit, func(o outboxJSON) error { return fn(o) })
 		})
 	})
 	mux.HandleFunc("POST /state/rebaseline/{source}", func(w http.ResponseWriter, r *http.Request) {

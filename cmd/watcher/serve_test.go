@@ -68,7 +68,7 @@ func TestReadiness(t *testing.T) {
 	e := &endpoints{store: store, pub: pub, sources: []watchedSource{{name: "cpn", interval: 15 * time.Second, p: p}},
 		maxOutbox: 2, started: start, now: func() time.Time { return clock }, redact: strings.NewReplacer()}
 
-	if got := e.notReady(); len(got) != 0 {
+	if got := e.notReady(t.Context()); len(got) != 0 {
 		t.Errorf("at start: %q, want ready", got)
 	}
 	// Three intervals without a successful cycle, the last one refused.
@@ -76,11 +76,11 @@ func TestReadiness(t *testing.T) {
 		t.Fatal("poll with a refused key succeeded")
 	}
 	clock = start.Add(45 * time.Second)
-	if got := e.notReady(); len(got) != 0 {
+	if got := e.notReady(t.Context()); len(got) != 0 {
 		t.Errorf("3 intervals after the start: %q, want ready", got)
 	}
 	clock = start.Add(47 * time.Second)
-	got := e.notReady()
+	got := e.notReady(t.Context())
 	const stale = "source cpn: no successful poll since the start 47s (interval 15s): "
 	if len(got) != 1 || !strings.HasPrefix(got[0], stale) || !strings.HasSuffix(got[0], "HTTP 401 Unauthorized: code 401: Malformed authorization.") {
 		t.Errorf("47s after the start with a refused key: %q\nwant one line starting %q", got, stale)
@@ -92,28 +92,28 @@ func TestReadiness(t *testing.T) {
 	}
 	last := p.Health().LastSuccess
 	clock = last.Add(30 * time.Second)
-	if got := e.notReady(); len(got) != 0 {
+	if got := e.notReady(t.Context()); len(got) != 0 {
 		t.Errorf("2 intervals after a success: %q, want ready", got)
 	}
 	clock = last.Add(47 * time.Second)
-	if got := e.notReady(); !slices.Equal(got, []string{"source cpn: no successful poll for 47s (interval 15s): a cycle is still running"}) {
+	if got := e.notReady(t.Context()); !slices.Equal(got, []string{"source cpn: no successful poll for 47s (interval 15s): a cycle is still running"}) {
 		t.Errorf("47s after a success: %q", got)
 	}
 	clock = last
 
 	// The outbox at nats.max_outbox.
 	msgs := []event.Message{{ID: "a", Subject: "payments.cpn.payment.pending"}, {ID: "b", Subject: "payments.cpn.payment.pending"}}
-	if err := store.Commit("cpn", state.Batch{Now: start, Messages: msgs}); err != nil {
+	if err := store.Commit(t.Context(), "cpn", state.Batch{Now: start, Messages: msgs}); err != nil {
 		t.Fatal(err)
 	}
 	want := "outbox: 2 events waiting since " + start.Format(time.RFC3339) + ", at or over nats.max_outbox 2; polling is paused until NATS takes them"
-	if got := e.notReady(); !slices.Equal(got, []string{want}) {
+	if got := e.notReady(t.Context()); !slices.Equal(got, []string{want}) {
 		t.Errorf("outbox full: %q\nwant %q", got, want)
 	}
 
 	// NATS away: named first.
 	nc.Close()
-	got = e.notReady()
+	got = e.notReady(t.Context())
 	if len(got) != 2 || got[0] != "nats: not connected (CLOSED)" || got[1] != want {
 		t.Errorf("NATS closed: %q", got)
 	}

@@ -191,11 +191,12 @@ func (v stateView) sources() ([]sourceInfo, error) {
 	return out, nil
 }
 
-func (v stateView) record(source, id string) (recordJSON, error) {
+// record returns the stored record of id; ctx is passed to the store.
+func (v stateView) record(ctx context.Context, source, id string) (recordJSON, error) {
 	if err := v.check(source); err != nil {
 		return recordJSON{}, err
 	}
-	recs, err := v.store.Load(source, []string{id})
+	recs, err := v.store.Load(ctx, source, []string{id})
 	if err != nil {
 		return recordJSON{}, err
 	}
@@ -206,11 +207,12 @@ func (v stateView) record(source, id string) (recordJSON, error) {
 	return recordOf(source, r), nil
 }
 
-func (v stateView) open(source string) ([]openJSON, error) {
+// open returns the open items of source, oldest first; ctx is passed to the store.
+func (v stateView) open(ctx context.Context, source string) ([]openJSON, error) {
 	if err := v.check(source); err != nil {
 		return nil, err
 	}
-	items, err := v.store.OpenItems(source)
+	items, err := v.store.OpenItems(ctx, source)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +220,7 @@ func (v stateView) open(source string) ([]openJSON, error) {
 	for i, o := range items {
 		ids[i] = o.ID
 	}
-	recs, err := v.store.Load(source, ids)
+	recs, err := v.store.Load(ctx, source, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -260,8 +262,9 @@ func (v stateView) export(source string, fn func(recordJSON) error) error {
 	}
 }
 
-// outbox calls fn with the pending events in order, at most limit (0: all).
-func (v stateView) outbox(limit int, fn func(outboxJSON) error) error {
+// outbox calls fn with the pending events in order, at most limit (0: all); ctx is
+// passed to the store.
+func (v stateView) outbox(ctx context.Context, limit int, fn func(outboxJSON) error) error {
 	var after uint64
 	n := 0
 	for {
@@ -272,7 +275,7 @@ func (v stateView) outbox(limit int, fn func(outboxJSON) error) error {
 		if page <= 0 {
 			return nil
 		}
-		es, err := v.store.Pending(after, page)
+		es, err := v.store.Pending(ctx, after, page)
 		if err != nil {
 			return err
 		}
@@ -302,17 +305,17 @@ type stateReader interface {
 type fileReader struct{ v stateView }
 
 func (f fileReader) sources(context.Context) ([]sourceInfo, error) { return f.v.sources() }
-func (f fileReader) record(_ context.Context, source, id string) (recordJSON, error) {
-	return f.v.record(source, id)
+func (f fileReader) record(ctx context.Context, source, id string) (recordJSON, error) {
+	return f.v.record(ctx, source, id)
 }
-func (f fileReader) open(_ context.Context, source string) ([]openJSON, error) {
-	return f.v.open(source)
+func (f fileReader) open(ctx context.Context, source string) ([]openJSON, error) {
+	return f.v.open(ctx, source)
 }
 func (f fileReader) export(_ context.Context, source string, fn func(recordJSON) error) error {
 	return f.v.export(source, fn)
 }
-func (f fileReader) outbox(_ context.Context, limit int, fn func(outboxJSON) error) error {
-	return f.v.outbox(limit, fn)
+func (f fileReader) outbox(ctx context.Context, limit int, fn func(outboxJSON) error) error {
+	return f.v.outbox(ctx, limit, fn)
 }
 
 // remoteReader asks a running watcher over its HTTP address.
@@ -718,7 +721,7 @@ func stateRebaseline(ctx context.Context, o *stateOptions, stdout, stderr io.Wri
 	case err != nil:
 		return withRecovery(err, o.path, false)
 	}
-	if err := rebaselineFile(store, o.configured, source); err != nil {
+	if err := rebaselineFile(ctx, store, o.configured, source); err != nil {
 		_ = store.Close()
 		return err
 	}
@@ -732,7 +735,7 @@ func stateRebaseline(ctx context.Context, o *stateOptions, stdout, stderr io.Wri
 
 // rebaselineFile sets Meta.Rebaseline of source, which must be one of configured (or
 // of the file's sources when configured is nil).
-func rebaselineFile(store *bbolt.Store, configured []string, source string) error {
+func rebaselineFile(ctx context.Context, store *bbolt.Store, configured []string, source string) error {
 	known := configured
 	if known == nil {
 		var err error
@@ -743,10 +746,10 @@ func rebaselineFile(store *bbolt.Store, configured []string, source string) erro
 	if !slices.Contains(known, source) {
 		return unknownSource(source, known)
 	}
-	meta, err := store.Meta(source)
+	meta, err := store.Meta(ctx, source)
 	if err != nil {
 		return err
 	}
 	meta.Rebaseline = true
-	return store.Commit(source, state.Batch{Meta: &meta})
+	return store.Commit(ctx, source, state.Batch{Meta: &meta})
 }

@@ -41,11 +41,11 @@ func writeStateFile(t *testing.T, path string) {
 		{ID: "e1", Subject: "payments.cpn.payment.pending", Body: []byte(`{}`)},
 		{ID: "e2", Subject: "payments.cpn.payment.failed", Body: []byte(`{}`)},
 	}
-	if err := s.Commit("cpn", state.Batch{Now: st0, Records: recs, Messages: msgs, Meta: &meta}); err != nil {
+	if err := s.Commit(t.Context(), "cpn", state.Batch{Now: st0, Records: recs, Messages: msgs, Meta: &meta}); err != nil {
 		t.Fatal(err)
 	}
 	ramp := diff.Record{Kind: "ramp_session", ID: "s1", Status: diff.Status{Raw: "PENDING", State: diff.Pending}, Sequence: 1, CreatedAt: st0}
-	if err := s.Commit("ramp", state.Batch{Now: st0, Records: []diff.Record{ramp}}); err != nil {
+	if err := s.Commit(t.Context(), "ramp", state.Batch{Now: st0, Records: []diff.Record{ramp}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -163,7 +163,7 @@ ramp    1      1     0        never                 never                 no bas
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.Meta("cpn")
+	m, err := s.Meta(t.Context(), "cpn")
 	s.Close()
 	if err != nil || !m.Rebaseline || !m.BaselineDone || !m.LastPoll.Equal(st0) {
 		t.Errorf("meta after rebaseline: %+v, %v", m, err)

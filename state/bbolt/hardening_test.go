@@ -1,6 +1,7 @@
 package bbolt
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,19 +146,19 @@ func exercise(s *Store) []error {
 		try(err)
 		_, err = s.Records(src, "", 50)
 		try(err)
-		try(s.ForEach(src, func(diff.Record) error { return nil }))
-		_, err = s.OpenItems(src)
+		try(s.ForEach(context.Background(), src, func(diff.Record) error { return nil }))
+		_, err = s.OpenItems(context.Background(), src)
 		try(err)
-		_, err = s.Meta(src)
+		_, err = s.Meta(context.Background(), src)
 		try(err)
 		_, _, err = s.Counts(src)
 		try(err)
-		_, err = s.Load(src, []string{"00000000-4d52-bdbf-2e74a2d803d5", "00001999-4d52-bdbf-2e74a2d803d5"})
+		_, err = s.Load(context.Background(), src, []string{"00000000-4d52-bdbf-2e74a2d803d5", "00001999-4d52-bdbf-2e74a2d803d5"})
 		try(err)
 	}
-	_, err = s.Pending(0, 100)
+	_, err = s.Pending(context.Background(), 0, 100)
 	try(err)
-	_, _, err = s.OutboxStats()
+	_, _, err = s.OutboxStats(context.Background())
 	try(err)
 	try(s.Check())
 	return errs
@@ -208,7 +209,7 @@ func TestRandomDamageNeverPanics(t *testing.T) {
 		}
 		opened++
 		errs := exercise(s)
-		errs = append(errs, s.Commit("cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("new", t0, "CREATED", diff.Pending, false)}, Messages: []event.Message{msg(9999)}}))
+		errs = append(errs, s.Commit(t.Context(), "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("new", t0, "CREATED", diff.Pending, false)}, Messages: []event.Message{msg(9999)}}))
 		for _, err := range errs {
 			if err != nil && !strings.Contains(err.Error(), "state file "+path) {
 				t.Errorf("seed %d: error does not name the file: %v", seed, err)
@@ -293,7 +294,7 @@ func TestPanicInCallbackIsNotCorruption(t *testing.T) {
 			t.Fatalf("recovered %v; want the callback's own panic", r)
 		}
 	}()
-	_ = s.ForEach("cpn", func(diff.Record) error { panic("callback bug") })
+	_ = s.ForEach(t.Context(), "cpn", func(diff.Record) error { panic("callback bug") })
 	t.Fatal("ForEach returned")
 }
 
@@ -322,7 +323,7 @@ func TestCommitFailsWhenFull(t *testing.T) {
 			t.Fatal("100 batches fit in 128 KiB")
 		}
 		b := batch(n)
-		err := s.Commit("cpn", b)
+		err := s.Commit(t.Context(), "cpn", b)
 		if err == nil {
 			committed++
 			continue
@@ -337,13 +338,13 @@ func TestCommitFailsWhenFull(t *testing.T) {
 		t.Fatal("not even one batch fit")
 	}
 	// Nothing of the failed batch is stored; what was committed is intact.
-	if got, err := s.Load("cpn", []string{failed.Records[0].ID}); err != nil || len(got) != 0 {
+	if got, err := s.Load(t.Context(), "cpn", []string{failed.Records[0].ID}); err != nil || len(got) != 0 {
 		t.Fatalf("after the failed commit: %v, %v", got, err)
 	}
-	if n, _, err := s.OutboxStats(); err != nil || n != committed*10 {
+	if n, _, err := s.OutboxStats(t.Context()); err != nil || n != committed*10 {
 		t.Fatalf("outbox holds %d (%v), want %d", n, err, committed*10)
 	}
-	if err := s.Commit("cpn", failed); err == nil {
+	if err := s.Commit(t.Context(), "cpn", failed); err == nil {
 		t.Fatal("the retried commit succeeded without room")
 	}
 	if err := s.Close(); err != nil {
@@ -353,7 +354,7 @@ func TestCommitFailsWhenFull(t *testing.T) {
 	// Room again: the same batch commits, once.
 	s = openStore(t, path)
 	commit(t, s, "cpn", failed)
-	if n, _, err := s.OutboxStats(); err != nil || n != (committed+1)*10 {
+	if n, _, err := s.OutboxStats(t.Context()); err != nil || n != (committed+1)*10 {
 		t.Fatalf("outbox holds %d (%v), want %d", n, err, (committed+1)*10)
 	}
 	if err := s.Check(); err != nil {
@@ -402,9 +403,9 @@ func TestHelperWriteUntilFull(t *testing.T) {
 			b.Records = append(b.Records, plainRecord(fmt.Sprintf("full-%04d-%02d", n, i), t0, "CREATED", diff.Pending, false))
 			b.Messages = append(b.Messages, msg(100000+n*100+i))
 		}
-		if err := s.Commit("cpn", b); err != nil {
+		if err := s.Commit(t.Context(), "cpn", b); err != nil {
 			res.Err = err.Error()
-			if err := s.Commit("cpn", b); err != nil {
+			if err := s.Commit(t.Context(), "cpn", b); err != nil {
 				res.Retry = err.Error()
 			}
 			break
@@ -458,10 +459,10 @@ func TestWriteErrorFailsTheCommit(t *testing.T) {
 	if err != nil || items != before+res.Committed*20 {
 		t.Fatalf("%d records (%v), want %d", items, err, before+res.Committed*20)
 	}
-	if n, _, err := s.OutboxStats(); err != nil || n != before+res.Committed*20 {
+	if n, _, err := s.OutboxStats(t.Context()); err != nil || n != before+res.Committed*20 {
 		t.Fatalf("outbox holds %d (%v), want %d", n, err, before+res.Committed*20)
 	}
-	got, err := s.Load("cpn", []string{fmt.Sprintf("full-%04d-00", res.Committed)})
+	got, err := s.Load(t.Context(), "cpn", []string{fmt.Sprintf("full-%04d-00", res.Committed)})
 	if err != nil || len(got) != 0 {
 		t.Fatalf("the failed batch is stored: %v, %v", got, err)
 	}

@@ -1,6 +1,7 @@
 package bbolt
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -16,7 +17,7 @@ import (
 // greater than after, in increasing Seq order: the order in which they were committed,
 // across restarts too. Pass 0 to start from the oldest entry and the last Seq returned
 // to page on. max must be positive.
-func (s *Store) Pending(after uint64, max int) ([]state.OutboxEntry, error) {
+func (s *Store) Pending(_ context.Context, after uint64, max int) ([]state.OutboxEntry, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("state file %s: pending outbox entries: max %d is not positive", s.path, max)
 	}
@@ -55,7 +56,7 @@ func decodeOutbox(k, v []byte) (state.OutboxEntry, error) {
 
 // Delete removes the entries with the given Seqs, pending or retained, in one
 // transaction; Seqs in neither are ignored.
-func (s *Store) Delete(seqs []uint64) error {
+func (s *Store) Delete(_ context.Context, seqs []uint64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
@@ -83,7 +84,7 @@ func (s *Store) Delete(seqs []uint64) error {
 // OutboxStats returns the number of pending outbox entries (retained acknowledged
 // entries are not counted) and the Enqueued time of the oldest; the zero time when
 // none is pending.
-func (s *Store) OutboxStats() (n int, oldest time.Time, err error) {
+func (s *Store) OutboxStats(_ context.Context) (n int, oldest time.Time, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
 		outbox := tx.Bucket(outboxBucket)
 		k, v := outbox.Cursor().First()
@@ -123,7 +124,7 @@ var ackedBucket = []byte("acked")
 // acknowledged again after it was re-published takes the new acknowledgement, unless
 // that one is a duplicate: the stream then still holds the copy the first one stored.
 // Seqs in neither are ignored.
-func (s *Store) Ack(acks []state.Ack) error {
+func (s *Store) Ack(_ context.Context, acks []state.Ack) error {
 	if len(acks) == 0 {
 		return nil
 	}
@@ -182,7 +183,7 @@ func decodeAcked(k, v []byte) (state.AckedEntry, error) {
 
 // Retained returns up to max retained acknowledged entries with Seq greater than
 // after, in increasing Seq order; page on like Pending. max must be positive.
-func (s *Store) Retained(after uint64, max int) ([]state.AckedEntry, error) {
+func (s *Store) Retained(_ context.Context, after uint64, max int) ([]state.AckedEntry, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("state file %s: retained outbox entries: max %d is not positive", s.path, max)
 	}
@@ -214,7 +215,7 @@ func (s *Store) Retained(after uint64, max int) ([]state.AckedEntry, error) {
 // Prune deletes the retained entries acknowledged before cutoff, in one transaction,
 // and returns how many it deleted and the earliest acknowledgement time of those left
 // (the zero time when none is left). It reads every retained entry's header.
-func (s *Store) Prune(cutoff time.Time) (pruned int, next time.Time, err error) {
+func (s *Store) Prune(_ context.Context, cutoff time.Time) (pruned int, next time.Time, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		pruned, next = 0, time.Time{} // run again after a failed shared transaction
 		acked := tx.Bucket(ackedBucket)

@@ -47,7 +47,7 @@ func TestOutbox(t *testing.T) {
 	var after uint64
 	var got []state.OutboxEntry
 	for page := 0; ; page++ {
-		entries, err := s.Pending(after, 4)
+		entries, err := s.Pending(t.Context(), after, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,16 +70,16 @@ func TestOutbox(t *testing.T) {
 			t.Errorf("entry %d = %+v, want seq %d enqueued %v message %+v", i, e, i+1, enqueued(e.Seq), m)
 		}
 	}
-	if _, err := s.Pending(0, 0); err == nil || !strings.Contains(err.Error(), "max 0") {
+	if _, err := s.Pending(t.Context(), 0, 0); err == nil || !strings.Contains(err.Error(), "max 0") {
 		t.Errorf("Pending with max 0: %v", err)
 	}
-	if e, err := s.Pending(^uint64(0), 10); err != nil || len(e) != 0 {
+	if e, err := s.Pending(t.Context(), ^uint64(0), 10); err != nil || len(e) != 0 {
 		t.Errorf("Pending after the largest seq = %v, %v", e, err)
 	}
 
 	checkStats := func(wantN int, wantOldest time.Time) {
 		t.Helper()
-		n, oldest, err := s.OutboxStats()
+		n, oldest, err := s.OutboxStats(t.Context())
 		if err != nil || n != wantN || !oldest.Equal(wantOldest) {
 			t.Errorf("OutboxStats = %d, %v, %v; want %d, %v", n, oldest, err, wantN, wantOldest)
 		}
@@ -87,22 +87,22 @@ func TestOutbox(t *testing.T) {
 	checkStats(10, nows[0])
 
 	// Deleting acknowledged entries, with unknown seqs ignored.
-	if err := s.Delete([]uint64{1, 2, 3, 999}); err != nil {
+	if err := s.Delete(t.Context(), []uint64{1, 2, 3, 999}); err != nil {
 		t.Fatal(err)
 	}
 	checkStats(7, nows[0])
-	if e, err := s.Pending(0, 1); err != nil || len(e) != 1 || e[0].Seq != 4 {
+	if e, err := s.Pending(t.Context(), 0, 1); err != nil || len(e) != 1 || e[0].Seq != 4 {
 		t.Errorf("first pending after deleting 1-3 = %+v, %v; want seq 4", e, err)
 	}
-	if err := s.Delete([]uint64{5, 4}); err != nil {
+	if err := s.Delete(t.Context(), []uint64{5, 4}); err != nil {
 		t.Fatal(err)
 	}
 	checkStats(5, nows[1])
-	if err := s.Delete([]uint64{6, 7, 8, 9, 10}); err != nil {
+	if err := s.Delete(t.Context(), []uint64{6, 7, 8, 9, 10}); err != nil {
 		t.Fatal(err)
 	}
 	checkStats(0, time.Time{})
-	if err := s.Delete(nil); err != nil {
+	if err := s.Delete(t.Context(), nil); err != nil {
 		t.Errorf("Delete(nil): %v", err)
 	}
 }
@@ -120,18 +120,18 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	commit(t, s, "cpn", state.Batch{Now: t0, Messages: sent})
 
 	// A file that never retained anything.
-	if r, err := s.Retained(0, 10); err != nil || len(r) != 0 {
+	if r, err := s.Retained(t.Context(), 0, 10); err != nil || len(r) != 0 {
 		t.Fatalf("Retained before any Ack = %v, %v", r, err)
 	}
 	if n, oldest, err := s.RetainedStats(); err != nil || n != 0 || !oldest.IsZero() {
 		t.Fatalf("RetainedStats before any Ack = %d, %v, %v", n, oldest, err)
 	}
-	if n, next, err := s.Prune(t0.Add(time.Hour)); err != nil || n != 0 || !next.IsZero() {
+	if n, next, err := s.Prune(t.Context(), t0.Add(time.Hour)); err != nil || n != 0 || !next.IsZero() {
 		t.Fatalf("Prune before any Ack = %d, %v, %v", n, next, err)
 	}
 
 	at1, at2 := t0.Add(time.Second), t0.Add(2*time.Second)
-	err = s.Ack([]state.Ack{
+	err = s.Ack(t.Context(), []state.Ack{
 		{Seq: 1, At: at1, StreamSeq: 101},
 		{Seq: 2, At: at1, StreamSeq: 102, Duplicate: true},
 		{Seq: 4, At: at2, StreamSeq: 104},
@@ -142,7 +142,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	}
 	pendingSeqs := func() []uint64 {
 		t.Helper()
-		es, err := s.Pending(0, 100)
+		es, err := s.Pending(t.Context(), 0, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +155,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	if got := pendingSeqs(); !slices.Equal(got, []uint64{3, 5, 6}) {
 		t.Errorf("pending after Ack = %v, want [3 5 6]", got)
 	}
-	if n, oldest, err := s.OutboxStats(); err != nil || n != 3 || !oldest.Equal(t0) {
+	if n, oldest, err := s.OutboxStats(t.Context()); err != nil || n != 3 || !oldest.Equal(t0) {
 		t.Errorf("OutboxStats after Ack = %d, %v, %v; want 3 pending, retained ones not counted", n, oldest, err)
 	}
 	checkRetained := func(want ...state.AckedEntry) {
@@ -163,7 +163,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 		var got []state.AckedEntry
 		var after uint64
 		for {
-			page, err := s.Retained(after, 2)
+			page, err := s.Retained(t.Context(), after, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +193,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	// Re-published: a fresh store takes the new acknowledgement, a duplicate keeps the
 	// old one. A pending entry acknowledged as a duplicate is retained as such.
 	at3 := t0.Add(3 * time.Second)
-	err = s.Ack([]state.Ack{{Seq: 1, At: at3, StreamSeq: 201}, {Seq: 2, At: at3, StreamSeq: 102}, {Seq: 4, At: at3, StreamSeq: 104, Duplicate: true},
+	err = s.Ack(t.Context(), []state.Ack{{Seq: 1, At: at3, StreamSeq: 201}, {Seq: 2, At: at3, StreamSeq: 102}, {Seq: 4, At: at3, StreamSeq: 104, Duplicate: true},
 		{Seq: 3, At: at3, StreamSeq: 103, Duplicate: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -223,23 +223,23 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	defer s.Close()
 
 	// Prune deletes what was acknowledged before the cutoff, and tells the next due.
-	if n, next, err := s.Prune(at2); err != nil || n != 0 || !next.Equal(at2) {
+	if n, next, err := s.Prune(t.Context(), at2); err != nil || n != 0 || !next.Equal(at2) {
 		t.Errorf("Prune(at2) = %d, %v, %v; want 0, %v", n, next, err, at2)
 	}
-	if n, next, err := s.Prune(at3); err != nil || n != 1 || !next.Equal(at3) {
+	if n, next, err := s.Prune(t.Context(), at3); err != nil || n != 1 || !next.Equal(at3) {
 		t.Errorf("Prune(at3) = %d, %v, %v; want 1, %v", n, next, err, at3)
 	}
 	checkRetained(retained(1, at3, 201, false), retained(2, at3, 102, false), retained(3, at3, 103, true))
 
 	// Delete removes retained entries as well as pending ones.
-	if err := s.Delete([]uint64{2, 5}); err != nil {
+	if err := s.Delete(t.Context(), []uint64{2, 5}); err != nil {
 		t.Fatal(err)
 	}
 	checkRetained(retained(1, at3, 201, false), retained(3, at3, 103, true))
 	if got := pendingSeqs(); !slices.Equal(got, []uint64{6}) {
 		t.Errorf("pending after Delete = %v, want [6]", got)
 	}
-	if n, next, err := s.Prune(at3.Add(time.Nanosecond)); err != nil || n != 2 || !next.IsZero() {
+	if n, next, err := s.Prune(t.Context(), at3.Add(time.Nanosecond)); err != nil || n != 2 || !next.IsZero() {
 		t.Errorf("Prune of everything = %d, %v, %v; want 2 and the zero time", n, next, err)
 	}
 	checkRetained()
@@ -247,7 +247,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 		t.Errorf("Check: %v", err)
 	}
 
-	if _, err := s.Retained(0, 0); err == nil || !strings.Contains(err.Error(), "max 0") {
+	if _, err := s.Retained(t.Context(), 0, 0); err == nil || !strings.Contains(err.Error(), "max 0") {
 		t.Errorf("Retained with max 0: %v", err)
 	}
 
@@ -259,10 +259,10 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Retained(0, 10); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "retained entry 7") {
+	if _, err := s.Retained(t.Context(), 0, 10); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "retained entry 7") {
 		t.Errorf("Retained of a damaged entry: %v", err)
 	}
-	if _, _, err := s.Prune(at3); err == nil || !strings.Contains(err.Error(), path) {
+	if _, _, err := s.Prune(t.Context(), at3); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("Prune of a damaged entry: %v", err)
 	}
 }
@@ -321,7 +321,7 @@ func BenchmarkCommitPage(b *testing.B) {
 					batch.Records = append(batch.Records, plainRecord(id, t0.Add(-time.Duration(n)*time.Second), "CREATED", diff.Pending, false))
 					batch.Messages = append(batch.Messages, event.Message{ID: id, Subject: "payments.cpn.payment.pending", Body: body})
 				}
-				if err := s.Commit("cpn", batch); err != nil {
+				if err := s.Commit(b.Context(), "cpn", batch); err != nil {
 					b.Fatal(err)
 				}
 				page++

@@ -59,14 +59,14 @@ func TestOpenReadOnlyWaitsForTheWriter(t *testing.T) {
 	if _, err := Open(path, Options{LockTimeout: testLockTimeout}); !errors.Is(err, ErrLocked) {
 		t.Errorf("Open while read-only Stores hold the file: %v, want ErrLocked", err)
 	}
-	if got, err := r2.Meta("cpn"); err != nil || got != meta {
+	if got, err := r2.Meta(t.Context(), "cpn"); err != nil || got != meta {
 		t.Errorf("Meta = %+v, %v; want %+v (rebaseline kept)", got, err, meta)
 	}
-	if got, err := r.Load("cpn", []string{"a"}); err != nil || got["a"] == nil || got["a"].Status.Raw != "CREATED" {
+	if got, err := r.Load(t.Context(), "cpn", []string{"a"}); err != nil || got["a"] == nil || got["a"].Status.Raw != "CREATED" {
 		t.Errorf("Load = %v, %v", got, err)
 	}
 
-	err = r.Commit("cpn", state.Batch{Now: t0, Meta: &state.Meta{}})
+	err = r.Commit(t.Context(), "cpn", state.Batch{Now: t0, Meta: &state.Meta{}})
 	if err == nil || !strings.Contains(err.Error(), "state file "+path) {
 		t.Errorf("Commit on a read-only Store: %v, want an error naming the file", err)
 	}
@@ -288,7 +288,7 @@ func TestCheckPagesAcceptsWrittenFiles(t *testing.T) {
 		}
 		commit(t, s, fmt.Sprintf("src-%d", round%4), b)
 		commit(t, s, fmt.Sprintf("tiny-%d", round), state.Batch{Now: t0, Records: []diff.Record{plainRecord("only", t0, "CREATED", diff.Pending, false)}})
-		if pending, err := s.Pending(0, 1+rng.IntN(300)); err != nil {
+		if pending, err := s.Pending(t.Context(), 0, 1+rng.IntN(300)); err != nil {
 			t.Fatal(err)
 		} else {
 			var seqs []uint64
@@ -297,7 +297,7 @@ func TestCheckPagesAcceptsWrittenFiles(t *testing.T) {
 					seqs = append(seqs, e.Seq)
 				}
 			}
-			if err := s.Delete(seqs); err != nil {
+			if err := s.Delete(t.Context(), seqs); err != nil {
 				t.Fatal(err)
 			}
 		}

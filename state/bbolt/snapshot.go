@@ -3,6 +3,7 @@ package bbolt
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ import (
 //
 // A record needs an ID and a Sequence of at least 1, and times between the years 1678
 // and 2262. After a commit that appended messages, Changed is signalled.
-func (s *Store) Commit(source string, b state.Batch) error {
+func (s *Store) Commit(_ context.Context, source string, b state.Batch) error {
 	if err := s.commit(source, &b); err != nil {
 		return fmt.Errorf("state file %s: commit to source %q: %w", s.path, source, err)
 	}
@@ -165,7 +166,7 @@ func sourceBucket(tx *bolt.Tx, source string, name []byte) *bolt.Bucket {
 
 // Load returns the stored records of the given ids of source. Ids not stored are
 // absent from the map. The records are the caller's.
-func (s *Store) Load(source string, ids []string) (map[string]*diff.Record, error) {
+func (s *Store) Load(_ context.Context, source string, ids []string) (map[string]*diff.Record, error) {
 	out := make(map[string]*diff.Record, len(ids))
 	err := s.db.View(func(tx *bolt.Tx) error {
 		items := sourceBucket(tx, source, itemsBucket)
@@ -194,7 +195,7 @@ func (s *Store) Load(source string, ids []string) (map[string]*diff.Record, erro
 // ForEach calls fn with every record of source, in id order, inside one read
 // transaction: fn must not call Commit or Delete. An error from fn stops the walk and
 // is returned as is.
-func (s *Store) ForEach(source string, fn func(diff.Record) error) error {
+func (s *Store) ForEach(_ context.Context, source string, fn func(diff.Record) error) error {
 	var fnErr error
 	err := s.db.View(func(tx *bolt.Tx) error {
 		items := sourceBucket(tx, source, itemsBucket)
@@ -223,7 +224,7 @@ func (s *Store) ForEach(source string, fn func(diff.Record) error) error {
 }
 
 // Meta returns the metadata of source; the zero Meta for a source without any.
-func (s *Store) Meta(source string) (state.Meta, error) {
+func (s *Store) Meta(_ context.Context, source string) (state.Meta, error) {
 	var m state.Meta
 	err := s.db.View(func(tx *bolt.Tx) error {
 		src := tx.Bucket(sourcesBucket).Bucket([]byte(source))
@@ -246,7 +247,7 @@ func (s *Store) Meta(source string) (state.Meta, error) {
 
 // OpenItems returns the open index of source: the items that are open and not
 // stalled as of their last commit, oldest CreatedAt first, then by ID.
-func (s *Store) OpenItems(source string) ([]state.OpenItem, error) {
+func (s *Store) OpenItems(_ context.Context, source string) ([]state.OpenItem, error) {
 	var out []state.OpenItem
 	err := s.db.View(func(tx *bolt.Tx) error {
 		open := sourceBucket(tx, source, openBucket)

@@ -29,7 +29,7 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 	for _, r := range records {
 		ids = append(ids, r.ID)
 	}
-	got, err := s.Load("cpn", ids)
+	got, err := s.Load(t.Context(), "cpn", ids)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 			t.Errorf("record %q:\n got %+v\nwant %+v", r.ID, got[r.ID], r)
 		}
 	}
-	if other, err := s.Load("stripe", ids); err != nil || len(other) != 0 {
+	if other, err := s.Load(t.Context(), "stripe", ids); err != nil || len(other) != 0 {
 		t.Errorf("Load from another source = %v, %v; want nothing", other, err)
 	}
 
@@ -50,13 +50,13 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 	upd.Sequence++
 	upd.Nested = upd.Nested[:1]
 	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{upd}})
-	got, err = s.Load("cpn", []string{upd.ID})
+	got, err = s.Load(t.Context(), "cpn", []string{upd.ID})
 	if err != nil || !reflect.DeepEqual(got[upd.ID], &upd) {
 		t.Errorf("after upsert: %+v, %v\nwant %+v", got[upd.ID], err, upd)
 	}
 
 	var seen []string
-	err = s.ForEach("cpn", func(r diff.Record) error {
+	err = s.ForEach(t.Context(), "cpn", func(r diff.Record) error {
 		seen = append(seen, r.ID)
 		return nil
 	})
@@ -68,7 +68,7 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 	}
 	stop := errors.New("stop")
 	calls := 0
-	err = s.ForEach("cpn", func(diff.Record) error { calls++; return stop })
+	err = s.ForEach(t.Context(), "cpn", func(diff.Record) error { calls++; return stop })
 	if err != stop || calls != 1 {
 		t.Errorf("ForEach with a failing fn: %v after %d calls, want fn's error after 1", err, calls)
 	}
@@ -87,16 +87,16 @@ func take(t *testing.T, s *Store, ids []string) snapshot {
 	t.Helper()
 	var sn snapshot
 	var err error
-	if sn.records, err = s.Load("cpn", ids); err != nil {
+	if sn.records, err = s.Load(t.Context(), "cpn", ids); err != nil {
 		t.Fatal(err)
 	}
-	if sn.open, err = s.OpenItems("cpn"); err != nil {
+	if sn.open, err = s.OpenItems(t.Context(), "cpn"); err != nil {
 		t.Fatal(err)
 	}
-	if sn.meta, err = s.Meta("cpn"); err != nil {
+	if sn.meta, err = s.Meta(t.Context(), "cpn"); err != nil {
 		t.Fatal(err)
 	}
-	if sn.outbox, err = s.Pending(0, 1000); err != nil {
+	if sn.outbox, err = s.Pending(t.Context(), 0, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if sn.sources, err = s.Sources(); err != nil {
@@ -144,7 +144,7 @@ func TestFailedCommitWritesNothing(t *testing.T) {
 				Messages: []event.Message{msg(2), msg(3)},
 				Meta:     tc.meta,
 			}
-			err := s.Commit(tc.source, b)
+			err := s.Commit(t.Context(), tc.source, b)
 			if err == nil {
 				t.Fatal("Commit succeeded")
 			}
@@ -188,7 +188,7 @@ func TestCommitIsVisibleWhole(t *testing.T) {
 				b.Records = append(b.Records, plainRecord(fmt.Sprint(n), t0, "CREATED", diff.Pending, false))
 				b.Messages = append(b.Messages, msg(n))
 			}
-			if err := s.Commit("cpn", b); err != nil {
+			if err := s.Commit(t.Context(), "cpn", b); err != nil {
 				done <- err
 				return
 			}
@@ -276,14 +276,14 @@ func TestOpenIndex(t *testing.T) {
 	if items, open, err := s.Counts("stripe"); err != nil || items != 0 || open != 0 {
 		t.Errorf("Counts of an unknown source = %d, %d, %v", items, open, err)
 	}
-	if open, err := s.OpenItems("stripe"); err != nil || len(open) != 0 {
+	if open, err := s.OpenItems(t.Context(), "stripe"); err != nil || len(open) != 0 {
 		t.Errorf("OpenItems of an unknown source = %v, %v", open, err)
 	}
 }
 
 func checkOpen(t *testing.T, s *Store, want []string, items int) {
 	t.Helper()
-	open, err := s.OpenItems("cpn")
+	open, err := s.OpenItems(t.Context(), "cpn")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func checkOpen(t *testing.T, s *Store, want []string, items int) {
 	if !reflect.DeepEqual(ids, want) {
 		t.Errorf("open items = %v, want %v", ids, want)
 	}
-	recs, err := s.Load("cpn", ids)
+	recs, err := s.Load(t.Context(), "cpn", ids)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestConcurrentCommitsShareTransactions(t *testing.T) {
 		go func() {
 			if i == writers-1 {
 				// A bad record: this writer's commit fails, alone.
-				errs <- s.Commit("cpn", state.Batch{Now: t0, Records: []diff.Record{{Kind: "payment", Sequence: 1}}})
+				errs <- s.Commit(t.Context(), "cpn", state.Batch{Now: t0, Records: []diff.Record{{Kind: "payment", Sequence: 1}}})
 				return
 			}
 			errs <- s.update(func(tx *bolt.Tx) error {

@@ -6,6 +6,15 @@
 // A page of observations is committed in one write transaction (snapshot records and
 // outbox messages together), so an event exists in the outbox exactly when the record
 // that produced it is stored: a crash loses neither and duplicates neither.
+//
+// # Contexts
+//
+// The methods the poller and the publisher call (Load, Commit, Meta, OpenItems,
+// OutboxStats, ForEach, Pending, Delete, Ack, Retained, Prune) take a context so that
+// this Store satisfies the same interfaces as the NATS back end, and ignore it: bbolt
+// calls are local and short, and a call once started runs to its end. In particular a
+// Commit made after its caller's context was cancelled (the page in hand at shutdown)
+// is still stored whole.
 package bbolt
 
 import (

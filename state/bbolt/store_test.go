@@ -34,7 +34,7 @@ func openStore(t *testing.T, path string) *Store {
 
 func commit(t *testing.T, s *Store, source string, b state.Batch) {
 	t.Helper()
-	if err := s.Commit(source, b); err != nil {
+	if err := s.Commit(t.Context(), source, b); err != nil {
 		t.Fatalf("commit: %v", err)
 	}
 }
@@ -63,13 +63,13 @@ func TestOpenCreatesFileAndDirectory(t *testing.T) {
 	if srcs, err := s.Sources(); err != nil || len(srcs) != 0 {
 		t.Errorf("Sources() of a new file = %v, %v; want none", srcs, err)
 	}
-	if m, err := s.Meta("cpn"); err != nil || m != (state.Meta{}) {
+	if m, err := s.Meta(t.Context(), "cpn"); err != nil || m != (state.Meta{}) {
 		t.Errorf("Meta of an unknown source = %+v, %v; want zero", m, err)
 	}
-	if got, err := s.Load("cpn", []string{"a"}); err != nil || len(got) != 0 {
+	if got, err := s.Load(t.Context(), "cpn", []string{"a"}); err != nil || len(got) != 0 {
 		t.Errorf("Load from an unknown source = %v, %v; want empty", got, err)
 	}
-	if n, oldest, err := s.OutboxStats(); err != nil || n != 0 || !oldest.IsZero() {
+	if n, oldest, err := s.OutboxStats(t.Context()); err != nil || n != 0 || !oldest.IsZero() {
 		t.Errorf("OutboxStats() of a new file = %d, %v, %v", n, oldest, err)
 	}
 }
@@ -90,10 +90,10 @@ func TestReopenKeepsEverything(t *testing.T) {
 	meta := state.Meta{BaselineDone: true, HighWater: t0.Add(-time.Minute), LastPoll: t0}
 	commit(t, s, "cpn", state.Batch{Now: t0, Records: records, Messages: []event.Message{msg(1), msg(2), msg(3)}, Meta: &meta})
 	commit(t, s, "stripe", state.Batch{Now: t0, Records: []diff.Record{plainRecord("cos_1", t0, "initialized", diff.Pending, false)}})
-	if err := s.Delete([]uint64{1}); err != nil {
+	if err := s.Delete(t.Context(), []uint64{1}); err != nil {
 		t.Fatal(err)
 	}
-	wantOpen, err := s.OpenItems("cpn")
+	wantOpen, err := s.OpenItems(t.Context(), "cpn")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 
 	s = openStore(t, path)
-	got, err := s.Load("cpn", []string{rich.ID, "p1", "p2"})
+	got, err := s.Load(t.Context(), "cpn", []string{rich.ID, "p1", "p2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,10 +111,10 @@ func TestReopenKeepsEverything(t *testing.T) {
 			t.Errorf("record %q after reopen:\n got %+v\nwant %+v", r.ID, got[r.ID], r)
 		}
 	}
-	if open, err := s.OpenItems("cpn"); err != nil || !reflect.DeepEqual(open, wantOpen) || len(open) != 2 {
+	if open, err := s.OpenItems(t.Context(), "cpn"); err != nil || !reflect.DeepEqual(open, wantOpen) || len(open) != 2 {
 		t.Errorf("open items after reopen = %v, %v; want %v", open, err, wantOpen)
 	}
-	if m, err := s.Meta("cpn"); err != nil || m != meta {
+	if m, err := s.Meta(t.Context(), "cpn"); err != nil || m != meta {
 		t.Errorf("meta after reopen = %+v, %v; want %+v", m, err, meta)
 	}
 	if srcs, err := s.Sources(); err != nil || !reflect.DeepEqual(srcs, []string{"cpn", "stripe"}) {
@@ -125,7 +125,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if seqs := pendingSeqs(t, s); !reflect.DeepEqual(seqs, []uint64{2, 3}) {
 		t.Fatalf("outbox after reopen = %v, want [2 3]", seqs)
 	}
-	if err := s.Delete([]uint64{2, 3}); err != nil {
+	if err := s.Delete(t.Context(), []uint64{2, 3}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -133,7 +133,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 	s = openStore(t, path)
 	commit(t, s, "cpn", state.Batch{Now: t0, Messages: []event.Message{msg(4), msg(5)}})
-	entries, err := s.Pending(0, 10)
+	entries, err := s.Pending(t.Context(), 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 
 func pendingSeqs(t *testing.T, s *Store) []uint64 {
 	t.Helper()
-	entries, err := s.Pending(0, 1000)
+	entries, err := s.Pending(t.Context(), 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestSecondOpenFailsFast(t *testing.T) {
 
 	// The first store is unaffected.
 	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
-	if got, err := s.Load("cpn", []string{"a"}); err != nil || got["a"] == nil {
+	if got, err := s.Load(t.Context(), "cpn", []string{"a"}); err != nil || got["a"] == nil {
 		t.Errorf("first store after the second Open: %v, %v", got, err)
 	}
 }
@@ -251,7 +251,7 @@ func writeFullFile(t *testing.T, path string) []byte {
 			b.Records = append(b.Records, plainRecord(id, t0.Add(-time.Duration(i)*time.Minute), "CREATED", diff.Pending, false))
 			b.Messages = append(b.Messages, msg(page*100+i))
 		}
-		if err := s.Commit("cpn", b); err != nil {
+		if err := s.Commit(t.Context(), "cpn", b); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -49,6 +49,15 @@
 // event stream keeps each once. The duplicate windows must therefore be longer than
 // the time a source takes to move to another replica plus one cycle.
 //
+// # Cancellation
+//
+// Every method that reaches JetStream takes a context and honours it: once ctx ends,
+// the request in flight is abandoned and the method returns an error wrapping
+// ctx.Err(). Each call is also bounded by Options.Timeout per round of requests, so a
+// server that stops answering cannot hold a caller whose ctx has no deadline. A Commit
+// cut short keeps the writes it made, which is safe for the same reasons as a crash
+// between steps; the page is read again by the next cycle.
+//
 // # Outbox
 //
 // The outbox is shared by every replica; run one publisher over it (cluster mode
@@ -198,8 +207,10 @@ func validName(s string) bool {
 // Store can stand where a closable store is expected.
 func (s *Store) Close() error { return nil }
 
-func (s *Store) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.opt.Timeout)
+// bound returns ctx bounded to n times Options.Timeout: the most a call making about
+// n rounds of JetStream requests may take, whatever its caller allows.
+func (s *Store) bound(ctx context.Context, n int) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opt.Timeout*time.Duration(n))
 }
 
 var enc = base64.RawURLEncoding
@@ -234,10 +245,11 @@ func (s *Store) revision(key string) uint64 {
 // Commit writes b to source in the order the package doc describes. It fails with
 // ErrFenced before writing anything when Options.Fence refuses, and with ErrConflict
 // when a record or the metadata changed since this Store read it; the writes before
-// the failing one stay, which is safe (see the package doc). After a commit that
-// appended messages, Changed is signalled.
-func (s *Store) Commit(source string, b state.Batch) error {
-	if err := s.commit(source, &b); err != nil {
+// the failing one stay, which is safe (see the package doc). Cancelling ctx stops it
+// between two writes or abandons the write in flight, with the same outcome. After a
+// commit that appended messages, Changed is signalled.
+func (s *Store) Commit(ctx context.Context, source string, b state.Batch) error {
+	if err := s.commit(ctx, source, &b); err != nil {
 		return fmt.Errorf("state nats_kv: commit to source %q: %w", source, err)
 	}
 	if len(b.Messages) > 0 {
@@ -256,7 +268,7 @@ type encoded struct {
 	openItem []byte
 }
 
-func (s *Store) commit(source string, b *state.Batch) error {
+func (s *Store) commit(ctx context.Context, source string, b *state.Batch) error {
 	if source == "" {
 		return errors.New("empty source name")
 	}
@@ -301,7 +313,7 @@ func (s *Store) commit(source string, b *state.Batch) error {
 			return fmt.Errorf("%w: %w", ErrFenced, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+len(entries)/64+len(recs)/64))
+	ctx, cancel := s.bound(ctx, 1+len(entries)/64+len(recs)/64)
 	defer cancel()
 
 	// 1. Outbox, idempotent by event id.
@@ -368,9 +380,10 @@ func (s *Store) put(ctx context.Context, kv jetstream.KeyValue, key string, v []
 }
 
 // Load returns the stored records of the given ids of source, and remembers their
-// revisions (none for an absent id) for the revision checks of Commit.
-func (s *Store) Load(source string, ids []string) (map[string]*diff.Record, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+len(ids)/64))
+// revisions (none for an absent id) for the revision checks of Commit. Cancelling ctx
+// makes it fail; the revisions read before stay remembered.
+func (s *Store) Load(ctx context.Context, source string, ids []string) (map[string]*diff.Record, error) {
+	ctx, cancel := s.bound(ctx, 1+len(ids)/64)
 	defer cancel()
 	out := make(map[string]*diff.Record, len(ids))
 	for _, id := range ids {
@@ -419,9 +432,10 @@ func each(ctx context.Context, kv jetstream.KeyValue, source string, fn func(jet
 }
 
 // ForEach calls fn with every record of source, in id order. An error from fn stops
-// the walk and is returned as is.
-func (s *Store) ForEach(source string, fn func(diff.Record) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*s.opt.Timeout)
+// the walk and is returned as is. The records are all read before fn is first called;
+// cancelling ctx while they are read makes ForEach fail without calling fn.
+func (s *Store) ForEach(ctx context.Context, source string, fn func(diff.Record) error) error {
+	ctx, cancel := s.bound(ctx, 10)
 	defer cancel()
 	var recs []diff.Record
 	err := each(ctx, s.records, source, func(e jetstream.KeyValueEntry) error {
@@ -449,9 +463,10 @@ func (s *Store) ForEach(source string, fn func(diff.Record) error) error {
 }
 
 // Meta returns the metadata of source, the zero Meta for a source without any, and
-// remembers its revision for the revision check of Commit.
-func (s *Store) Meta(source string) (state.Meta, error) {
-	ctx, cancel := s.ctx()
+// remembers its revision for the revision check of Commit. Cancelling ctx makes it
+// fail.
+func (s *Store) Meta(ctx context.Context, source string) (state.Meta, error) {
+	ctx, cancel := s.bound(ctx, 1)
 	defer cancel()
 	key := sourceKey(source)
 	e, err := s.meta.Get(ctx, key)
@@ -471,8 +486,9 @@ func (s *Store) Meta(source string) (state.Meta, error) {
 }
 
 // OpenItems returns the open index of source, oldest CreatedAt first, then by ID.
-func (s *Store) OpenItems(source string) ([]state.OpenItem, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*s.opt.Timeout)
+// Cancelling ctx makes it fail.
+func (s *Store) OpenItems(ctx context.Context, source string) ([]state.OpenItem, error) {
+	ctx, cancel := s.bound(ctx, 10)
 	defer cancel()
 	var out []state.OpenItem
 	err := each(ctx, s.open, source, func(e jetstream.KeyValueEntry) error {
@@ -502,15 +518,15 @@ func (s *Store) OpenItems(source string) ([]state.OpenItem, error) {
 func (s *Store) Changed() <-chan struct{} { return s.changed }
 
 // Pending returns up to max outbox entries with Seq greater than after, in increasing
-// Seq order. max must be positive.
-func (s *Store) Pending(after uint64, max int) ([]state.OutboxEntry, error) {
+// Seq order. max must be positive. Cancelling ctx makes it fail.
+func (s *Store) Pending(ctx context.Context, after uint64, max int) ([]state.OutboxEntry, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("state nats_kv: pending outbox entries: max %d is not positive", max)
 	}
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+max/64))
+	ctx, cancel := s.bound(ctx, 1+max/64)
 	defer cancel()
 	var out []state.OutboxEntry
 	for seq := after + 1; len(out) < max; {
@@ -532,9 +548,9 @@ func (s *Store) Pending(after uint64, max int) ([]state.OutboxEntry, error) {
 }
 
 // OutboxStats returns the number of pending outbox entries and the Enqueued time of
-// the oldest; the zero time when none is pending.
-func (s *Store) OutboxStats() (int, time.Time, error) {
-	ctx, cancel := s.ctx()
+// the oldest; the zero time when none is pending. Cancelling ctx makes it fail.
+func (s *Store) OutboxStats(ctx context.Context) (int, time.Time, error) {
+	ctx, cancel := s.bound(ctx, 1)
 	defer cancel()
 	info, err := s.outbox.Info(ctx)
 	if err != nil {
@@ -543,7 +559,7 @@ func (s *Store) OutboxStats() (int, time.Time, error) {
 	if info.State.Msgs == 0 {
 		return 0, time.Time{}, nil
 	}
-	first, err := s.Pending(info.State.FirstSeq-1, 1)
+	first, err := s.Pending(ctx, info.State.FirstSeq-1, 1)
 	if err != nil || len(first) == 0 {
 		return int(info.State.Msgs), time.Time{}, err
 	}
@@ -553,9 +569,10 @@ func (s *Store) OutboxStats() (int, time.Time, error) {
 func ackedKey(seq uint64) string { return fmt.Sprintf("%020d", seq) }
 
 // Delete removes the entries with the given Seqs, pending or retained; Seqs in
-// neither are ignored.
-func (s *Store) Delete(seqs []uint64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+len(seqs)/64))
+// neither are ignored. Cancelling ctx stops it part way: the entries deleted before
+// stay deleted, the others stay where they were.
+func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
+	ctx, cancel := s.bound(ctx, 1+len(seqs)/64)
 	defer cancel()
 	for _, seq := range seqs {
 		if err := s.outbox.DeleteMsg(ctx, seq); err != nil && !notFound(err) {
@@ -588,11 +605,13 @@ func notFound(err error) bool {
 		(strings.Contains(msg, "no message found") || strings.Contains(msg, "stream store EOF"))
 }
 
-// Ack records acknowledgements as the bbolt back end's Store.Ack does: a pending entry moves to the
-// retained ones; a retained entry takes a new acknowledgement unless it is a
-// duplicate. Seqs in neither are ignored.
-func (s *Store) Ack(acks []state.Ack) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opt.Timeout*time.Duration(1+len(acks)/32))
+// Ack records acknowledgements as the bbolt back end's Store.Ack does: a pending entry
+// moves to the retained ones; a retained entry takes a new acknowledgement unless it
+// is a duplicate. Seqs in neither are ignored. Cancelling ctx stops it part way: an
+// entry whose acknowledgement was not recorded stays pending and is published again,
+// which the event stream drops as a duplicate.
+func (s *Store) Ack(ctx context.Context, acks []state.Ack) error {
+	ctx, cancel := s.bound(ctx, 1+len(acks)/32)
 	defer cancel()
 	for _, a := range acks {
 		var entry []byte
@@ -674,11 +693,12 @@ read:
 
 // Retained returns up to max retained entries with Seq greater than after, in
 // increasing Seq order. It reads every retained entry. max must be positive.
-func (s *Store) Retained(after uint64, max int) ([]state.AckedEntry, error) {
+// Cancelling ctx makes it fail.
+func (s *Store) Retained(ctx context.Context, after uint64, max int) ([]state.AckedEntry, error) {
 	if max <= 0 {
 		return nil, fmt.Errorf("state nats_kv: retained outbox entries: max %d is not positive", max)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*s.opt.Timeout)
+	ctx, cancel := s.bound(ctx, 10)
 	defer cancel()
 	seqs, vals, err := s.retained(ctx)
 	if err != nil {
@@ -703,8 +723,9 @@ func (s *Store) Retained(after uint64, max int) ([]state.AckedEntry, error) {
 
 // Prune deletes the retained entries acknowledged before cutoff and returns how many
 // it deleted and the earliest acknowledgement time of those left (zero when none).
-func (s *Store) Prune(cutoff time.Time) (pruned int, next time.Time, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*s.opt.Timeout)
+// Cancelling ctx stops it part way: what was pruned before stays pruned.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time) (pruned int, next time.Time, err error) {
+	ctx, cancel := s.bound(ctx, 10)
 	defer cancel()
 	seqs, vals, err := s.retained(ctx)
 	if err != nil {

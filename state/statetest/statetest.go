@@ -4,6 +4,7 @@
 package statetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -17,19 +18,21 @@ import (
 )
 
 // Backend is what the suite exercises: the union of poller.Store and publish.Outbox.
+// The suite passes each call the test's context, which is not cancelled while the
+// test runs.
 type Backend interface {
-	Load(source string, ids []string) (map[string]*diff.Record, error)
-	Commit(source string, b state.Batch) error
-	Meta(source string) (state.Meta, error)
-	OpenItems(source string) ([]state.OpenItem, error)
-	OutboxStats() (n int, oldest time.Time, err error)
-	ForEach(source string, fn func(diff.Record) error) error
+	Load(ctx context.Context, source string, ids []string) (map[string]*diff.Record, error)
+	Commit(ctx context.Context, source string, b state.Batch) error
+	Meta(ctx context.Context, source string) (state.Meta, error)
+	OpenItems(ctx context.Context, source string) ([]state.OpenItem, error)
+	OutboxStats(ctx context.Context) (n int, oldest time.Time, err error)
+	ForEach(ctx context.Context, source string, fn func(diff.Record) error) error
 
-	Pending(after uint64, max int) ([]state.OutboxEntry, error)
-	Delete(seqs []uint64) error
-	Ack(acks []state.Ack) error
-	Retained(after uint64, max int) ([]state.AckedEntry, error)
-	Prune(cutoff time.Time) (int, time.Time, error)
+	Pending(ctx context.Context, after uint64, max int) ([]state.OutboxEntry, error)
+	Delete(ctx context.Context, seqs []uint64) error
+	Ack(ctx context.Context, acks []state.Ack) error
+	Retained(ctx context.Context, after uint64, max int) ([]state.AckedEntry, error)
+	Prune(ctx context.Context, cutoff time.Time) (int, time.Time, error)
 	Changed() <-chan struct{}
 }
 
@@ -71,33 +74,33 @@ func must(t *testing.T, err error, call string, args ...any) {
 
 func load(t *testing.T, b Backend, source string, ids ...string) map[string]*diff.Record {
 	t.Helper()
-	got, err := b.Load(source, ids)
+	got, err := b.Load(t.Context(), source, ids)
 	must(t, err, "Load(%q, %q)", source, ids)
 	return got
 }
 
 func commit(t *testing.T, b Backend, source string, batch state.Batch) {
 	t.Helper()
-	must(t, b.Commit(source, batch), "Commit(%q, %d records, %d messages)", source, len(batch.Records), len(batch.Messages))
+	must(t, b.Commit(t.Context(), source, batch), "Commit(%q, %d records, %d messages)", source, len(batch.Records), len(batch.Messages))
 }
 
 func meta(t *testing.T, b Backend, source string) state.Meta {
 	t.Helper()
-	m, err := b.Meta(source)
+	m, err := b.Meta(t.Context(), source)
 	must(t, err, "Meta(%q)", source)
 	return m
 }
 
 func openItems(t *testing.T, b Backend, source string) []state.OpenItem {
 	t.Helper()
-	open, err := b.OpenItems(source)
+	open, err := b.OpenItems(t.Context(), source)
 	must(t, err, "OpenItems(%q)", source)
 	return open
 }
 
 func outboxStats(t *testing.T, b Backend) (int, time.Time) {
 	t.Helper()
-	n, oldest, err := b.OutboxStats()
+	n, oldest, err := b.OutboxStats(t.Context())
 	must(t, err, "OutboxStats()")
 	return n, oldest
 }
@@ -105,7 +108,7 @@ func outboxStats(t *testing.T, b Backend) (int, time.Time) {
 func ids(t *testing.T, b Backend, source string) []string {
 	t.Helper()
 	var out []string
-	err := b.ForEach(source, func(r diff.Record) error {
+	err := b.ForEach(t.Context(), source, func(r diff.Record) error {
 		out = append(out, r.ID)
 		return nil
 	})
@@ -115,31 +118,31 @@ func ids(t *testing.T, b Backend, source string) []string {
 
 func pending(t *testing.T, b Backend, after uint64, max int) []state.OutboxEntry {
 	t.Helper()
-	p, err := b.Pending(after, max)
+	p, err := b.Pending(t.Context(), after, max)
 	must(t, err, "Pending(%d, %d)", after, max)
 	return p
 }
 
 func retained(t *testing.T, b Backend, after uint64, max int) []state.AckedEntry {
 	t.Helper()
-	r, err := b.Retained(after, max)
+	r, err := b.Retained(t.Context(), after, max)
 	must(t, err, "Retained(%d, %d)", after, max)
 	return r
 }
 
 func deleteSeqs(t *testing.T, b Backend, seqs ...uint64) {
 	t.Helper()
-	must(t, b.Delete(seqs), "Delete(%v)", seqs)
+	must(t, b.Delete(t.Context(), seqs), "Delete(%v)", seqs)
 }
 
 func ack(t *testing.T, b Backend, acks ...state.Ack) {
 	t.Helper()
-	must(t, b.Ack(acks), "Ack(%+v)", acks)
+	must(t, b.Ack(t.Context(), acks), "Ack(%+v)", acks)
 }
 
 func prune(t *testing.T, b Backend, cutoff time.Time) (int, time.Time) {
 	t.Helper()
-	n, next, err := b.Prune(cutoff)
+	n, next, err := b.Prune(t.Context(), cutoff)
 	must(t, err, "Prune(%v)", cutoff)
 	return n, next
 }
@@ -203,7 +206,7 @@ func commitLoad(t *testing.T, b Backend) {
 	// An error from ForEach's function stops the walk and comes back as is.
 	stop := errors.New("stop")
 	n := 0
-	err := b.ForEach("src", func(diff.Record) error { n++; return stop })
+	err := b.ForEach(t.Context(), "src", func(diff.Record) error { n++; return stop })
 	if !errors.Is(err, stop) || n != 1 {
 		t.Errorf("ForEach with a failing function: %d calls, err %v; want 1 call and that error", n, err)
 	}
@@ -280,7 +283,7 @@ func badBatch(t *testing.T, b Backend) {
 		{"sequence 0", "src", state.Batch{Now: t0, Records: []diff.Record{record("a", 0, false, t0)}}},
 	}
 	for _, c := range cases {
-		if err := b.Commit(c.source, c.batch); err == nil {
+		if err := b.Commit(t.Context(), c.source, c.batch); err == nil {
 			t.Errorf("%s: Commit succeeded", c.name)
 		}
 	}
@@ -338,7 +341,7 @@ func outbox(t *testing.T, b Backend) {
 	if n, oldest := outboxStats(t, b); n != 5 || !oldest.Equal(t0) {
 		t.Errorf("OutboxStats = %d %v, want 5 %v", n, oldest, t0)
 	}
-	if _, err := b.Pending(0, 0); err == nil {
+	if _, err := b.Pending(t.Context(), 0, 0); err == nil {
 		t.Error("Pending with max 0 succeeded")
 	}
 
@@ -397,7 +400,7 @@ func ackRetainPrune(t *testing.T, b Backend) {
 	if r := retained(t, b, 0, 10); len(r) != 0 {
 		t.Errorf("Retained after pruning and deleting = %+v", r)
 	}
-	if _, err := b.Retained(0, 0); err == nil {
+	if _, err := b.Retained(t.Context(), 0, 0); err == nil {
 		t.Error("Retained with max 0 succeeded")
 	}
 }
