@@ -18,14 +18,14 @@ const defaultHealthURL = "http://127.0.0.1:9464/healthz"
 // status, a connection failure or the timeout. It prints nothing on success.
 func healthcheckCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("watcher healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	url := fs.String("url", defaultHealthURL, "`URL` to GET; /readyz also checks NATS and the sources")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this `duration`")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("healthcheck: unexpected argument %q", fs.Arg(0))
+		fs.Usage()
+		return commandLineError{fmt.Errorf("healthcheck: unexpected argument %q", fs.Arg(0))}
 	}
 	return probeHealth(ctx, *url, *timeout)
 }
