@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"testing"
 
 	natsserver "github.com/nats-io/nats-server/v2/test"
+
+	"github.com/payments-watcher/watcher/config"
 )
 
 // Credentials distinctive enough that any copy of them, whole or in part, is found.
@@ -221,3 +224,25 @@ sources:
 
 // portOf returns the port of a host:port address.
 func portOf(addr string) string { return addr[strings.LastIndex(addr, ":")+1:] }
+
+// TestSecretsOfHidesEncodedForms: a provider's error may echo a credential as it was
+// sent, Basic authentication's base64 of "key:" included.
+func TestSecretsOfHidesEncodedForms(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+state: {path: w.db}
+sources:
+  - name: onramp
+    provider: stripe_crypto_onramp_sessions
+    api_key: sk_test_redactMe0000000000000000
+`), func(string) (string, bool) { return "", false }, os.ReadFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := secretsOf(cfg)
+	key := "sk_test_redactMe0000000000000000"
+	for _, form := range []string{key, base64.StdEncoding.EncodeToString([]byte(key + ":")), base64.StdEncoding.EncodeToString([]byte(key))} {
+		if got := r.Replace("the provider says: Basic " + form + " is invalid"); strings.Contains(got, form) || !strings.Contains(got, "[api_key]") {
+			t.Errorf("%q redacted to %q", form, got)
+		}
+	}
+}
