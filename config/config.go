@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -32,6 +33,7 @@ type Config struct {
 	State   State
 	NATS    publish.Config
 	HTTP    HTTP
+	Admin   Admin
 	Sources []Source
 	// Cluster is in force when State.Backend is "nats_kv".
 	Cluster Cluster
@@ -53,6 +55,41 @@ type State struct {
 type HTTP struct {
 	// Listen is the address of /metrics, /healthz and /readyz; "" disables them.
 	Listen string
+}
+
+// Admin is the `admin:` section: the private listener of the /state/ endpoints
+// (inspection and rebaseline), kept apart from http.listen, which monitoring reaches.
+type Admin struct {
+	// Listen is a host:port address, or "unix:" and the absolute path of a unix
+	// socket; "" disables the admin endpoints. A TCP address that is not loopback
+	// requires a token.
+	Listen string
+	// Token is the bearer token the admin endpoints require (admin.token or
+	// admin.token_file); "" when none is set.
+	Token string
+}
+
+// adminSocketPrefix marks an admin.listen value naming a unix socket.
+const adminSocketPrefix = "unix:"
+
+// Socket returns the unix socket path of Listen, and whether it names one.
+func (a Admin) Socket() (string, bool) {
+	return strings.CutPrefix(a.Listen, adminSocketPrefix)
+}
+
+// IsLoopback reports whether the host of a host:port address can only be reached
+// from this machine: "localhost" or a loopback IP. An empty host (every interface)
+// or any other name is not.
+func IsLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Source is one entry of `sources:`.
@@ -127,6 +164,7 @@ const (
 	DefaultSubjectPrefix   = "payments"
 	DefaultDuplicateWindow = 10 * time.Minute
 	DefaultHTTPListen      = "127.0.0.1:9464"
+	DefaultAdminListen     = "127.0.0.1:9465"
 	DefaultMaxOutbox       = 1_000_000
 	DefaultRetainAcked     = 5 * time.Minute
 )
@@ -199,6 +237,8 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 			v.addf("http.listen", "%q is not a host:port address", cfg.HTTP.Listen)
 		}
 	}
+
+	cfg.Admin = v.admin(raw.Admin)
 
 	if len(raw.Sources) == 0 {
 		v.addf("sources", "at least one source is required")
@@ -483,6 +523,34 @@ func (v *validator) secret(key, inline, file string) string {
 		v.addf(key+"_file", "%q is empty", file)
 	}
 	return s
+}
+
+// admin reads the admin section: the listener defaults to DefaultAdminListen; a socket
+// path must be absolute; a TCP listener other hosts can reach needs a token.
+func (v *validator) admin(raw rawAdmin) Admin {
+	a := Admin{Listen: DefaultAdminListen, Token: v.secret("admin.token", raw.Token, raw.TokenFile)}
+	if raw.Listen != nil {
+		a.Listen = *raw.Listen
+	}
+	if a.Listen == "" {
+		return a
+	}
+	if path, ok := a.Socket(); ok {
+		if !filepath.IsAbs(path) {
+			v.addf("admin.listen", "%q: the socket path must be absolute (unix:/run/watcher/admin.sock)", a.Listen)
+		}
+		return a
+	}
+	if _, _, err := net.SplitHostPort(a.Listen); err != nil {
+		v.addf("admin.listen", "%q is not a host:port address or unix:/absolute/path", a.Listen)
+		return a
+	}
+	if !IsLoopback(a.Listen) && a.Token == "" {
+		v.addf("admin.listen", "%q can be reached from other hosts, but admin.token_file is not set: the admin endpoints change state, "+
+			"so set admin.token_file to a file holding a bearer token, or listen on loopback (%s) or a unix socket (unix:/run/watcher/admin.sock)",
+			a.Listen, DefaultAdminListen)
+	}
+	return a
 }
 
 func lastKey(key string) string {

@@ -18,6 +18,7 @@ type rawFile struct {
 	State   rawState    `yaml:"state"`
 	NATS    rawNATS     `yaml:"nats"`
 	HTTP    rawHTTP     `yaml:"http"`
+	Admin   rawAdmin    `yaml:"admin"`
 	Sources []rawSource `yaml:"sources"`
 	Cluster rawCluster  `yaml:"cluster"`
 }
@@ -60,6 +61,12 @@ type rawNATS struct {
 
 type rawHTTP struct {
 	Listen *string `yaml:"listen"` // nil: default; "": disabled
+}
+
+type rawAdmin struct {
+	Listen    *string `yaml:"listen"` // nil: default; "": disabled
+	Token     string  `yaml:"token"`
+	TokenFile string  `yaml:"token_file"`
 }
 
 type rawSource struct {

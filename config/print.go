@@ -85,6 +85,10 @@ func (c *Config) Effective() ([]byte, error) {
 		HTTP struct {
 			Listen string `yaml:"listen"`
 		} `yaml:"http"`
+		Admin struct {
+			Listen string `yaml:"listen"`
+			Token  string `yaml:"token,omitempty"`
+		} `yaml:"admin"`
 		Sources []sourceOut `yaml:"sources"`
 	}{}
 	out.State.Backend, out.State.Path = c.State.Backend, c.State.Path
@@ -102,6 +106,7 @@ func (c *Config) Effective() ([]byte, error) {
 		out.NATS.TLS = &tls{CA: n.TLS.CA, Cert: n.TLS.Cert, Key: n.TLS.Key}
 	}
 	out.HTTP.Listen = c.HTTP.Listen
+	out.Admin.Listen, out.Admin.Token = c.Admin.Listen, secret(c.Admin.Token)
 	for _, s := range c.Sources {
 		so := sourceOut{
 			Name: s.Name, Provider: s.Config.Provider, BaseURL: s.Settings.BaseURL, CAFile: s.CAFile, APIKey: secret(s.Settings.APIKey),
