@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,8 @@ func shortForm(t *testing.T) Options {
 	}
 	if opt.Dir == "" {
 		opt.Dir = t.TempDir()
+	} else if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	return opt
 }
