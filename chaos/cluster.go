@@ -311,16 +311,24 @@ func (h *harness) startReplica(id string, log *os.File, t *tally) (*proc, error)
 // restarted, with every slot's last process killed.
 func (h *harness) clusterChaos(ctx context.Context, nc *natsCluster, t *tally, rep *Report) error {
 	begin := time.Now()
+	// phase ends early when a slot or the outages cannot go on, so that the others
+	// do not wait for restarts or kills that will not come.
+	phase, abort := context.WithCancel(ctx)
+	defer abort()
 	over := func() bool {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		return ctx.Err() != nil || t.kills >= h.opt.Kills && time.Since(begin) >= h.opt.Duration &&
+		return phase.Err() != nil || t.kills >= h.opt.Kills && time.Since(begin) >= h.opt.Duration &&
 			int(h.natsTotal.Load()) >= h.opt.NATSRestarts
 	}
 	loopDone := make(chan struct{})
 	natsErr := make(chan error, 1)
 	go func() {
-		natsErr <- h.nodeOutages(ctx, nc, rand.New(rand.NewPCG(uint64(h.opt.Seed), 0x4a75)), loopDone, &rep.Cluster)
+		err := h.nodeOutages(phase, nc, rand.New(rand.NewPCG(uint64(h.opt.Seed), 0x4a75)), loopDone, &rep.Cluster)
+		if err != nil {
+			abort()
+		}
+		natsErr <- err
 	}()
 	h.logf("chaos phase: at least %v, %d replica kills after %v..%v each, %d NATS node restarts",
 		h.opt.Duration, h.opt.Kills, h.opt.KillAfter[0], h.opt.KillAfter[1], h.opt.NATSRestarts)
@@ -328,7 +336,11 @@ func (h *harness) clusterChaos(ctx context.Context, nc *natsCluster, t *tally, r
 	var wg sync.WaitGroup
 	for i := range h.opt.Replicas {
 		rng := rand.New(rand.NewPCG(uint64(h.opt.Seed), 0xc4a05+uint64(i)))
-		wg.Go(func() { errs[i] = h.replicaSlot(ctx, replicaID(i), rng, over, t) })
+		wg.Go(func() {
+			if errs[i] = h.replicaSlot(phase, replicaID(i), rng, over, t); errs[i] != nil {
+				abort()
+			}
+		})
 	}
 	wg.Wait()
 	close(loopDone)
@@ -344,8 +356,9 @@ func (h *harness) clusterChaos(ctx context.Context, nc *natsCluster, t *tally, r
 }
 
 // replicaSlot runs the processes of replica id one after another until over reports
-// true, then kills the last one. It returns an error only when the run cannot go on
-// (a process that does not die, five starts in a row ending on their own).
+// true; each is stopped at the end of its run time (or killed when ctx ends), so none
+// is left running. It returns an error only when the run cannot go on (a process
+// that does not die, five starts in a row ending on their own).
 func (h *harness) replicaSlot(ctx context.Context, id string, rng *rand.Rand, over func() bool, t *tally) error {
 	log, err := os.OpenFile(h.replicaLog(id), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
