@@ -1,16 +1,20 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"flag"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 var (
-	seedFlag = flag.Int64("chaos.seed", 0, "seed of TestChaos (0: a new one each run, printed)")
-	dirFlag  = flag.String("chaos.dir", "", "keep TestChaos's state, NATS store, truth and logs in this directory")
+	seedFlag = flag.Int64("chaos.seed", 0, "seed of the chaos tests (0: a new one each run, printed)")
+	dirFlag  = flag.String("chaos.dir", "", "keep each test's state, NATS stores, truth and logs in a directory named after the test in this one")
 	// The binaries default to builds of the working tree.
 	watcherFlag = flag.String("chaos.watcher", "", "watcher binary to run (default: built from ./cmd/watcher)")
 	natsFlag    = flag.String("chaos.nats-server", "", "nats-server binary to run (default: built from the module's dependency)")
@@ -24,20 +28,56 @@ func shortForm(t *testing.T) Options {
 		Kills: 20, KillAfter: [2]time.Duration{500 * time.Millisecond, 3 * time.Second}, TermEvery: 5,
 		NATSRestarts: 3, NATSEvery: 8 * time.Second, NATSDown: [2]time.Duration{500 * time.Millisecond, 3 * time.Second},
 		CatchUp: 2 * time.Minute, Rate: 1, History: 40,
-		Seed: *seedFlag, Dir: *dirFlag, WatcherBin: *watcherFlag, NATSBin: *natsFlag,
+		Seed: *seedFlag,
 	}
+	opt.WatcherBin, opt.NATSBin = binaries(t)
 	if testing.Short() {
 		opt.Kills, opt.NATSRestarts, opt.NATSEvery = 6, 2, 4*time.Second
 	}
 	if opt.Seed == 0 {
 		opt.Seed = time.Now().UnixNano()
 	}
-	if opt.Dir == "" {
+	if *dirFlag == "" {
 		opt.Dir = t.TempDir()
-	} else if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
-		t.Fatal(err)
+	} else if opt.Dir = filepath.Join(*dirFlag, t.Name()); os.MkdirAll(opt.Dir, 0o755) != nil {
+		t.Fatalf("cannot create %s", opt.Dir)
 	}
 	return opt
+}
+
+// builds are the binaries the tests of the package build once for all of them.
+var builds struct {
+	once             sync.Once
+	dir              string
+	watcher, natsBin string
+	err              error
+}
+
+// binaries returns the watcher and nats-server binaries to run: those the flags name,
+// else builds of the working tree made at the first call and removed by TestMain.
+func binaries(t *testing.T) (watcher, natsServer string) {
+	t.Helper()
+	if *watcherFlag != "" && *natsFlag != "" {
+		return *watcherFlag, *natsFlag
+	}
+	builds.once.Do(func() {
+		if builds.dir, builds.err = os.MkdirTemp("", "watcher-chaos-bin-"); builds.err == nil {
+			builds.watcher, builds.natsBin, builds.err = buildBinaries(context.Background(), builds.dir)
+		}
+	})
+	if builds.err != nil {
+		t.Fatalf("build: %v", builds.err)
+	}
+	return cmp.Or(*watcherFlag, builds.watcher), cmp.Or(*natsFlag, builds.natsBin)
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if builds.dir != "" {
+		os.RemoveAll(builds.dir)
+	}
+	os.Exit(code)
 }
 
 // lineLogger writes each line to the test log.
