@@ -267,6 +267,11 @@ func (h *harness) runCluster(ctx context.Context, rep *Report, stopEngine func()
 	h.logf("simulator on %s, NATS cluster on %s, data in %s, seed %d", h.simURL, nc.url(), h.opt.Dir, h.opt.Seed)
 
 	var t tally
+	defer func() { // what the replicas went through, also when the run stops early
+		rep.Kills, rep.Terms, rep.Starts = t.kills, t.terms, t.starts
+		rep.UnexpectedExits = append(rep.UnexpectedExits, t.unexpected...)
+		rep.BadStops = append(rep.BadStops, t.unclean...)
+	}()
 	if err := h.clusterChaos(ctx, nc, &t, rep); err != nil {
 		return err
 	}
@@ -274,9 +279,6 @@ func (h *harness) runCluster(ctx context.Context, rep *Report, stopEngine func()
 		return err
 	}
 	err = h.clusterCatchUp(ctx, nc, &t, rep)
-	rep.Kills, rep.Terms, rep.Starts = t.kills, t.terms, t.starts
-	rep.UnexpectedExits = append(rep.UnexpectedExits, t.unexpected...)
-	rep.BadStops = append(rep.BadStops, t.unclean...)
 	if n, lerr := h.leaseAcquisitions(); lerr == nil {
 		rep.Cluster.LeaseAcquisitions = n
 	} else {
