@@ -153,7 +153,17 @@ type consumer struct {
 // start runs an alerter with args on top of the test defaults.
 func start(t *testing.T, js jetstream.JetStream, rcv *receiver, statePath string, logs io.Writer, hook func(string) error, args ...string) *consumer {
 	t.Helper()
-	base := []string{"--webhook", rcv.srv.URL, "--state", statePath, "--deliver", "all", "--ack-wait", "500ms", "--max-backoff", "20ms", "--log-level", "debug"}
+	c, _ := startWith(t, js, rcv, statePath, logs, hook, args...)
+	return c
+}
+
+// startWith is start, also returning the alerter. rcv nil means no webhook sink.
+func startWith(t *testing.T, js jetstream.JetStream, rcv *receiver, statePath string, logs io.Writer, hook func(string) error, args ...string) (*consumer, *alerter) {
+	t.Helper()
+	base := []string{"--state", statePath, "--states", "failed,underpaid,expired", "--deliver", "all", "--ack-wait", "500ms", "--max-backoff", "20ms", "--log-level", "debug"}
+	if rcv != nil {
+		base = append(base, "--webhook", rcv.srv.URL)
+	}
 	o, err := parseOptions(append(base, args...), func(string) (string, bool) { return "", false }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +172,7 @@ func start(t *testing.T, js jetstream.JetStream, rcv *receiver, statePath string
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := newAlerter(o, sent, rcv.srv.Client(), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	a := newAlerter(o, sent, http.DefaultClient, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), newAlertMetrics())
 	a.beforeAck = hook
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &consumer{cancel: cancel, done: make(chan error, 1)}
@@ -171,7 +181,7 @@ func start(t *testing.T, js jetstream.JetStream, rcv *receiver, statePath string
 		sent.Close()
 		c.done <- err
 	}()
-	return c
+	return c, a
 }
 
 func (c *consumer) wait(t *testing.T) error {
@@ -304,7 +314,7 @@ func TestRetriesFailingWebhook(t *testing.T) {
 	if got := rcv.accepted(); got[failed.ID] != 1 || len(got) != 1 {
 		t.Errorf("accepted %v, want %s once", got, failed.ID)
 	}
-	if n := strings.Count(logs.String(), "Webhook failed; retrying"); n != 2 {
+	if n := strings.Count(logs.String(), "Delivery failed; retrying"); n != 2 {
 		t.Errorf("%d retry log lines, want 2\n%s", n, logs)
 	}
 }
@@ -413,7 +423,7 @@ func TestRunWithFlagsAndEnv(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--states", "underpaid", "--consumer", "ops", "--deliver", "all", "--state", filepath.Join(t.TempDir(), "a.db")}, lookup, io.Discard)
+		done <- run(ctx, []string{"--states", "underpaid", "--http", "127.0.0.1:0", "--consumer", "ops", "--deliver", "all", "--state", filepath.Join(t.TempDir(), "a.db")}, lookup, io.Discard)
 	}()
 	waitDrained(t, js, "ops")
 	cancel()
@@ -432,7 +442,7 @@ func TestParseOptionsErrors(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{`--states: "lost" is not one of`, "--webhook (or ALERT_WEBHOOK_URL) is required", `--deliver "last"`, "--ack-wait 0s"} {
+	for _, want := range []string{`--states: "lost" is not one of`, "--alertmanager (or ALERTMANAGER_URL) or --webhook (or ALERT_WEBHOOK_URL) is required", `--deliver "last"`, "--ack-wait 0s"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not contain %q", err, want)
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,68 +9,113 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
 )
 
-// alerter turns failure events into webhook calls.
+// alerter turns selected events into alerts, delivered to each of its sinks.
 //
-// Delivery contract: an event is acknowledged only after the webhook answered 2xx
-// and its id was recorded in the delivered file, and an id found there is
-// acknowledged without a call. A crash between the 2xx and the record can still
-// repeat one call; every call carries the event id as Idempotency-Key so that the
-// receiver can drop it.
+// Delivery contract, per event and sink: the sink answers 2xx, or refuses the alert
+// for good (a 4xx other than 408 and 429), in which case the event goes to the
+// dead-letter subject and a counter; either way the outcome is recorded in the
+// delivered file under the sink's name and the event id, and the message is
+// acknowledged once every sink has its record. An outcome found in the file is not
+// repeated, so each sink sees an event at most once across restarts, except for one
+// window: a crash between the 2xx and the record repeats that call, which carries
+// the event id as Idempotency-Key (Alertmanager merges an alert posted twice).
+// Other failures (5xx, 408, 429, no answer) are retried, waiting what Retry-After
+// asks or else an exponential backoff, while the event is kept in progress.
 type alerter struct {
-	o      options
-	sent   *delivered
-	client *http.Client
-	log    *slog.Logger
-	states map[string]bool
+	o       options
+	sinks   []sink
+	sent    *delivered
+	client  *http.Client
+	log     *slog.Logger
+	metrics *alertMetrics
+	states  map[string]bool
+	now     func() time.Time
+
+	js      jetstream.JetStream // set by Run: dead letters are published with it
+	running atomic.Bool         // the consumer is set up and reading
 
 	// beforeAck, when set, runs after an alert is recorded and before its ack; an
 	// error stops Run with the message unacknowledged, as a crash there would.
 	beforeAck func(eventID string) error
 }
 
-func newAlerter(o options, sent *delivered, client *http.Client, log *slog.Logger) *alerter {
-	a := &alerter{o: o, sent: sent, client: client, log: log, states: map[string]bool{}}
+func newAlerter(o options, sent *delivered, client *http.Client, log *slog.Logger, m *alertMetrics) *alerter {
+	a := &alerter{o: o, sinks: o.sinks(), sent: sent, client: client, log: log, metrics: m, states: map[string]bool{}, now: time.Now}
 	for _, s := range o.states {
 		a.states[s] = true
 	}
 	return a
 }
 
-// filterSubjects are {prefix}.*.*.{state} for each selected state.
+// filterSubjects are {prefix}.*.*.{state} for each selected state, and for each
+// open state when stalled alerts are on.
 func (a *alerter) filterSubjects() []string {
-	subjects := make([]string, 0, len(a.o.states))
-	for _, s := range a.o.states {
+	var subjects []string
+	for _, s := range a.subjectStates() {
 		subjects = append(subjects, event.Subject(a.o.prefix, "*", "*", s))
 	}
 	return subjects
+}
+
+func (a *alerter) subjectStates() []string {
+	states := append([]string(nil), a.o.states...)
+	if a.o.stalledAfter > 0 {
+		for _, s := range openStates {
+			if !containsString(states, s) {
+				states = append(states, s)
+			}
+		}
+	}
+	return states
+}
+
+// selected reports whether e is alerted: its state is selected, or it is stalled.
+func (a *alerter) selected(e event.Event) bool {
+	return a.states[e.Data.Current.State] || isStalled(e, a.o.stalledAfter)
+}
+
+// Healthy is nil while Run reads the consumer over a connected NATS connection.
+func (a *alerter) Healthy(nc *nats.Conn) error {
+	if !a.running.Load() {
+		return errors.New("consumer not running")
+	}
+	if nc != nil && nc.Status() != nats.CONNECTED {
+		return fmt.Errorf("NATS connection %s", nc.Status())
+	}
+	return nil
 }
 
 // Run creates or updates the durable consumer and alerts, one event at a time in
 // stream order, until ctx ends (then it returns nil) or the consumer, the
 // connection or the delivered file fails.
 func (a *alerter) Run(ctx context.Context, js jetstream.JetStream) error {
+	a.js = js
+	defer a.running.Store(false)
 	stream, err := js.Stream(ctx, a.o.stream)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", a.o.stream, err)
 	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:        a.o.consumer,
-		Description:    "webhook alerts on " + strings.Join(a.o.states, ", ") + " events",
+		Description:    "alerts on " + strings.Join(a.o.states, ", ") + " events",
 		FilterSubjects: a.filterSubjects(),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        a.o.ackWait,
 		// One event in flight: alerts go out in stream order, and no fetched event
-		// waits out its ack wait behind a webhook that is being retried.
+		// waits out its ack wait behind a sink that is being retried.
 		MaxAckPending: 1,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 	}
@@ -94,6 +138,7 @@ func (a *alerter) Run(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("consumer %s: %w", a.o.consumer, err)
 	}
 	defer msgs.Stop()
+	a.running.Store(true)
 	for {
 		msg, err := msgs.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -114,13 +159,15 @@ func (a *alerter) Run(ctx context.Context, js jetstream.JetStream) error {
 }
 
 // handle alerts on one message and settles it. It returns an error only when the
-// message must stay unacknowledged: ctx ended, or the delivered file failed.
+// message must stay unacknowledged: ctx ended, or the delivered file or the
+// dead-letter publish failed.
 func (a *alerter) handle(ctx context.Context, msg jetstream.Msg) error {
 	e, err := event.Decode(msg.Data())
 	if err == nil && e.ID == "" {
 		err = errors.New("event has no id")
 	}
 	if err != nil {
+		a.metrics.terminated.Inc()
 		a.log.Warn("Not a watcher event; terminated", "subject", msg.Subject(), "err", err)
 		if err := msg.Term(); err != nil {
 			a.log.Warn("Term failed", "subject", msg.Subject(), "err", err)
@@ -128,52 +175,236 @@ func (a *alerter) handle(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	log := a.log.With("event_id", e.ID, "source", e.Data.Source, "kind", e.Data.Kind, "id", e.Data.ID, "state", e.Data.Current.State)
-	ack := func(what string) {
-		if err := msg.Ack(); err != nil {
-			log.Warn("Ack failed; the event will come again and be skipped", "err", err)
-			return
-		}
-		log.Info(what)
-	}
-	if !a.states[e.Data.Current.State] {
-		ack("State not selected; acknowledged without alerting")
-		return nil
-	}
-	done, err := a.sent.Has(e.ID)
-	if err != nil {
-		return err
-	}
-	if done {
-		ack("Already delivered; acknowledged without alerting")
-		return nil
-	}
-	body, err := a.body(e)
-	if err != nil {
-		log.Warn("Cannot render the alert; terminated", "err", err)
-		_ = msg.Term()
+	if !a.selected(e) {
+		a.ack(msg, log, "Not selected; acknowledged without alerting")
 		return nil
 	}
 	stop := keepInProgress(msg, a.o.ackWait)
-	err = a.post(ctx, e.ID, body, log)
+	defer stop()
+	for _, s := range a.sinks {
+		if err := a.deliver(ctx, s, e, msg, log.With("sink", s.Name())); err != nil {
+			return err
+		}
+	}
 	stop()
-	if err != nil {
-		return err
-	}
-	if err := a.sent.Add(e.ID); err != nil {
-		return err
-	}
 	if a.beforeAck != nil {
 		if err := a.beforeAck(e.ID); err != nil {
 			return err
 		}
 	}
-	ack("Alert delivered")
+	a.ack(msg, log, "Alert handled")
+	return nil
+}
+
+func (a *alerter) ack(msg jetstream.Msg, log *slog.Logger, what string) {
+	if err := msg.Ack(); err != nil {
+		log.Warn("Ack failed; the event will come again and be skipped", "err", err)
+		return
+	}
+	log.Info(what)
+}
+
+// deliver gives e to sink s once: it skips an event recorded for s, posts it
+// (retrying what may succeed later), dead-letters a permanent refusal, and records
+// the outcome.
+func (a *alerter) deliver(ctx context.Context, s sink, e event.Event, msg jetstream.Msg, log *slog.Logger) error {
+	key := s.Name() + "/" + e.ID
+	done, err := a.sent.Has(key)
+	if err != nil {
+		return err
+	}
+	if done {
+		a.metrics.deliveries.WithLabelValues(s.Name(), "already_delivered").Inc()
+		log.Info("Already delivered to this sink; skipped")
+		return nil
+	}
+	outcome := "delivered"
+	err = a.post(ctx, s, e, log)
+	var refused *refusal
+	if errors.As(err, &refused) {
+		if err := a.deadLetter(ctx, s, e, msg, refused); err != nil {
+			return err
+		}
+		outcome = "dead_letter"
+		a.metrics.deadLetters.WithLabelValues(s.Name()).Inc()
+		log.Warn("Alert refused for good; sent to the dead-letter subject", "reason", refused, "dead_letter_subject", a.o.deadLetterSubject())
+	} else if err != nil {
+		return err
+	}
+	if err := a.sent.Add(key); err != nil {
+		return err
+	}
+	a.metrics.deliveries.WithLabelValues(s.Name(), outcome).Inc()
+	if outcome == "delivered" {
+		a.metrics.lastDelivery.WithLabelValues(s.Name()).SetToCurrentTime()
+	}
+	return nil
+}
+
+// refusal is a sink's permanent refusal of an alert: a 4xx other than 408 and 429,
+// or an alert that cannot be rendered for it. No retry can change it.
+type refusal struct {
+	Status int    `json:"status,omitempty"`
+	Reason string `json:"reason"`
+}
+
+func (r *refusal) Error() string {
+	if r.Status == 0 {
+		return r.Reason
+	}
+	return fmt.Sprintf("status %d: %s", r.Status, r.Reason)
+}
+
+// permanent reports whether an HTTP status refuses an alert for good.
+func permanent(status int) bool {
+	return status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
+}
+
+// post sends e to s until s answers 2xx or refuses it for good (a *refusal). Other
+// failures are retried after the answer's Retry-After, capped at --max-retry-after,
+// or else an exponential backoff capped at --max-backoff. It gives up only when ctx
+// ends.
+func (a *alerter) post(ctx context.Context, s sink, e event.Event, log *slog.Logger) error {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(min(time.Second, a.o.maxBackoff)),
+		backoff.WithMaxInterval(a.o.maxBackoff),
+		backoff.WithMaxElapsedTime(0),
+	)
+	for attempt := 1; ; attempt++ {
+		retryAfter, err := a.postOnce(ctx, s, e)
+		if err == nil {
+			return nil
+		}
+		var refused *refusal
+		if errors.As(err, &refused) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := b.NextBackOff()
+		if retryAfter > 0 {
+			wait = min(retryAfter, a.o.maxRetryAfter)
+		}
+		a.metrics.retries.WithLabelValues(s.Name()).Inc()
+		log.Warn("Delivery failed; retrying", "err", err, "attempt", attempt, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// postOnce makes one call to s. It returns nil on a 2xx, a *refusal on a
+// permanent refusal, and otherwise an error with the wait the answer's
+// Retry-After asked for (0 when it has none).
+func (a *alerter) postOnce(ctx context.Context, s sink, e event.Event) (time.Duration, error) {
+	where := s.Where()
+	ctx, cancel := context.WithTimeoutCause(ctx, a.o.timeout, fmt.Errorf("%s %s: no answer within %s", s.Name(), where, a.o.timeout))
+	defer cancel()
+	req, err := s.Request(ctx, e, a.now())
+	if err != nil {
+		return 0, &refusal{Reason: fmt.Sprintf("cannot build the request: %v", err)}
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		var ue *url.Error // its text holds the full url, secret included
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, fmt.Errorf("%s %s: %w", s.Name(), where, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		return 0, nil
+	case permanent(resp.StatusCode):
+		return 0, &refusal{Status: resp.StatusCode, Reason: firstLine(body, 300)}
+	}
+	return retryAfter(resp.Header.Get("Retry-After"), a.now()), fmt.Errorf("%s %s: status %s", s.Name(), where, resp.Status)
+}
+
+// retryAfter reads a Retry-After value: seconds, or an HTTP date. It is 0 when
+// absent, malformed or in the past.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// firstLine is the start of body, on one line, at most n bytes.
+func firstLine(body []byte, n int) string {
+	s := strings.TrimSpace(strings.ReplaceAll(string(body), "\n", " "))
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}
+
+// deadLetter is the JSON document published to the dead-letter subject.
+type deadLetter struct {
+	Consumer  string          `json:"consumer"`
+	Sink      string          `json:"sink"`
+	Target    string          `json:"target"`
+	Refusal   *refusal        `json:"refusal"`
+	EventID   string          `json:"event_id"`
+	Subject   string          `json:"subject"`
+	StreamSeq uint64          `json:"stream_sequence,omitempty"`
+	RefusedAt time.Time       `json:"refused_at"`
+	Event     json.RawMessage `json:"event"`
+}
+
+// deadLetter publishes e's refusal by s to the dead-letter subject through
+// JetStream, with a message id derived from the sink and the event id so that a
+// repeat after a crash is dropped by the stream's duplicate window. A subject no
+// stream captures is published on core NATS instead.
+func (a *alerter) deadLetter(ctx context.Context, s sink, e event.Event, msg jetstream.Msg, r *refusal) error {
+	dl := deadLetter{Consumer: a.o.consumer, Sink: s.Name(), Target: s.Where(), Refusal: r, EventID: e.ID,
+		Subject: msg.Subject(), RefusedAt: a.now().UTC(), Event: json.RawMessage(msg.Data())}
+	if md, err := msg.Metadata(); err == nil {
+		dl.StreamSeq = md.Sequence.Stream
+	}
+	body, err := json.Marshal(dl)
+	if err != nil {
+		return fmt.Errorf("dead letter of %s: %w", e.ID, err)
+	}
+	subject := a.o.deadLetterSubject()
+	m := nats.NewMsg(subject)
+	m.Data = body
+	m.Header.Set("Alert-Failed-Sink", s.Name())
+	m.Header.Set("Alert-Failed-Event-Id", e.ID)
+	_, err = a.js.PublishMsg(ctx, m, jetstream.WithMsgID(a.o.consumer+"/"+s.Name()+"/"+e.ID))
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		nc := a.js.Conn()
+		if err = nc.PublishMsg(m); err == nil {
+			err = nc.FlushWithContext(ctx)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("dead letter of %s to %s: %w", e.ID, subject, err)
+	}
 	return nil
 }
 
 // keepInProgress tells JetStream that msg is being worked on every third of the ack
-// wait, so that a webhook being retried does not get the event redelivered, until
-// the returned stop is called.
+// wait, so that a sink being retried does not get the event redelivered, until the
+// returned stop is called; stop may be called more than once.
 func keepInProgress(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -189,60 +420,8 @@ func keepInProgress(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
 			}
 		}
 	})
-	return func() { close(done); wg.Wait() }
-}
-
-// post sends body until the webhook answers 2xx, waiting between attempts with an
-// exponential backoff capped at --max-backoff. It gives up only when ctx ends.
-func (a *alerter) post(ctx context.Context, id string, body []byte, log *slog.Logger) error {
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(min(time.Second, a.o.maxBackoff)),
-		backoff.WithMaxInterval(a.o.maxBackoff),
-		backoff.WithMaxElapsedTime(0),
-	)
-	attempt := 0
-	op := func() error {
-		attempt++
-		return a.postOnce(ctx, id, body)
-	}
-	notify := func(err error, wait time.Duration) {
-		log.Warn("Webhook failed; retrying", "err", err, "attempt", attempt, "retry_in", wait)
-	}
-	if err := backoff.RetryNotify(op, backoff.WithContext(b, ctx), notify); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return err
-	}
-	return nil
-}
-
-// postOnce makes one webhook call; any answer but 2xx is an error.
-func (a *alerter) postOnce(ctx context.Context, id string, body []byte) error {
-	where := redactURL(a.o.webhook)
-	ctx, cancel := context.WithTimeoutCause(ctx, a.o.timeout, fmt.Errorf("webhook %s: no answer within %s", where, a.o.timeout))
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.o.webhook, bytes.NewReader(body))
-	if err != nil {
-		return backoff.Permanent(fmt.Errorf("webhook %s: %w", where, err))
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", id)
-	req.Header.Set("User-Agent", "watcher-alert-failed")
-	resp, err := a.client.Do(req)
-	if err != nil {
-		var ue *url.Error // its text holds the full url, secret included
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("webhook %s: %w", where, err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("webhook %s: status %s", where, resp.Status)
-	}
-	return nil
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 // alert is the JSON body of a webhook call without --slack. Fields the event does
@@ -283,16 +462,6 @@ func newAlert(e event.Event) alert {
 		al.FailureReason, al.FailureCode = nonEmpty(d.Failure.Reason), nonEmpty(d.Failure.Code)
 	}
 	return al
-}
-
-// body renders the webhook body of e.
-func (a *alerter) body(e event.Event) ([]byte, error) {
-	if a.o.slack {
-		return json.Marshal(struct {
-			Text string `json:"text"`
-		}{slackText(e)})
-	}
-	return json.Marshal(newAlert(e))
 }
 
 // slackEscaper escapes the characters Slack's mrkdwn reserves.

@@ -1,9 +1,11 @@
-// Command alert-failed posts an alert to a webhook for every payment event that
-// reaches a failure state (failed, underpaid, expired by default).
+// Command alert-failed turns payment events that reach a failure state (failed by
+// default; underpaid, expired and stalled items on request) into Alertmanager alerts
+// and plain webhook calls.
 //
 // It reads watcher's JetStream stream through a durable pull consumer, so it resumes
-// where it stopped, and it alerts at most once per event id: ids it has delivered are
-// recorded in a local bbolt file before the message is acknowledged.
+// where it stopped, and it alerts at most once per event id and sink: outcomes are
+// recorded in a local bbolt file before the message is acknowledged. Alerts a sink
+// refuses for good go to a dead-letter subject instead of blocking the ones after.
 package main
 
 import (
@@ -47,6 +49,13 @@ type options struct {
 	states         []string
 	webhook        string
 	slack          bool
+	alertmanager   string
+	link           string
+	alertDuration  time.Duration
+	stalledAfter   time.Duration
+	deadLetter     string // "" = {prefix}.deadletter.{consumer}
+	httpListen     string
+	maxRetryAfter  time.Duration
 	statePath      string
 	retention      time.Duration
 	ackWait        time.Duration
@@ -73,9 +82,16 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	fs.StringVar(&o.prefix, "prefix", "payments", "subject `prefix` of the events")
 	fs.StringVar(&o.consumer, "consumer", "alert-failed", "durable consumer `name`")
 	fs.StringVar(&o.deliver, "deliver", "new", "where a new consumer starts: new (events published from now on) or all (the whole stream)")
-	states := fs.String("states", "failed,underpaid,expired", "comma-separated normalized `states` to alert on")
+	states := fs.String("states", "failed", "comma-separated normalized `states` to alert on, e.g. failed,underpaid,expired")
+	fs.StringVar(&o.alertmanager, "alertmanager", env("ALERTMANAGER_URL", ""), "Alertmanager `url` to POST alerts to through its v2 API (env ALERTMANAGER_URL)")
+	fs.StringVar(&o.link, "link", "", "link `template` of each alert ({source}, {kind}, {id}, {parent_id}, {event_id}), its generatorURL and link annotation")
+	fs.DurationVar(&o.alertDuration, "alert-duration", time.Hour, "how long an Alertmanager alert stays active (its endsAt)")
+	fs.DurationVar(&o.stalledAfter, "stalled-after", 0, "also alert (PaymentStalled) on an open item's transition observed this long after its creation; 0 = off")
 	fs.StringVar(&o.webhook, "webhook", env("ALERT_WEBHOOK_URL", ""), "webhook `url` to POST alerts to (env ALERT_WEBHOOK_URL)")
-	fs.BoolVar(&o.slack, "slack", false, "send a Slack-compatible body {\"text\": ...} instead of the JSON alert")
+	fs.BoolVar(&o.slack, "slack", false, "send a Slack-compatible body {\"text\": ...} to the webhook instead of the JSON alert")
+	fs.StringVar(&o.deadLetter, "dead-letter-subject", "", "NATS `subject` of alerts refused for good (default {prefix}.deadletter.{consumer})")
+	fs.StringVar(&o.httpListen, "http", "127.0.0.1:9465", "`address` serving /metrics and /healthz; \"\" disables")
+	fs.DurationVar(&o.maxRetryAfter, "max-retry-after", 10*time.Minute, "longest wait a Retry-After answer is granted")
 	fs.StringVar(&o.statePath, "state", "alert-failed.db", "bbolt `file` recording the event ids already delivered")
 	fs.DurationVar(&o.retention, "retention", 7*24*time.Hour, "how long delivered event ids are remembered")
 	fs.DurationVar(&o.ackWait, "ack-wait", 30*time.Second, "JetStream ack wait: an unacknowledged event is redelivered after this")
@@ -108,10 +124,19 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	if len(o.states) == 0 {
 		errs = append(errs, errors.New("--states: no state given"))
 	}
-	if o.webhook == "" {
-		errs = append(errs, errors.New("--webhook (or ALERT_WEBHOOK_URL) is required"))
-	} else if u, err := url.Parse(o.webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("--webhook %q: want an http or https url", redactURL(o.webhook)))
+	if o.webhook == "" && o.alertmanager == "" {
+		errs = append(errs, errors.New("--alertmanager (or ALERTMANAGER_URL) or --webhook (or ALERT_WEBHOOK_URL) is required"))
+	}
+	for name, v := range map[string]string{"--webhook": o.webhook, "--alertmanager": o.alertmanager} {
+		if u, err := url.Parse(v); v != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			errs = append(errs, fmt.Errorf("%s %q: want an http or https url", name, redactURL(v)))
+		}
+	}
+	if o.stalledAfter < 0 {
+		errs = append(errs, fmt.Errorf("--stalled-after %s: want 0 (off) or a positive duration", o.stalledAfter))
+	}
+	if o.deadLetter != "" && strings.ContainsAny(o.deadLetter, "*> \t") {
+		errs = append(errs, fmt.Errorf("--dead-letter-subject %q: want a subject without wildcards", o.deadLetter))
 	}
 	if o.deliver != "new" && o.deliver != "all" {
 		errs = append(errs, fmt.Errorf("--deliver %q: want new or all", o.deliver))
@@ -122,12 +147,33 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	if o.prefix == "" || strings.ContainsAny(o.prefix, "*> \t") {
 		errs = append(errs, fmt.Errorf("--prefix %q: want a subject prefix without wildcards", o.prefix))
 	}
-	for name, d := range map[string]time.Duration{"--retention": o.retention, "--ack-wait": o.ackWait, "--max-backoff": o.maxBackoff, "--timeout": o.timeout} {
+	for name, d := range map[string]time.Duration{"--retention": o.retention, "--ack-wait": o.ackWait, "--max-backoff": o.maxBackoff, "--timeout": o.timeout,
+		"--alert-duration": o.alertDuration, "--max-retry-after": o.maxRetryAfter} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %s: want a positive duration", name, d))
 		}
 	}
 	return o, errors.Join(errs...)
+}
+
+// sinks are the configured targets: Alertmanager first, then the webhook.
+func (o options) sinks() []sink {
+	var s []sink
+	if o.alertmanager != "" {
+		s = append(s, alertmanagerSink{base: o.alertmanager, link: o.link, duration: o.alertDuration, stalled: o.stalledAfter})
+	}
+	if o.webhook != "" {
+		s = append(s, webhookSink{url: o.webhook, slack: o.slack})
+	}
+	return s
+}
+
+// deadLetterSubject is where refused alerts are published.
+func (o options) deadLetterSubject() string {
+	if o.deadLetter != "" {
+		return o.deadLetter
+	}
+	return o.prefix + ".deadletter." + o.consumer
 }
 
 // run parses args, connects to NATS, opens the delivery record and alerts until ctx
@@ -156,8 +202,19 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer delivered.Close()
-	a := newAlerter(o, delivered, &http.Client{}, log)
-	log.Info("alerting", "stream", o.stream, "consumer", o.consumer, "subjects", a.filterSubjects(), "webhook", redactURL(o.webhook), "slack", o.slack)
+	m := newAlertMetrics()
+	a := newAlerter(o, delivered, &http.Client{}, log, m)
+	if o.httpListen != "" {
+		addr, err := serveHTTP(ctx, o.httpListen, m.handler(func() error { return a.Healthy(nc) }), log)
+		if err != nil {
+			return fmt.Errorf("--http %s: %w", o.httpListen, err)
+		}
+		log.Info("serving /metrics and /healthz", "addr", addr.String())
+	}
+	for _, s := range a.sinks {
+		log.Info("alerting", "sink", s.Name(), "target", s.Where())
+	}
+	log.Info("consuming", "stream", o.stream, "consumer", o.consumer, "subjects", a.filterSubjects(), "dead_letter_subject", o.deadLetterSubject())
 	return a.Run(ctx, js)
 }
 
