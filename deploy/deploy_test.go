@@ -84,6 +84,9 @@ func exported(t *testing.T) map[string]*series {
 	if err := metrics.RegisterBuildInfo(rec, "test", "test"); err != nil {
 		t.Fatalf("RegisterBuildInfo: %v", err)
 	}
+	if err := metrics.RegisterStateFile(rec, func() (int64, int64, error) { return 0, 0, nil }); err != nil {
+		t.Fatalf("RegisterStateFile: %v", err)
+	}
 	out := map[string]*series{}
 	for _, c := range rec.collectors {
 		ch := make(chan *prometheus.Desc)

@@ -83,6 +83,7 @@ type Metrics struct {
 	publishLatency prometheus.Histogram
 	published      prometheus.Counter
 	publishErrors  *prometheus.CounterVec
+	retention      retentionSeries
 
 	mu           sync.Mutex
 	state        map[string]*sourceState // per source
@@ -176,6 +177,7 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 			Name: "watcher_publish_errors_total",
 			Help: "Failed passes over the outbox, by reason.",
 		}, []string{"reason"}),
+		retention:  newRetentionSeries(),
 		state:      map[string]*sourceState{},
 		publishing: true,
 	}
@@ -183,6 +185,7 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 		m.polls, m.requests, m.requestSeconds, m.rateLimited, m.waitSeconds, m.items, m.skipped,
 		m.transitions, m.unknown, m.anomalies, m.lease, m.publisherLease, m.publishLatency,
 		m.published, m.publishErrors, stateCollector{m},
+		m.retention.retainedBytes, m.retention.pruned, m.retention.republished,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -30,6 +30,10 @@ type Config struct {
 	// published again after a reconnect in case the server lost it (JetStream
 	// acknowledges before it fsyncs); 0 deletes entries on their PubAck.
 	RetainAcked time.Duration `yaml:"retain_acked"`
+	// RetainAckedMaxBytes bounds the size of the retained entries (as stored,
+	// compressed; state.RetainedSize): past it the oldest are deleted before
+	// RetainAcked, and counted (Observer's RetainedPruned). 0 means no bound.
+	RetainAckedMaxBytes int64 `yaml:"retain_acked_max_bytes"`
 
 	// StreamStorage is the storage of a stream watcher creates: "file" (also for "")
 	// or "memory". An existing stream's storage must match it.
@@ -197,4 +201,11 @@ func splitListen(s string) (host string, port int, err error) {
 		return "", 0, fmt.Errorf("port %q is not a number in 0..65535", p)
 	}
 	return host, port, nil
+}
+
+// SyncsAlways reports whether c runs the embedded server (no URL) with file storage
+// and sync_interval "always": JetStream then fsyncs every message before its PubAck
+// (Options.ServerSyncsAlways).
+func (c Config) SyncsAlways() bool {
+	return c.URL == "" && c.Embedded.SyncInterval <= 0 && c.StreamStorage != StorageMemory
 }

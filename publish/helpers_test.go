@@ -23,7 +23,9 @@ import (
 )
 
 func testConfig() Config {
-	return Config{Stream: "EVENTS", SubjectPrefix: "payments", DuplicateWindow: 10 * time.Minute}
+	// A URL, as for any server but the embedded one (Config.SyncsAlways is false); the
+	// tests connect to the URL of the server they start.
+	return Config{URL: "nats://127.0.0.1:4222", Stream: "EVENTS", SubjectPrefix: "payments", DuplicateWindow: 10 * time.Minute}
 }
 
 // runServer starts a JetStream server on port (-1: a free one) storing in dir.

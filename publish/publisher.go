@@ -6,11 +6,12 @@
 // its PubAck arrived, and anything not acknowledged is sent again later. The stream's
 // duplicate window drops the copies it already holds, so re-sending is always safe.
 //
-// JetStream acknowledges a message before it fsyncs it, so a NATS node whose
-// operating system crashes can lose acknowledged messages. With Config.RetainAcked
-// set, acknowledged entries are kept that long and published again, with the same
-// ids, whenever the connection comes back (and at start): what the server kept is
-// dropped as a duplicate, what it lost is stored again.
+// JetStream acknowledges a message before it fsyncs it (unless the server syncs
+// always), so a NATS node whose operating system crashes can lose acknowledged
+// messages. With Config.RetainAcked set, acknowledged entries are kept that long (and
+// within Config.RetainAckedMaxBytes), and whenever the connection comes back (and at
+// start) the Publisher compares them with the stream's state and publishes again,
+// with the same ids, those the server may have lost (see republish).
 package publish
 
 import (
@@ -45,8 +46,11 @@ type Outbox interface {
 	// Delete removes the entries with these sequence numbers.
 	Delete(ctx context.Context, seqs []uint64) error
 	// Ack moves acknowledged entries from Pending to Retained (or updates retained
-	// ones); used instead of Delete when Config.RetainAcked is set.
-	Ack(ctx context.Context, acks []state.Ack) error
+	// ones); used instead of Delete when Config.RetainAcked is set. When limit is
+	// positive it then deletes the oldest retained entries (lowest Seq first) until
+	// their size (the sum of state.RetainedSize) is at most limit. It returns that
+	// size and how many entries the limit deleted.
+	Ack(ctx context.Context, acks []state.Ack, limit int64) (state.Retention, error)
 	// Retained returns at most max retained entries with Seq > after, in increasing
 	// Seq.
 	Retained(ctx context.Context, after uint64, max int) ([]state.AckedEntry, error)
@@ -73,6 +77,11 @@ type Options struct {
 	// Now is the clock of acknowledgement times and of their retention
 	// (Config.RetainAcked); nil means time.Now.
 	Now func() time.Time
+	// ServerSyncsAlways tells that the NATS server fsyncs every message before its
+	// PubAck (a server configured with "sync: always"): an acknowledged message cannot
+	// be lost, so retained entries are never published again. New sets it when
+	// Config.SyncsAlways (the embedded server syncing always).
+	ServerSyncsAlways bool
 }
 
 // Observer receives what a Publisher does, for metrics. Implementations must be safe
@@ -113,6 +122,20 @@ const (
 // Reasons lists every reason Observer.PublishFailed may report.
 var Reasons = []string{ReasonNotConnected, ReasonStream, ReasonNoStream, ReasonAckTimeout, ReasonRejected, ReasonOutbox}
 
+// RetentionObserver is the optional part of an Observer that receives what happens
+// to the retained acknowledged entries (Config.RetainAcked). The same rules apply.
+type RetentionObserver interface {
+	// RetainedBytes reports the size of the retained entries (the sum of their
+	// state.RetainedSize) after each pass, when the Outbox can tell it.
+	RetainedBytes(n int64)
+	// RetainedPruned reports n retained entries deleted by Config.RetainAckedMaxBytes
+	// before Config.RetainAcked had passed.
+	RetainedPruned(n int)
+	// Republished reports, after each (re)connect whose retained entries were checked,
+	// how many of them were published again.
+	Republished(n int)
+}
+
 type nopObserver struct{}
 
 func (nopObserver) Published(time.Duration) {}
@@ -122,6 +145,12 @@ func (nopObserver) Outbox(int, time.Time)   {}
 // outboxStats is the optional part of an Outbox that Observer.Outbox reports.
 type outboxStats interface {
 	OutboxStats(ctx context.Context) (n int, oldest time.Time, err error)
+}
+
+// retainedSize is the optional part of an Outbox that RetentionObserver.RetainedBytes
+// reports.
+type retainedSize interface {
+	RetainedBytes(ctx context.Context) (int64, error)
 }
 
 // Defaults of Options.
@@ -177,6 +206,7 @@ type Publisher struct {
 	pruneAt   time.Time
 	lastPrune time.Time
 	cleared   bool // retention off: what an earlier run retained was pruned
+	capped    bool // Config.RetainAckedMaxBytes has deleted entries (logged once)
 
 	// healthMu guards lastErr apart from mu: Healthy must not wait for a pass.
 	healthMu sync.Mutex
@@ -204,6 +234,7 @@ func New(js jetstream.JetStream, ob Outbox, c Config, opt Options, log *slog.Log
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	opt.ServerSyncsAlways = opt.ServerSyncsAlways || c.SyncsAlways()
 	return &Publisher{js: js, ob: ob, cfg: c, opt: opt, log: orDiscard(log), needStream: true,
 		reconnects: js.Conn().Stats().Reconnects, replay: c.RetainAcked > 0}
 }
@@ -217,7 +248,8 @@ func New(js jetstream.JetStream, ob Outbox, c Config, opt Options, log *slog.Log
 // reported by Healthy, never returned.
 //
 // With Config.RetainAcked set, its first pass and the first pass after each reconnect
-// publish the retained entries again before the unacknowledged ones, and passes prune
+// publish again, before the unacknowledged ones, the retained entries the server may
+// have lost (see republish), and passes prune
 // retained entries once they are RetainAcked old and the server that acknowledged them
 // has been reachable since without a reconnect.
 func (p *Publisher) Run(ctx context.Context) error {
@@ -306,6 +338,12 @@ func (p *Publisher) observe(ctx context.Context, err error) {
 	if st, ok := p.ob.(outboxStats); ok {
 		if n, oldest, err := st.OutboxStats(ctx); err == nil {
 			obs.Outbox(n, oldest)
+		}
+	}
+	ro, ok := obs.(RetentionObserver)
+	if st, has := p.ob.(retainedSize); ok && has {
+		if n, err := st.RetainedBytes(ctx); err == nil {
+			ro.RetainedBytes(n)
 		}
 	}
 }
@@ -544,9 +582,11 @@ func (p *Publisher) record(ctx context.Context, acks []state.Ack) error {
 		}
 		return nil
 	}
-	if err := p.ob.Ack(ctx, acks); err != nil {
+	r, err := p.ob.Ack(ctx, acks, p.cfg.RetainAckedMaxBytes)
+	if err != nil {
 		return failed(ReasonOutbox, fmt.Errorf("outbox: retain %d acknowledged entries: %w", len(acks), err))
 	}
+	p.noteCapped(r)
 	if due := acks[0].At.Add(p.cfg.RetainAcked); !p.pruneAt.IsZero() && due.Before(p.pruneAt) {
 		p.pruneAt = due
 	}
@@ -562,19 +602,27 @@ func (p *Publisher) noteReconnects() {
 	}
 }
 
-// republish publishes the retained entries again, in Seq order, when the connection
-// came back since they were last published (or the Publisher has just started); p.mu
-// is held. The stream drops, as duplicates, the messages it still holds and stores
-// the ones its server lost.
-//
-// The duplicate window only remembers messages stored less than
-// Config.DuplicateWindow ago, by the server's clock. An entry acknowledged more than
-// half that window ago, or acknowledged as a duplicate (stored at an unknown earlier
-// time), is looked up in the stream by the sequence its acknowledgement named
-// instead, and published again only when the stream no longer holds it there. In a
-// stream that deletes what its consumers acknowledged (work-queue or interest
-// retention), a message missing from the stream may have been consumed rather than
-// lost, so such an entry is not published again.
+// noteCapped reports the retained entries the size limit deleted; p.mu is held.
+func (p *Publisher) noteCapped(r state.Retention) {
+	if r.Capped == 0 {
+		return
+	}
+	if ro, ok := p.opt.Observer.(RetentionObserver); ok {
+		ro.RetainedPruned(r.Capped)
+	}
+	if !p.capped {
+		p.capped = true
+		p.log.Warn("The retained acknowledged events reached nats.retain_acked_max_bytes: the oldest are deleted before nats.retain_acked has passed",
+			"retain_acked_max_bytes", p.cfg.RetainAckedMaxBytes, "retain_acked", p.cfg.RetainAcked.String(), "deleted", r.Capped)
+	}
+}
+
+// republish publishes again, in Seq order, the retained entries the server may have
+// lost, when the connection came back since they were last checked (or the Publisher
+// has just started); p.mu is held. With Options.ServerSyncsAlways it publishes none.
+// Otherwise it reads the stream's state once and decides each entry by the stream
+// sequence its acknowledgement named (lossCheck). It logs and reports
+// (RetentionObserver.Republished) how many it published again.
 func (p *Publisher) republish(ctx context.Context) error {
 	if p.cfg.RetainAcked <= 0 {
 		return nil
@@ -583,12 +631,23 @@ func (p *Publisher) republish(ctx context.Context) error {
 	if !p.replay {
 		return nil
 	}
-	lookBefore := p.opt.Now().Add(-p.cfg.DuplicateWindow / 2)
-	var (
-		after      uint64
-		sent, held int
-		stream     jetstream.Stream
-	)
+	if p.opt.ServerSyncsAlways {
+		p.replay = false
+		p.reportRepublished(0, nil)
+		return nil
+	}
+	if err := connected(p.js.Conn(), p.cfg); err != nil {
+		return err
+	}
+	if err := p.ensure(ctx); err != nil {
+		return err
+	}
+	lc, err := p.newLossCheck(ctx)
+	if err != nil {
+		return err
+	}
+	var after uint64
+	sent := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -601,30 +660,9 @@ func (p *Publisher) republish(ctx context.Context) error {
 			break
 		}
 		after = entries[len(entries)-1].Seq
-		if err := connected(p.js.Conn(), p.cfg); err != nil {
+		again, err := lc.lost(ctx, entries)
+		if err != nil {
 			return err
-		}
-		if err := p.ensure(ctx); err != nil {
-			return err
-		}
-		again := make([]state.OutboxEntry, 0, len(entries))
-		for _, e := range entries {
-			if e.StreamSeq != 0 && (e.Duplicate || e.Acked.Before(lookBefore)) {
-				if stream == nil {
-					if stream, err = p.stream(ctx); err != nil {
-						return err
-					}
-				}
-				keep, err := p.holds(ctx, stream, e)
-				if err != nil {
-					return err
-				}
-				if keep {
-					held++
-					continue
-				}
-			}
-			again = append(again, e.OutboxEntry)
 		}
 		if len(again) == 0 {
 			continue
@@ -635,13 +673,154 @@ func (p *Publisher) republish(ctx context.Context) error {
 		sent += len(again)
 	}
 	p.replay = false
-	if sent+held > 0 {
-		p.log.Info("Published the retained acknowledged events again after a (re)connect", "sent", sent, "skipped", held)
+	p.reportRepublished(sent, lc)
+	return nil
+}
+
+// reportRepublished logs and reports the outcome of a republish; lc is nil when no
+// check was needed.
+func (p *Publisher) reportRepublished(sent int, lc *lossCheck) {
+	if ro, ok := p.opt.Observer.(RetentionObserver); ok {
+		ro.Republished(sent)
+	}
+	if lc == nil {
+		p.log.Debug("Not checking the retained events after a (re)connect: the NATS server syncs every message before acknowledging it")
+		return
+	}
+	if lc.checked == 0 {
+		return
+	}
+	p.log.Info("Checked the retained acknowledged events against the NATS stream after a (re)connect",
+		"retained", lc.checked, "published_again", sent, "lookups", lc.lookups,
+		"stream_first_seq", lc.first, "stream_last_seq", lc.last)
+}
+
+// maxDeletedDetails bounds the interior deletes a lossCheck lists; past it, each
+// entry is looked up in the stream instead.
+const maxDeletedDetails = 100_000
+
+// lossCheck decides which retained entries the stream may have lost, from the stream's
+// state read once after a (re)connect. A retained entry records the stream sequence s
+// of the acknowledgement that stored its message. JetStream assigns sequences in
+// order, and a server that crashes before syncing loses the newest messages it held,
+// so its sequence goes back below what it acknowledged (or, in a recreated stream,
+// starts again); it may also lose messages inside its range, which then show as
+// deleted. An entry is published again when:
+//
+//   - s is 0 (unknown: acknowledged by another stream, a mirror);
+//   - s is past the stream's last sequence: the stream went back;
+//   - s is in the stream's range and listed as deleted (limits retention only);
+//   - s is in the stream's range and the message at s does not carry the entry's id
+//     (Nats-Msg-Id), as when a stream that went back has been filled again by other
+//     publishers. Of each page of entries, only the one with the highest s is looked
+//     up; when it is there, so are the others (a lost range is a tail), and the others
+//     are looked up one by one only when it is not.
+//
+// An entry with s before the stream's first sequence is not published again: the
+// stream removed it by its own limits (age, size, count) or, in a work-queue or
+// interest stream, its consumers did; storing it again would bring back what the
+// stream dropped. In such streams a message missing inside the range may have been
+// consumed, so it is not published again either.
+type lossCheck struct {
+	p           *Publisher
+	stream      jetstream.Stream
+	first, last uint64
+	limits      bool                // limits retention: a missing message was lost, not consumed
+	deleted     map[uint64]struct{} // interior deletes (limits retention)
+	lookAll     bool                // too many interior deletes to list: look every entry up
+	checked     int                 // entries decided
+	lookups     int                 // messages looked up in the stream
+}
+
+// newLossCheck reads the stream's state; p.mu is held.
+func (p *Publisher) newLossCheck(ctx context.Context) (*lossCheck, error) {
+	s, err := p.stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	info := s.CachedInfo()
+	lc := &lossCheck{p: p, stream: s, first: info.State.FirstSeq, last: info.State.LastSeq,
+		limits: info.Config.Retention == jetstream.LimitsPolicy}
+	if !lc.limits || info.State.NumDeleted == 0 {
+		return lc, nil
+	}
+	if info.State.NumDeleted > maxDeletedDetails {
+		lc.lookAll = true
+		return lc, nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, p.opt.AckTimeout)
+	defer cancel()
+	full, err := s.Info(sctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, failed(ReasonStream, fmt.Errorf("nats stream %s: read its deleted sequences: %w", p.cfg.Stream, err))
+	}
+	lc.deleted = make(map[uint64]struct{}, len(full.State.Deleted))
+	for _, seq := range full.State.Deleted {
+		lc.deleted[seq] = struct{}{}
+	}
+	return lc, nil
+}
+
+// lost returns, in Seq order, the entries of one page of retained entries that the
+// stream may have lost (see lossCheck).
+func (lc *lossCheck) lost(ctx context.Context, entries []state.AckedEntry) ([]state.OutboxEntry, error) {
+	lc.checked += len(entries)
+	gone := make(map[uint64]bool)
+	var inRange []state.AckedEntry
+	for _, e := range entries {
+		s := e.StreamSeq
+		switch _, deleted := lc.deleted[s]; {
+		case s == 0 || s > lc.last:
+			gone[e.Seq] = true
+		case s < lc.first:
+		case deleted:
+			gone[e.Seq] = true
+		default:
+			inRange = append(inRange, e)
+		}
+	}
+	if err := lc.lookUp(ctx, inRange, gone); err != nil {
+		return nil, err
+	}
+	var again []state.OutboxEntry
+	for _, e := range entries {
+		if gone[e.Seq] {
+			again = append(again, e.OutboxEntry)
+		}
+	}
+	return again, nil
+}
+
+// lookUp marks in gone the entries of inRange (entries whose message should be in the
+// stream's range) that the stream does not hold: first the one with the highest
+// stream sequence, then, unless the stream holds that one, each of them.
+func (lc *lossCheck) lookUp(ctx context.Context, inRange []state.AckedEntry, gone map[uint64]bool) error {
+	if len(inRange) == 0 {
+		return nil
+	}
+	if !lc.lookAll {
+		top := slices.MaxFunc(inRange, func(a, b state.AckedEntry) int { return cmp.Compare(a.StreamSeq, b.StreamSeq) })
+		lc.lookups++
+		held, err := lc.p.holds(ctx, lc.stream, top)
+		if err != nil || held {
+			return err
+		}
+	}
+	for _, e := range inRange {
+		lc.lookups++
+		held, err := lc.p.holds(ctx, lc.stream, e)
+		if err != nil {
+			return err
+		}
+		gone[e.Seq] = !held
 	}
 	return nil
 }
 
-// stream looks up the configured stream; p.mu is held.
+// stream looks up the configured stream, with its current state; p.mu is held.
 func (p *Publisher) stream(ctx context.Context) (jetstream.Stream, error) {
 	sctx, cancel := context.WithTimeout(ctx, p.opt.AckTimeout)
 	defer cancel()
@@ -658,9 +837,9 @@ func (p *Publisher) stream(ctx context.Context) (jetstream.Stream, error) {
 	return s, nil
 }
 
-// holds reports whether e need not be published again: the stream holds its message
-// at the sequence its acknowledgement named, or (in a stream whose consumers delete
-// messages) may have held it.
+// holds reports whether the stream holds e's message at the sequence its
+// acknowledgement named (the message there carries e's id), or, in a stream whose
+// consumers delete messages, may have held it (nothing is there).
 func (p *Publisher) holds(ctx context.Context, s jetstream.Stream, e state.AckedEntry) (bool, error) {
 	sctx, cancel := context.WithTimeout(ctx, p.opt.AckTimeout)
 	defer cancel()

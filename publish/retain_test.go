@@ -124,12 +124,47 @@ func reconnect(t testing.TB, nc *nats.Conn) {
 	waitFor(t, "the reconnect", func() bool { return nc.Stats().Reconnects > before && nc.IsConnected() })
 }
 
-func TestRetainAckedRepublishedAfterReconnect(t *testing.T) {
+// retentionRecorder is a recorder that also receives what happens to the retained
+// entries.
+type retentionRecorder struct {
+	recorder
+	bytes       []int64
+	pruned      int
+	republished []int
+}
+
+func (r *retentionRecorder) RetainedBytes(n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bytes = append(r.bytes, n)
+}
+
+func (r *retentionRecorder) RetainedPruned(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pruned += n
+}
+
+func (r *retentionRecorder) Republished(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.republished = append(r.republished, n)
+}
+
+func (r *retentionRecorder) republishes() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.republished)
+}
+
+// TestRetainAckedHeldNotRepublished: after a reconnect to a server that kept
+// everything, no retained entry goes out again: the stream's state shows them all.
+func TestRetainAckedHeldNotRepublished(t *testing.T) {
 	srv := runServer(t, -1, t.TempDir())
 	nc, js := connect(t, srv.ClientURL())
 	tap := wiretap(t, srv.ClientURL())
 	ob := newOutbox(t)
-	rec := &recorder{}
+	rec := &retentionRecorder{}
 	p := New(js, ob, retainConfig(5*time.Minute), Options{Now: newClock().now, Observer: rec}, testLogger(t))
 	runPublisher(t, p)
 
@@ -143,26 +178,123 @@ func TestRetainAckedRepublishedAfterReconnect(t *testing.T) {
 	waitFor(t, "Observer.Outbox to report depth 0 with every entry acknowledged and retained", func() bool {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
-		return len(rec.depths) > 0 && rec.depths[len(rec.depths)-1] == 0
+		return len(rec.depths) > 0 && rec.depths[len(rec.depths)-1] == 0 && len(rec.bytes) > 0 && rec.bytes[len(rec.bytes)-1] > 0
 	})
 
-	// After a reconnect every retained entry goes out again, with its id, before what
-	// is enqueued later; the stream keeps one copy of each.
 	reconnect(t, nc)
 	later := messages(10, 1)
 	ob.add(t, later...)
-	if got, want := heard(t, tap, 11), append(ids(ms), ids(later)...); !slices.Equal(got, want) {
-		t.Fatalf("after the reconnect published %v, want %v", got, want)
+	if got, want := heard(t, tap, 1), ids(later); !slices.Equal(got, want) {
+		t.Fatalf("after the reconnect published %v, want only %v", got, want)
 	}
 	settled(t, ob, 11)
+	waitFor(t, "two checks of the retained entries (start, reconnect), none published again", func() bool {
+		return slices.Equal(rec.republishes(), []int{0, 0})
+	})
 	if got, want := msgIDs(streamMsgs(t, js, "EVENTS")), append(ids(ms), ids(later)...); !slices.Equal(got, want) {
 		t.Fatalf("stream holds %v, want %v", got, want)
 	}
+}
+
+// TestRetainAckedServerSyncsAlways: with a server that syncs every message nothing is
+// looked up or published again, even what the stream no longer holds.
+func TestRetainAckedServerSyncsAlways(t *testing.T) {
+	srv := runServer(t, -1, t.TempDir())
+	nc, js := connect(t, srv.ClientURL())
+	tap := wiretap(t, srv.ClientURL())
+	ob := newOutbox(t)
+	rec := &retentionRecorder{}
+	p := New(js, ob, retainConfig(5*time.Minute), Options{Now: newClock().now, Observer: rec, ServerSyncsAlways: true}, testLogger(t))
+	runPublisher(t, p)
+	ob.add(t, messages(0, 5)...)
+	settled(t, ob, 5)
+	heard(t, tap, 5)
+	s, err := js.Stream(t.Context(), "EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(t.Context(), 5); err != nil {
+		t.Fatal(err)
+	}
+	reconnect(t, nc)
+	later := messages(5, 1)
+	ob.add(t, later...)
+	if got := heard(t, tap, 1); !slices.Equal(got, ids(later)) {
+		t.Fatalf("after the reconnect published %v, want only %v", got, ids(later))
+	}
+	waitFor(t, "two checks, none published again", func() bool { return slices.Equal(rec.republishes(), []int{0, 0}) })
+}
+
+// TestRetainAckedStreamRefilled: the server went back (its stream was recreated) and
+// another publisher filled it past the retained entries' sequences: the lookups find
+// other messages there, and exactly the lost entries go out again.
+func TestRetainAckedStreamRefilled(t *testing.T) {
+	srv := runServer(t, -1, t.TempDir())
+	nc, js := connect(t, srv.ClientURL())
+	ob := newOutbox(t)
+	rec := &retentionRecorder{}
+	p := New(js, ob, retainConfig(5*time.Minute), Options{Now: newClock().now, Observer: rec, Batch: 4}, testLogger(t))
+	ms := messages(0, 6)
+	ob.add(t, ms...)
+	if err := p.Drain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(t.Context(), "EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureStream(t.Context(), js, testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		m := &nats.Msg{Subject: "payments.other", Data: []byte("x"), Header: nats.Header{event.HeaderMsgID: []string{"other-" + strconv.Itoa(i)}}}
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tap := wiretap(t, srv.ClientURL())
+	reconnect(t, nc)
+	later := messages(6, 1)
+	ob.add(t, later...)
+	if err := p.Drain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := heard(t, tap, 7), append(ids(ms), ids(later)...); !slices.Equal(got, want) {
+		t.Fatalf("after the reconnect published %v, want %v", got, want)
+	}
+	if got := rec.republishes(); !slices.Equal(got, []int{0, 6}) {
+		t.Fatalf("Republished reports %v, want [0 6]", got)
+	}
+}
+
+// TestRetainAckedMaxBytes: the size limit deletes the oldest retained entries, counts
+// them, and the retained size reported stays within it.
+func TestRetainAckedMaxBytes(t *testing.T) {
+	srv := runServer(t, -1, t.TempDir())
+	_, js := connect(t, srv.ClientURL())
+	ob := newOutbox(t)
+	rec := &retentionRecorder{}
+	c := retainConfig(5 * time.Minute)
+	c.RetainAckedMaxBytes = 1000
+	p := New(js, ob, c, Options{Now: newClock().now, Observer: rec}, testLogger(t))
+	ms := messages(0, 100)
+	ob.add(t, ms...)
+	if err := p.Drain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ob.(storeOutbox).Retained(t.Context(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r) == 0 || len(r) >= 100 || r[len(r)-1].Msg.ID != ms[99].ID {
+		t.Fatalf("retained %d entries ending with %v, want the newest few", len(r), r[len(r)-1].Msg.ID)
+	}
 	rec.mu.Lock()
-	published := len(rec.latencies)
-	rec.mu.Unlock()
-	if published != 11 {
-		t.Fatalf("Observer.Published called %d times, want 11: entries published again are not new publishes", published)
+	defer rec.mu.Unlock()
+	if rec.pruned != 100-len(r) {
+		t.Errorf("RetainedPruned counted %d, want %d", rec.pruned, 100-len(r))
+	}
+	if n := len(rec.bytes); n == 0 || rec.bytes[n-1] > 1000 || rec.bytes[n-1] <= 0 {
+		t.Errorf("RetainedBytes reported %v, want a last value in 1..1000", rec.bytes)
 	}
 }
 
@@ -330,7 +462,7 @@ func TestRetainAckedOffDeletesOnAck(t *testing.T) {
 
 	// An earlier run retained two entries; with retention off they go at the next pass.
 	ob.add(t, messages(0, 3)...)
-	if err := s.Ack(t.Context(), []state.Ack{{Seq: 1, At: time.Now()}, {Seq: 2, At: time.Now()}}); err != nil {
+	if _, err := s.Ack(t.Context(), []state.Ack{{Seq: 1, At: time.Now()}, {Seq: 2, At: time.Now()}}, 0); err != nil {
 		t.Fatal(err)
 	}
 	p := New(js, ob, testConfig(), Options{}, testLogger(t))
@@ -341,5 +473,22 @@ func TestRetainAckedOffDeletesOnAck(t *testing.T) {
 	}
 	if pending, retained := counts(t, ob); pending != 0 || retained != 0 {
 		t.Fatalf("%d pending, %d retained after Drain with retain_acked 0; want none", pending, retained)
+	}
+}
+
+func TestConfigSyncsAlways(t *testing.T) {
+	for _, tt := range []struct {
+		c    Config
+		want bool
+	}{
+		{Config{}, true},
+		{Config{StreamStorage: StorageFile}, true},
+		{Config{Embedded: Embedded{SyncInterval: time.Second}}, false},
+		{Config{StreamStorage: StorageMemory}, false},
+		{Config{URL: "nats://nats:4222"}, false},
+	} {
+		if got := tt.c.SyncsAlways(); got != tt.want {
+			t.Errorf("%+v.SyncsAlways() = %v, want %v", tt.c, got, tt.want)
+		}
 	}
 }

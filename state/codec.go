@@ -770,42 +770,95 @@ func decodeOpen(b []byte) (time.Time, diff.State, error) {
 	return t, st, d.end()
 }
 
-// Retained entry (an acknowledged outbox entry kept for re-publishing), version 1:
+// Retained entry (an acknowledged outbox entry kept for re-publishing), version 2,
+// written since the retained entries are bounded in size:
 //
-//	version  flags(duplicate=1)  acked time  stream seq  encoded OutboxEntry
+//	version=2  flags(duplicate=1)  acked time  stream seq  zstd frame of the encoded OutboxEntry
+//
+// Version 1 (still read, and kept as it is when an entry takes a new acknowledgement)
+// held the encoded OutboxEntry uncompressed:
+//
+//	version=1  flags(duplicate=1)  acked time  stream seq  encoded OutboxEntry
 const (
 	ackedV1       = 1
+	ackedV2       = 2
 	ackDuplicate  = 1 // the acknowledgement said duplicate: the store time is unknown
 	ackFlagsValid = ackDuplicate
 )
 
-// encodeAcked prefixes an encoded outbox entry with the acknowledgement of a.
+// encodeAcked returns a version 2 retained value: the acknowledgement of a, then
+// entry compressed.
 func encodeAcked(a Ack, entry []byte) ([]byte, error) {
-	b := make([]byte, 0, 2+2*binary.MaxVarintLen64+len(entry))
+	b, err := appendAckHeader(make([]byte, 0, 2+2*binary.MaxVarintLen64+len(entry)/2), ackedV2, a)
+	if err != nil {
+		return nil, err
+	}
+	return compressEntry(b, entry), nil
+}
+
+// appendAckHeader appends the header of a retained value of the given version.
+func appendAckHeader(b []byte, version byte, a Ack) ([]byte, error) {
 	var flags byte
 	if a.Duplicate {
 		flags |= ackDuplicate
 	}
-	b = append(b, ackedV1, flags)
+	b = append(b, version, flags)
 	b, err := appendTime(b, a.At)
 	if err != nil {
 		return nil, fmt.Errorf("acknowledged: %w", err)
 	}
-	b = binary.AppendUvarint(b, a.StreamSeq)
-	return append(b, entry...), nil
+	return binary.AppendUvarint(b, a.StreamSeq), nil
 }
 
-// splitAcked decodes the acknowledgement of a retained value and returns the encoded
-// outbox entry that follows it (sharing memory with v).
-func splitAcked(v []byte) (AckedEntry, []byte, error) {
+// ackedHeader decodes the acknowledgement of a retained value of either version and
+// returns its version and the payload that follows (sharing memory with v): the
+// encoded OutboxEntry, compressed in version 2.
+func ackedHeader(v []byte) (AckedEntry, byte, []byte, error) {
+	var version byte
+	if len(v) > 0 {
+		version = v[0]
+	}
 	d := decoder{b: v}
-	d.version(ackedV1)
+	if version != ackedV2 {
+		d.version(ackedV1)
+	} else {
+		d.b = d.b[1:]
+	}
 	flags := d.flags(ackFlagsValid)
 	e := AckedEntry{Duplicate: flags&ackDuplicate != 0}
 	e.Acked = d.time()
 	e.StreamSeq = d.uvarint()
 	if d.err != nil {
-		return AckedEntry{}, nil, d.err
+		return AckedEntry{}, 0, nil, d.err
 	}
-	return e, d.b, nil
+	return e, version, d.b, nil
+}
+
+// splitAcked decodes the acknowledgement of a retained value and returns the encoded
+// outbox entry that follows it: sharing memory with v in version 1, decompressed into
+// memory of its own in version 2.
+func splitAcked(v []byte) (AckedEntry, []byte, error) {
+	e, version, payload, err := ackedHeader(v)
+	if err != nil || version == ackedV1 {
+		return e, payload, err
+	}
+	entry, err := decompressEntry(payload)
+	if err != nil {
+		return AckedEntry{}, nil, err
+	}
+	return e, entry, nil
+}
+
+// restampAcked returns retained value v with the acknowledgement of a instead of its
+// own, its payload copied as it is (not decompressed) and its version kept.
+func restampAcked(a Ack, v []byte) ([]byte, error) {
+	_, version, payload, err := ackedHeader(v)
+	if err != nil {
+		return nil, err
+	}
+	b, err := appendAckHeader(make([]byte, 0, 2+2*binary.MaxVarintLen64+len(payload)), version, a)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, payload...), nil
 }

@@ -86,11 +86,12 @@ func DecodeOpen(id string, b []byte) (OpenItem, error) {
 }
 
 // EncodeAcked returns the stored encoding of a retained entry: acknowledgement a of
-// the outbox entry whose encoding (EncodeEntry) is entry.
+// the outbox entry whose encoding (EncodeEntry) is entry, which it stores compressed.
 func EncodeAcked(a Ack, entry []byte) ([]byte, error) { return encodeAcked(a, entry) }
 
-// DecodeAcked decodes a value written by EncodeAcked into the retained entry with
-// sequence seq. The result shares no memory with v.
+// DecodeAcked decodes a value written by EncodeAcked (or by RestampAcked, of either
+// format version) into the retained entry with sequence seq. The result shares no
+// memory with v.
 func DecodeAcked(seq uint64, v []byte) (AckedEntry, error) {
 	e, entry, err := splitAcked(v)
 	if err == nil {
@@ -103,5 +104,36 @@ func DecodeAcked(seq uint64, v []byte) (AckedEntry, error) {
 }
 
 // SplitAcked returns the acknowledgement of a retained value and the outbox entry's
-// encoding that follows it (sharing memory with v), without decoding that entry.
+// encoding that follows it (decompressed when stored compressed), without decoding
+// that entry.
 func SplitAcked(v []byte) (AckedEntry, []byte, error) { return splitAcked(v) }
+
+// AckedHeader returns the acknowledgement of a retained value (Acked, StreamSeq,
+// Duplicate; OutboxEntry left zero) without decompressing the entry that follows it.
+func AckedHeader(v []byte) (AckedEntry, error) {
+	e, _, _, err := ackedHeader(v)
+	return e, err
+}
+
+// RestampAcked returns retained value v with the acknowledgement a in place of its
+// own; the stored entry is copied as it is.
+func RestampAcked(a Ack, v []byte) ([]byte, error) { return restampAcked(a, v) }
+
+// RetainedKeyBytes is what each retained entry counts for its key in RetainedSize,
+// whatever the back end's key looks like, so that both back ends apply a size limit
+// alike.
+const RetainedKeyBytes = 8
+
+// RetainedSize is the size a retained value v counts for against a limit on the
+// retained entries (Config.RetainAckedMaxBytes of the publisher): its length plus
+// RetainedKeyBytes.
+func RetainedSize(v []byte) int64 { return int64(len(v)) + RetainedKeyBytes }
+
+// Retention is the state of the retained entries after a call that changed them.
+type Retention struct {
+	// Bytes is the size of the retained entries left: the sum of their RetainedSize.
+	Bytes int64
+	// Capped is how many retained entries the call deleted to keep Bytes within the
+	// limit it was given, before their age would have pruned them.
+	Capped int
+}

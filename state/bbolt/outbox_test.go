@@ -131,12 +131,12 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	}
 
 	at1, at2 := t0.Add(time.Second), t0.Add(2*time.Second)
-	err = s.Ack(t.Context(), []state.Ack{
+	_, err = s.Ack(t.Context(), []state.Ack{
 		{Seq: 1, At: at1, StreamSeq: 101},
 		{Seq: 2, At: at1, StreamSeq: 102, Duplicate: true},
 		{Seq: 4, At: at2, StreamSeq: 104},
 		{Seq: 999, At: at2, StreamSeq: 1}, // unknown: ignored
-	})
+	}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,8 +193,8 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	// Re-published: a fresh store takes the new acknowledgement, a duplicate keeps the
 	// old one. A pending entry acknowledged as a duplicate is retained as such.
 	at3 := t0.Add(3 * time.Second)
-	err = s.Ack(t.Context(), []state.Ack{{Seq: 1, At: at3, StreamSeq: 201}, {Seq: 2, At: at3, StreamSeq: 102}, {Seq: 4, At: at3, StreamSeq: 104, Duplicate: true},
-		{Seq: 3, At: at3, StreamSeq: 103, Duplicate: true}})
+	_, err = s.Ack(t.Context(), []state.Ack{{Seq: 1, At: at3, StreamSeq: 201}, {Seq: 2, At: at3, StreamSeq: 102}, {Seq: 4, At: at3, StreamSeq: 104, Duplicate: true},
+		{Seq: 3, At: at3, StreamSeq: 103, Duplicate: true}}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,6 +71,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -125,6 +126,13 @@ type Store struct {
 
 	mu   sync.Mutex
 	revs map[string]uint64 // records and meta keys -> revision last read or written
+
+	// sizesMu guards sizes: the state.RetainedSize of each retained entry this Store
+	// knows of, by Seq; nil until read from the bucket (sizeIndex). Every full read of
+	// the retained entries (Retained, Prune) replaces it, so entries another process
+	// wrote are counted from then on.
+	sizesMu sync.Mutex
+	sizes   map[uint64]int64
 }
 
 // Names returns the bucket and stream names Open uses for prefix: records, open, meta,
@@ -585,6 +593,7 @@ func (s *Store) Delete(ctx context.Context, seqs []uint64) error {
 		if err := s.acked.Purge(ctx, ackedKey(seq)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("state nats_kv: delete retained entry %d: %w", seq, err)
 		}
+		s.setSize(seq, 0)
 	}
 	return nil
 }
@@ -606,48 +615,158 @@ func notFound(err error) bool {
 }
 
 // Ack records acknowledgements as the bbolt back end's Store.Ack does: a pending entry
-// moves to the retained ones; a retained entry takes a new acknowledgement unless it
-// is a duplicate. Seqs in neither are ignored. Cancelling ctx stops it part way: an
-// entry whose acknowledgement was not recorded stays pending and is published again,
-// which the event stream drops as a duplicate.
-func (s *Store) Ack(ctx context.Context, acks []state.Ack) error {
+// moves to the retained ones, its entry compressed; a retained entry takes a new
+// acknowledgement unless it is a duplicate. Seqs in neither are ignored. Cancelling
+// ctx stops it part way: an entry whose acknowledgement was not recorded stays pending
+// and is published again, which the event stream drops as a duplicate.
+//
+// When limit is positive it then purges retained entries, lowest Seq first, until
+// their size (the sum of their state.RetainedSize) is at most limit, as the bbolt
+// back end does, and reports how many in Retention.Capped. The size is tracked in
+// memory, read from the bucket by the first call that needs it.
+func (s *Store) Ack(ctx context.Context, acks []state.Ack, limit int64) (state.Retention, error) {
 	ctx, cancel := s.bound(ctx, 1+len(acks)/32)
 	defer cancel()
+	if err := s.sizeIndex(ctx); err != nil {
+		return state.Retention{}, fmt.Errorf("state nats_kv: retained entries' size: %w", err)
+	}
 	for _, a := range acks {
-		var entry []byte
-		m, err := s.outbox.GetMsg(ctx, a.Seq)
-		pending := err == nil
-		switch {
-		case pending:
-			entry = m.Data
-		case !notFound(err):
-			return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
-		default:
-			e, err := s.acked.Get(ctx, ackedKey(a.Seq))
-			if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && a.Duplicate) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
-			}
-			if _, entry, err = state.SplitAcked(e.Value()); err != nil {
-				return fmt.Errorf("state nats_kv: retained entry %d: %w", a.Seq, err)
-			}
+		if err := s.ackOne(ctx, a); err != nil {
+			return state.Retention{}, err
 		}
-		v, err := state.EncodeAcked(a, entry)
-		if err != nil {
-			return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+	}
+	capped, err := s.capRetained(ctx, limit)
+	return state.Retention{Bytes: s.totalSize(), Capped: capped}, err
+}
+
+// ackOne records acknowledgement a (see Ack).
+func (s *Store) ackOne(ctx context.Context, a state.Ack) error {
+	var v []byte
+	m, err := s.outbox.GetMsg(ctx, a.Seq)
+	pending := err == nil
+	switch {
+	case pending:
+		v, err = state.EncodeAcked(a, m.Data)
+	case !notFound(err):
+		return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+	default:
+		var e jetstream.KeyValueEntry
+		e, err = s.acked.Get(ctx, ackedKey(a.Seq))
+		if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && a.Duplicate) {
+			return nil
 		}
-		if _, err := s.acked.Put(ctx, ackedKey(a.Seq), v); err != nil {
-			return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+		if err == nil {
+			v, err = state.RestampAcked(a, e.Value())
 		}
-		if pending {
-			if err := s.outbox.DeleteMsg(ctx, a.Seq); err != nil && !notFound(err) {
-				return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
-			}
+	}
+	if err != nil {
+		return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+	}
+	if _, err := s.acked.Put(ctx, ackedKey(a.Seq), v); err != nil {
+		return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
+	}
+	s.setSize(a.Seq, state.RetainedSize(v))
+	if pending {
+		if err := s.outbox.DeleteMsg(ctx, a.Seq); err != nil && !notFound(err) {
+			return fmt.Errorf("state nats_kv: acknowledge entry %d: %w", a.Seq, err)
 		}
 	}
 	return nil
+}
+
+// capRetained purges retained entries, lowest Seq first, until their size is at most
+// limit (nothing when limit is not positive), and returns how many it purged.
+func (s *Store) capRetained(ctx context.Context, limit int64) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	s.sizesMu.Lock()
+	total := int64(0)
+	for _, n := range s.sizes {
+		total += n
+	}
+	var old []uint64
+	if total > limit {
+		seqs := slices.Sorted(maps.Keys(s.sizes))
+		for _, seq := range seqs {
+			if total <= limit {
+				break
+			}
+			old = append(old, seq)
+			total -= s.sizes[seq]
+		}
+	}
+	s.sizesMu.Unlock()
+	for i, seq := range old {
+		if err := s.acked.Purge(ctx, ackedKey(seq)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return i, fmt.Errorf("state nats_kv: purge retained entry %d over the size limit: %w", seq, err)
+		}
+		s.setSize(seq, 0)
+	}
+	return len(old), nil
+}
+
+// sizeIndex reads the retained entries' sizes from the bucket unless known.
+func (s *Store) sizeIndex(ctx context.Context) error {
+	s.sizesMu.Lock()
+	known := s.sizes != nil
+	s.sizesMu.Unlock()
+	if known {
+		return nil
+	}
+	seqs, vals, err := s.retained(ctx)
+	if err != nil {
+		return err
+	}
+	s.indexSizes(seqs, vals)
+	return nil
+}
+
+// indexSizes replaces the size index with the sizes of these retained entries.
+func (s *Store) indexSizes(seqs []uint64, vals [][]byte) {
+	sizes := make(map[uint64]int64, len(seqs))
+	for i, seq := range seqs {
+		sizes[seq] = state.RetainedSize(vals[i])
+	}
+	s.sizesMu.Lock()
+	s.sizes = sizes
+	s.sizesMu.Unlock()
+}
+
+// setSize records the size of retained entry seq; 0 removes it. It does nothing
+// before the index was read.
+func (s *Store) setSize(seq uint64, n int64) {
+	s.sizesMu.Lock()
+	defer s.sizesMu.Unlock()
+	switch {
+	case s.sizes == nil:
+	case n == 0:
+		delete(s.sizes, seq)
+	default:
+		s.sizes[seq] = n
+	}
+}
+
+// totalSize returns the size of the retained entries in the index.
+func (s *Store) totalSize() int64 {
+	s.sizesMu.Lock()
+	defer s.sizesMu.Unlock()
+	var total int64
+	for _, n := range s.sizes {
+		total += n
+	}
+	return total
+}
+
+// RetainedBytes returns the size of the retained entries (the sum of their
+// state.RetainedSize), reading them from the bucket the first time.
+func (s *Store) RetainedBytes(ctx context.Context) (int64, error) {
+	ctx, cancel := s.bound(ctx, 10)
+	defer cancel()
+	if err := s.sizeIndex(ctx); err != nil {
+		return 0, fmt.Errorf("state nats_kv: retained entries' size: %w", err)
+	}
+	return s.totalSize(), nil
 }
 
 // retained returns every retained entry's key and value, in Seq order.
@@ -704,6 +823,7 @@ func (s *Store) Retained(ctx context.Context, after uint64, max int) ([]state.Ac
 	if err != nil {
 		return nil, fmt.Errorf("state nats_kv: retained outbox entries: %w", err)
 	}
+	s.indexSizes(seqs, vals)
 	var out []state.AckedEntry
 	for i, seq := range seqs {
 		if seq <= after {
@@ -731,8 +851,9 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (pruned int, next t
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("state nats_kv: prune retained outbox entries: %w", err)
 	}
+	s.indexSizes(seqs, vals)
 	for i, seq := range seqs {
-		e, _, err := state.SplitAcked(vals[i])
+		e, err := state.AckedHeader(vals[i])
 		if err != nil {
 			return pruned, time.Time{}, fmt.Errorf("state nats_kv: retained entry %d: %w", seq, err)
 		}
@@ -745,6 +866,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (pruned int, next t
 		if err := s.acked.Purge(ctx, ackedKey(seq)); err != nil {
 			return pruned, time.Time{}, fmt.Errorf("state nats_kv: prune retained entry %d: %w", seq, err)
 		}
+		s.setSize(seq, 0)
 		pruned++
 	}
 	if pruned > 0 {

@@ -180,7 +180,7 @@ func TestCancelledContext(t *testing.T) {
 		"OutboxStats": func() error { _, _, err := s.OutboxStats(ctx); return err },
 		"Pending":     func() error { _, err := s.Pending(ctx, 0, 10); return err },
 		"Delete":      func() error { return s.Delete(ctx, []uint64{1}) },
-		"Ack":         func() error { return s.Ack(ctx, []state.Ack{{Seq: 1, At: t0}}) },
+		"Ack":         func() error { _, err := s.Ack(ctx, []state.Ack{{Seq: 1, At: t0}}, 0); return err },
 		"Retained":    func() error { _, err := s.Retained(ctx, 0, 10); return err },
 		"Prune":       func() error { _, _, err := s.Prune(ctx, t0); return err },
 	}

@@ -4,11 +4,13 @@
 package statetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,7 +32,8 @@ type Backend interface {
 
 	Pending(ctx context.Context, after uint64, max int) ([]state.OutboxEntry, error)
 	Delete(ctx context.Context, seqs []uint64) error
-	Ack(ctx context.Context, acks []state.Ack) error
+	Ack(ctx context.Context, acks []state.Ack, limit int64) (state.Retention, error)
+	RetainedBytes(ctx context.Context) (int64, error)
 	Retained(ctx context.Context, after uint64, max int) ([]state.AckedEntry, error)
 	Prune(ctx context.Context, cutoff time.Time) (int, time.Time, error)
 	Changed() <-chan struct{}
@@ -45,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Run("BadBatch", func(t *testing.T) { badBatch(t, open(t)) })
 	t.Run("Outbox", func(t *testing.T) { outbox(t, open(t)) })
 	t.Run("AckRetainPrune", func(t *testing.T) { ackRetainPrune(t, open(t)) })
+	t.Run("RetainLimit", func(t *testing.T) { retainLimit(t, open(t)) })
 }
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -137,7 +141,8 @@ func deleteSeqs(t *testing.T, b Backend, seqs ...uint64) {
 
 func ack(t *testing.T, b Backend, acks ...state.Ack) {
 	t.Helper()
-	must(t, b.Ack(t.Context(), acks), "Ack(%+v)", acks)
+	_, err := b.Ack(t.Context(), acks, 0)
+	must(t, err, "Ack(%+v)", acks)
 }
 
 func prune(t *testing.T, b Backend, cutoff time.Time) (int, time.Time) {
@@ -403,4 +408,71 @@ func ackRetainPrune(t *testing.T, b Backend) {
 	if _, err := b.Retained(t.Context(), 0, 0); err == nil {
 		t.Error("Retained with max 0 succeeded")
 	}
+}
+
+// retainLimit checks the size limit of Ack: oldest (lowest Seq) entries go first and
+// are counted, the size reported matches the entries left, Delete and Prune keep it
+// up to date, and retained (compressed) messages read back as they were committed.
+func retainLimit(t *testing.T, b Backend) {
+	body := []byte(strings.Repeat(`{"type":"payment.completed","data":{"id":"0b8d3b7c"}}`, 30))
+	msgs := make([]event.Message, 10)
+	for i := range msgs {
+		msgs[i] = event.Message{ID: fmt.Sprintf("e%d", i), Subject: "payments.src.payment", Body: body}
+	}
+	commit(t, b, "src", state.Batch{Now: t0, Messages: msgs})
+	_, seqs := pendingIDs(t, b)
+	acks := make([]state.Ack, len(seqs))
+	for i, seq := range seqs {
+		acks[i] = state.Ack{Seq: seq, At: t0.Add(time.Duration(i) * time.Second), StreamSeq: uint64(100 + i)}
+	}
+	r, err := b.Ack(t.Context(), acks[:4], 0)
+	must(t, err, "Ack without a limit")
+	if r.Capped != 0 || r.Bytes <= 0 {
+		t.Fatalf("Ack without a limit = %+v", r)
+	}
+	each := r.Bytes / 4
+	if each >= int64(len(body)) {
+		t.Errorf("a retained entry takes %d bytes for a body of %d: not compressed", each, len(body))
+	}
+	got := retained(t, b, 0, 10)
+	for i, e := range got {
+		if e.Msg.ID != msgs[i].ID || e.Msg.Subject != msgs[i].Subject || !bytes.Equal(e.Msg.Body, body) || e.StreamSeq != uint64(100+i) {
+			t.Fatalf("retained entry %d = %+v, want message %+v", i, e, msgs[i])
+		}
+	}
+
+	// A limit of about 5 entries after 10 acknowledgements keeps the 5 newest.
+	r, err = b.Ack(t.Context(), acks[4:], 5*each+each/2)
+	must(t, err, "Ack with a limit")
+	if r.Capped != 5 || r.Bytes > 5*each+each/2 {
+		t.Errorf("Ack with a limit = %+v, want 5 capped and at most %d bytes", r, 5*each+each/2)
+	}
+	got = retained(t, b, 0, 20)
+	if len(got) != 5 || got[0].Msg.ID != "e5" || got[4].Msg.ID != "e9" {
+		t.Errorf("retained after the limit = %d entries from %v, want e5..e9", len(got), ackedIDs(got))
+	}
+	if n, err := b.RetainedBytes(t.Context()); err != nil || n != r.Bytes {
+		t.Errorf("RetainedBytes = %d, %v, want %d", n, err, r.Bytes)
+	}
+
+	// Delete and Prune keep the size; a limit above it deletes nothing.
+	deleteSeqs(t, b, seqs[5])
+	prune(t, b, acks[7].At)
+	r, err = b.Ack(t.Context(), nil, 1<<20)
+	must(t, err, "Ack of nothing")
+	if r.Capped != 0 || r.Bytes < 3*each-8 || r.Bytes > 3*each+8 {
+		t.Errorf("after deleting e5 and pruning e6: %+v, want about %d bytes (3 entries)", r, 3*each)
+	}
+	prune(t, b, t0.Add(time.Hour))
+	if n, err := b.RetainedBytes(t.Context()); err != nil || n != 0 {
+		t.Errorf("RetainedBytes after pruning all = %d, %v, want 0", n, err)
+	}
+}
+
+func ackedIDs(es []state.AckedEntry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.Msg.ID
+	}
+	return out
 }
