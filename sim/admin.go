@@ -106,13 +106,8 @@ func (s *Sim) adminForce(w http.ResponseWriter, r *http.Request) {
 	e := s.liveEnv(p)
 	e.change(seq, at, func(it *item) {
 		it.status = uint8(status)
-		if p.id == ProviderCPN {
-			if it.status != cpnCreated {
-				it.flags &^= cpnInManualReview // the addendum only exists while CREATED
-			}
-			if it.status == cpnFailed && it.fail == 0 {
-				it.fail = failCancelled
-			}
+		if f, ok := p.m.(statusForcer); ok {
+			f.forced(it)
 		}
 	})
 	s.schedule(p, seq, at, e.after(at, 1))
@@ -172,4 +167,11 @@ func (s *Sim) adminTruth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	_, _ = w.Write(buf.Bytes())
+}
+
+// statusForcer is implemented by machines whose items need more than the new status
+// when one is forced through the admin API.
+type statusForcer interface {
+	// forced makes it consistent with the status just forced on it.
+	forced(it *item)
 }

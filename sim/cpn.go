@@ -442,3 +442,14 @@ func cpnEndpoint(p *prov) circleEndpoint {
 		},
 	}
 }
+
+// forced clears what a forced status leaves inconsistent: the manual-review addendum
+// only exists while CREATED, and a FAILED payment has a failure reason.
+func (cpnMachine) forced(it *item) {
+	if it.status != cpnCreated {
+		it.flags &^= cpnInManualReview
+	}
+	if it.status == cpnFailed && it.fail == 0 {
+		it.fail = failCancelled
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -45,8 +46,11 @@ type prov struct {
 	lastCreated int64
 	itemID      func(seq int) string
 	decodeID    func(id string) (uint64, bool)
-	kidCodec    uuidCodec
-	api         interface{ routes(*http.ServeMux) }
+	// nestedID, when set, is the id of a nested object as the provider shows it, in
+	// place of the kidID uuid.
+	nestedID func(seq, idx int) string
+	kidCodec uuidCodec
+	api      interface{ routes(*http.ServeMux) }
 	// render is the item as the provider's API shows it; the caller holds s.mu.
 	render func(seq int) any
 	faults faultState
@@ -61,31 +65,7 @@ func newProv(s *Sim, idx int, id string) *prov {
 	p.decodeID = uc.decode
 	p.kidCodec = uuidCodec{key: mix64(key ^ 0x6b1d), check: mix64(key ^ 0x6b1e)}
 	p.faults.rng = rand.New(rand.NewPCG(s.seed, 0xfa17+uint64(idx)))
-	switch id {
-	case ProviderCPN:
-		p.m, p.precision = cpnMachine{}, 1000
-		p.render = func(seq int) any { return renderCPN(p, seq) }
-		p.api = newCircleAPI(p, cpnEndpoint(p))
-	case ProviderRamp:
-		p.m, p.precision = rampMachine{}, 1000
-		p.render = func(seq int) any { return renderRamp(p, seq) }
-		p.api = newCircleAPI(p, rampEndpoint(p))
-	case ProviderSettlements:
-		p.m = settlementMachine{}
-		p.render = func(seq int) any { return renderSettlement(p, seq) }
-		p.api = newCircleAPI(p, settlementEndpoint(p))
-	case ProviderStripe:
-		p.m, p.precision = stripeMachine{}, 1000
-		p.render = func(seq int) any { return renderOnramp(p, seq) }
-		sc := newStripeCodec(key)
-		p.itemID = func(seq int) string { return sc.encode("cos_", uint64(seq)) }
-		p.decodeID = func(id string) (uint64, bool) { return sc.decode("cos_", id) }
-		p.api = &stripeAPI{p: p}
-	case ProviderCoindirect:
-		p.m = coindirectMachine{}
-		p.render = func(seq int) any { return renderCoindirect(p, seq) }
-		p.api = &coindirectAPI{p: p}
-	}
+	simulatedProviders[idx].setup(p, key)
 	return p
 }
 
@@ -272,8 +252,8 @@ func (e *env) addKid(seq int, at int64, kind, status uint8, amount uint16) int {
 
 // kidID is a nested object's id as its provider shows it.
 func (e *env) kidID(seq, i int) string {
-	if e.p.id == ProviderCoindirect {
-		return coindirectTxHash(e.p, seq, i)
+	if e.p.nestedID != nil {
+		return e.p.nestedID(seq, i)
 	}
 	return e.p.kidID(seq, i)
 }
@@ -422,19 +402,10 @@ func (s *Sim) buildHistory(p *prov) {
 	}
 }
 
-// finalStatuses are the top-level raw statuses after which an item's own status no
-// longer changes, across the simulated providers.
-var finalStatuses = map[string]bool{
-	"COMPLETED": true, "FAILED": true, "EXPIRED": true, // Circle CPN, ramp
-	"COMPLETE": true, "UNDERPAID": true, "CANCELLED": true, // Coindirect
-	"settled":  true,                               // Circle settlements
-	"rejected": true, "fulfillment_complete": true, // Stripe onramp
-	"SUCCEEDED": true, "DECLINED": true, // Circle ramp under Quirks.UnknownStatuses
-}
-
-// finalStatus reports whether item seq of p has a final top-level status.
+// finalStatus reports whether item seq of p has a final top-level status (one of its
+// registration's final statuses).
 func finalStatus(p *prov, seq int) bool {
-	return finalStatuses[p.m.statuses()[p.st.items[seq].status]]
+	return slices.Contains(simulatedProviders[p.idx].final, p.m.statuses()[p.st.items[seq].status])
 }
 
 // requestIDs numbers requests for the providers' request-id headers.

@@ -150,7 +150,11 @@ const (
 
 // ProviderIDs returns the ids of the simulated providers, in a fixed order.
 func ProviderIDs() []string {
-	return []string{ProviderCPN, ProviderRamp, ProviderSettlements, ProviderStripe, ProviderCoindirect}
+	ids := make([]string, len(simulatedProviders))
+	for i, sp := range simulatedProviders {
+		ids[i] = sp.id
+	}
+	return ids
 }
 
 // Well-known demo credentials, used for every Credentials field left empty. They are
@@ -289,7 +293,7 @@ type Sim struct {
 	mu     sync.RWMutex // guards provs' stores, the heap and rng
 	provs  []*prov
 	byID   map[string]*prov
-	byIdx  [5]*prov // by position in ProviderIDs; events name providers this way
+	byIdx  []*prov // by position in ProviderIDs; events name providers this way
 	heap   eventHeap
 	rng    *rand.Rand
 	delays Delays
@@ -336,6 +340,7 @@ func New(cfg Config) (*Sim, error) {
 	s.rng = rand.New(rand.NewPCG(s.seed, 0x5eed))
 	s.start = s.now().UnixMilli()
 	s.byID = map[string]*prov{}
+	s.byIdx = make([]*prov, len(simulatedProviders))
 	for i, id := range ProviderIDs() {
 		if cfg.Providers != nil && !slices.Contains(cfg.Providers, id) {
 			continue

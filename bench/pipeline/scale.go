@@ -79,20 +79,8 @@ func (s Scale) IdleWall() time.Duration {
 	return s.Idle.Wall / time.Duration(s.IdleCycles)
 }
 
-// scaleSource is how one simulated provider is configured.
-type scaleSource struct {
-	name, provider string
-	keys           map[string]string
-}
-
-var scaleSources = []scaleSource{
-	{"cpn", sim.ProviderCPN, map[string]string{"api_key": sim.DefaultCircleCPNKey}},
-	{"ramp", sim.ProviderRamp, map[string]string{"api_key": sim.DefaultCircleRampKey}},
-	{"settlements", sim.ProviderSettlements, map[string]string{"api_key": sim.DefaultCircleSettlementsKey}},
-	{"onramp", sim.ProviderStripe, map[string]string{"api_key": sim.DefaultStripeSecretKey, "stripe_version": sim.DefaultStripeVersion}},
-	{"coindirect", sim.ProviderCoindirect, map[string]string{
-		"hawk_id": sim.DefaultCoindirectHawkID, "hawk_key": sim.DefaultCoindirectHawkKey, "merchant_id": sim.DefaultCoindirectMerchantID}},
-}
+// scaleSources are the simulated providers as sources, with the default credentials.
+var scaleSources = sim.Sources()
 
 // Scale run settings: a history of a million items spans a little less than the
 // lookback and open_max_age, so that no open item is stalled; open_refresh is long enough that no
@@ -123,15 +111,11 @@ func scaleConfig(statePath, baseURL string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state:\n  path: %q\nhttp:\n  listen: \"\"\nsources:\n", statePath)
 	for _, s := range scaleSources {
-		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.name, s.provider, baseURL)
+		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.Name, s.Provider, baseURL)
 		fmt.Fprintf(&b, "    interval: %s\n    open_refresh: %s\n    lookback: %s\n    open_max_age: %s\n    settle_window: 0s\n",
 			scaleInterval, scaleOpenRefresh, scaleLookback, scaleLookback)
-		fmt.Fprintf(&b, "    rate_limit: 100000\n    baseline: silent\n    page_size: %d\n", poller.Providers[s.provider].MaxPageSize)
-		for _, k := range []string{"api_key", "stripe_version", "hawk_id", "hawk_key", "merchant_id"} {
-			if v, ok := s.keys[k]; ok {
-				fmt.Fprintf(&b, "    %s: %q\n", k, v)
-			}
-		}
+		fmt.Fprintf(&b, "    rate_limit: 100000\n    baseline: silent\n    page_size: %d\n", poller.Providers[s.Provider].MaxPageSize)
+		b.WriteString(s.KeyLines("    "))
 	}
 	return []byte(b.String())
 }

@@ -89,20 +89,9 @@ func defaultOptions() options {
 // simTick is the simulators' step period.
 const simTick = 50 * time.Millisecond
 
-// benchSource is how one simulated provider is configured, as the demo does.
-type benchSource struct {
-	name, provider string
-	keys           map[string]string
-}
-
-var benchSources = []benchSource{
-	{"cpn", sim.ProviderCPN, map[string]string{"api_key": sim.DefaultCircleCPNKey}},
-	{"ramp", sim.ProviderRamp, map[string]string{"api_key": sim.DefaultCircleRampKey}},
-	{"settlements", sim.ProviderSettlements, map[string]string{"api_key": sim.DefaultCircleSettlementsKey}},
-	{"onramp", sim.ProviderStripe, map[string]string{"api_key": sim.DefaultStripeSecretKey, "stripe_version": sim.DefaultStripeVersion}},
-	{"coindirect", sim.ProviderCoindirect, map[string]string{
-		"hawk_id": sim.DefaultCoindirectHawkID, "hawk_key": sim.DefaultCoindirectHawkKey, "merchant_id": sim.DefaultCoindirectMerchantID}},
-}
+// benchSources are the simulated providers as sources, with the default credentials,
+// as the demo configures them.
+var benchSources = sim.Sources()
 
 // watcherConfig renders the configuration of every source against the simulator at
 // baseURL.
@@ -110,15 +99,11 @@ func watcherConfig(o options, statePath, baseURL string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state:\n  path: %q\nhttp:\n  listen: \"\"\nsources:\n", statePath)
 	for _, s := range benchSources {
-		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.name, s.provider, baseURL)
+		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.Name, s.Provider, baseURL)
 		fmt.Fprintf(&b, "    interval: %s\n    open_refresh: %s\n    lookback: %s\n    open_max_age: %s\n",
 			o.Interval, o.OpenRefresh, o.Lookback, o.OpenMaxAge)
-		fmt.Fprintf(&b, "    rate_limit: %g\n    baseline: silent\n    page_size: %d\n", o.RateLimit, poller.Providers[s.provider].MaxPageSize)
-		for _, k := range []string{"api_key", "stripe_version", "hawk_id", "hawk_key", "merchant_id"} {
-			if v, ok := s.keys[k]; ok {
-				fmt.Fprintf(&b, "    %s: %q\n", k, v)
-			}
-		}
+		fmt.Fprintf(&b, "    rate_limit: %g\n    baseline: silent\n    page_size: %d\n", o.RateLimit, poller.Providers[s.Provider].MaxPageSize)
+		b.WriteString(s.KeyLines("    "))
 	}
 	return []byte(b.String())
 }

@@ -225,13 +225,13 @@ func (s countingStore) Commit(ctx context.Context, source string, b state.Batch)
 
 // listPaths are the simulated list endpoints by provider; every other path of a
 // provider reads one item.
-var listPaths = map[string]string{
-	"/v1/cpn/payments":                sim.ProviderCPN,
-	"/v1/w3s/ramp/sessions":           sim.ProviderRamp,
-	"/v1/exchange/trades/settlements": sim.ProviderSettlements,
-	"/v1/crypto/onramp_sessions":      sim.ProviderStripe,
-	"/api/v1/pay/summary":             sim.ProviderCoindirect,
-}
+var listPaths = func() map[string]string {
+	paths := map[string]string{}
+	for _, s := range sim.Sources() {
+		paths[s.ListPath] = s.Provider
+	}
+	return paths
+}()
 
 // countRequests counts, on the provider's side, the list and single-item requests that
 // reach h, by provider.

@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,20 +25,21 @@ import (
 	"github.com/payments-watcher/watcher/sim"
 )
 
-// demoSource is how the demo configures one simulated provider.
+// demoSource is how the demo configures one simulated provider: its source name,
+// provider id and provider keys.
 type demoSource struct {
 	name, provider string
 	keys           map[string]string
 }
 
-var demoSources = []demoSource{
-	{"cpn", sim.ProviderCPN, map[string]string{"api_key": sim.DefaultCircleCPNKey}},
-	{"ramp", sim.ProviderRamp, map[string]string{"api_key": sim.DefaultCircleRampKey}},
-	{"settlements", sim.ProviderSettlements, map[string]string{"api_key": sim.DefaultCircleSettlementsKey}},
-	{"onramp", sim.ProviderStripe, map[string]string{"api_key": sim.DefaultStripeSecretKey, "stripe_version": sim.DefaultStripeVersion}},
-	{"coindirect", sim.ProviderCoindirect, map[string]string{
-		"hawk_id": sim.DefaultCoindirectHawkID, "hawk_key": sim.DefaultCoindirectHawkKey, "merchant_id": sim.DefaultCoindirectMerchantID}},
-}
+// demoSources are the simulator's sources (sim.Sources), with its default credentials.
+var demoSources = func() []demoSource {
+	var out []demoSource
+	for _, s := range sim.Sources() {
+		out = append(out, demoSource{s.Name, s.Provider, s.Keys})
+	}
+	return out
+}()
 
 // demoConfig renders the configuration of a demo: every simulated provider that has
 // an adapter, polled fast, publishing first sights so that every kind shows at once.
@@ -45,6 +48,7 @@ func demoConfig(dataDir, natsURL, simURL, httpListen string) ([]byte, []string) 
 	fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dataDir, "watcher.db"))
 	fmt.Fprintf(&b, "nats:\n  url: %q\n", natsURL)
 	fmt.Fprintf(&b, "http:\n  listen: %q\n", httpListen)
+	b.WriteString("admin:\n  listen: \"\"\n") // the demo's state is thrown away: nothing to inspect
 	b.WriteString("sources:\n")
 	var names []string
 	for _, s := range demoSources {
@@ -54,10 +58,8 @@ func demoConfig(dataDir, natsURL, simURL, httpListen string) ([]byte, []string) 
 		names = append(names, s.name)
 		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.name, s.provider, simURL)
 		fmt.Fprintf(&b, "    interval: 2s\n    open_refresh: 2s\n    rate_limit: 20\n    baseline: emit\n")
-		for _, k := range []string{"api_key", "stripe_version", "hawk_id", "hawk_key", "merchant_id"} {
-			if v, ok := s.keys[k]; ok {
-				fmt.Fprintf(&b, "    %s: %q\n", k, v)
-			}
+		for _, k := range slices.Sorted(maps.Keys(s.keys)) {
+			fmt.Fprintf(&b, "    %s: %q\n", k, s.keys[k])
 		}
 	}
 	return []byte(b.String()), names
