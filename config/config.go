@@ -189,7 +189,7 @@ var sourceName = regexp.MustCompile(`^[a-z0-9_-]+$`)
 // *_file secrets; both are parameters so that tests need no process state.
 func Parse(data []byte, env func(string) (string, bool), readFile func(string) ([]byte, error)) (*Config, error) {
 	var raw rawFile
-	unset, err := decodeStrict(data, &raw, env)
+	unset, err := decodeStrict(data, &raw, env, acceptProviderKey)
 	if err != nil {
 		return nil, err
 	}
@@ -351,15 +351,9 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 		BaseURL:          strings.TrimRight(or(rs.BaseURL, p.DefaultBaseURL), "/"),
 		PageSize:         rs.PageSize,
 		TerminalStatuses: rs.TerminalStatuses,
-		StripeVersion:    rs.StripeVersion,
-		HawkID:           rs.HawkID,
-		MerchantID:       rs.MerchantID,
-		SignQuery:        rs.SignQuery == nil || *rs.SignQuery,
-		FromDateFormat:   rs.FromDateFormat,
 	}
-	st.APIKey = v.secret(key+".api_key", rs.APIKey, rs.APIKeyFile)
-	st.HawkKey = v.secret(key+".hawk_key", rs.HawkKey, rs.HawkKeyFile)
 	if known {
+		st.Values = v.providerValues(key, rs, p)
 		if st.PageSize == 0 {
 			st.PageSize = p.DefaultPageSize
 		}
@@ -378,11 +372,7 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 		if len(st.TerminalStatuses) > 0 && !p.TerminalOverride {
 			v.addf(key+".terminal_statuses", "%s statuses are documented; terminal_statuses applies only to providers whose statuses are not", rs.Provider)
 		}
-		for _, c := range p.Credentials {
-			if credential(st, c) == "" && !v.has(key+"."+c) {
-				v.addf(key+"."+c, "is required for %s (or %s_file)", rs.Provider, c)
-			}
-		}
+		v.requireCredentials(key, rs.Provider, p, st.Values)
 		if len(v.errs) == before {
 			// The adapter checks what is specific to it; its message names the key.
 			if _, err := p.New(st, &provider.Client{}); err != nil {
@@ -405,20 +395,6 @@ func openStateNames() []string {
 		out[i] = string(s)
 	}
 	return out
-}
-
-func credential(s provider.Settings, key string) string {
-	switch key {
-	case "api_key":
-		return s.APIKey
-	case "hawk_id":
-		return s.HawkID
-	case "hawk_key":
-		return s.HawkKey
-	case "merchant_id":
-		return s.MerchantID
-	}
-	return ""
 }
 
 type validator struct {

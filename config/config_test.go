@@ -45,11 +45,11 @@ func TestValid(t *testing.T) {
 		t.Fatalf("%d sources", len(cfg.Sources))
 	}
 	a, b := cfg.Sources[0], cfg.Sources[1]
-	if a.Settings.APIKey != "TEST_API_KEY:abc:def" || a.Settings.BaseURL != "https://api.circle.com" || a.Interval != 15*time.Second || a.Kind != "payment" {
+	if a.Settings.Value("api_key") != "TEST_API_KEY:abc:def" || a.Settings.BaseURL != "https://api.circle.com" || a.Interval != 15*time.Second || a.Kind != "payment" {
 		t.Errorf("source 0 = %+v", a)
 	}
-	if b.Settings.APIKey != "s3cr3t-from-file" {
-		t.Errorf("api_key_file gave %q", b.Settings.APIKey)
+	if b.Settings.Value("api_key") != "s3cr3t-from-file" {
+		t.Errorf("api_key_file gave %q", b.Settings.Value("api_key"))
 	}
 	if b.Settings.PageSize != 120 || b.Baseline != "emit" || b.Interval != 15*time.Second || b.Lookback != 720*time.Hour ||
 		b.SettleWindow != 24*time.Hour || b.RateLimit != 5 || b.Settings.BaseURL != "https://api.circle.com" {
@@ -172,7 +172,7 @@ func TestDollarEscapeAndEmptyFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k := cfg.Sources[0].Settings.APIKey; k != "pa$word!" {
+	if k := cfg.Sources[0].Settings.Value("api_key"); k != "pa$word!" {
 		t.Fatalf("api_key = %q", k)
 	}
 	if _, err := Parse([]byte("# nothing\n"), testEnv(nil), readTestdata); err == nil || !strings.Contains(err.Error(), "empty") {

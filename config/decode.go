@@ -69,13 +69,14 @@ type rawAdmin struct {
 	TokenFile string  `yaml:"token_file"`
 }
 
+// rawSource is one source as written: the keys every source has, and in Own the
+// provider's own keys (provider.Provider.Keys), which Parse checks and decodes once
+// it knows the provider.
 type rawSource struct {
 	Name               string            `yaml:"name"`
 	Provider           string            `yaml:"provider"`
 	BaseURL            string            `yaml:"base_url"`
 	CAFile             string            `yaml:"ca_file"`
-	APIKey             string            `yaml:"api_key"`
-	APIKeyFile         string            `yaml:"api_key_file"`
 	Interval           string            `yaml:"interval"`
 	PageSize           int               `yaml:"page_size"`
 	DiscoveryOverlap   string            `yaml:"discovery_overlap"`
@@ -89,27 +90,24 @@ type rawSource struct {
 	RequestTimeout     string            `yaml:"request_timeout"`
 	MaxPages           int               `yaml:"max_pages"`
 	TerminalStatuses   []string          `yaml:"terminal_statuses"`
-	StripeVersion      string            `yaml:"stripe_version"`
-	HawkID             string            `yaml:"hawk_id"`
-	HawkKey            string            `yaml:"hawk_key"`
-	HawkKeyFile        string            `yaml:"hawk_key_file"`
-	MerchantID         string            `yaml:"merchant_id"`
-	SignQuery          *bool             `yaml:"sign_query"`
-	FromDateFormat     string            `yaml:"from_date_format"`
+	// Own holds every other key of the source, each a single value (the walker
+	// checks that, and expands its ${VAR}s).
+	Own map[string]yaml.Node `yaml:",inline"`
 }
 
 var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // decodeStrict parses data into out: ${VAR} references in scalar values are expanded
 // ("$$" is a literal "$"), keys out does not declare are errors, and every error names
-// the key path.
+// the key path. A struct with a ",inline" map field declares the keys accept accepts
+// besides its own fields: accept is given the mapping and the key.
 //
 // A ${VAR} that is not set does not stop the decoding: it expands to "" and its key
 // path is returned in unset, with an error naming the variable, so that the caller can
 // report it beside the problems it finds in the rest of the file. err holds every
 // other problem of the file, and the unset variables with them; out is complete only
 // when err is nil.
-func decodeStrict(data []byte, out any, env func(string) (string, bool)) (unset unsetVars, err error) {
+func decodeStrict(data []byte, out any, env func(string) (string, bool), accept func(m *yaml.Node, key string) bool) (unset unsetVars, err error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return unsetVars{}, fmt.Errorf("not valid YAML: %w", err)
@@ -117,7 +115,7 @@ func decodeStrict(data []byte, out any, env func(string) (string, bool)) (unset 
 	if len(doc.Content) == 0 {
 		return unsetVars{}, errors.New("the file is empty")
 	}
-	w := &walker{env: env, lines: map[int]string{}, expanded: map[*yaml.Node]bool{}}
+	w := &walker{env: env, accept: accept, lines: map[int]string{}, expanded: map[*yaml.Node]bool{}}
 	w.walk(doc.Content[0], reflect.TypeOf(out).Elem(), "")
 	if len(w.errs) > len(w.unset.errs) {
 		return unsetVars{}, capErrors(w.errs)
@@ -174,9 +172,10 @@ func capErrors(errs []error) error {
 }
 
 type walker struct {
-	env   func(string) (string, bool)
-	errs  []error
-	lines map[int]string // line -> key path of the value on it, for decode errors
+	env    func(string) (string, bool)
+	accept func(m *yaml.Node, key string) bool // see decodeStrict
+	errs   []error
+	lines  map[int]string // line -> key path of the value on it, for decode errors
 	// expanded holds the scalars already expanded: an alias visits its anchor's node
 	// again, which must not expand a second time ("$${X}" would become X's value).
 	expanded map[*yaml.Node]bool
@@ -225,11 +224,14 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 					continue
 				}
 				f, ok := fields[k.Value]
-				if !ok {
+				switch {
+				case ok:
+					w.walk(val, f, child)
+				case hasInlineMap(t) && w.accept(n, k.Value):
+					w.walk(val, reflect.TypeFor[any](), child)
+				default:
 					w.errs = append(w.errs, fmt.Errorf("%s: unknown key (line %d)", child, k.Line))
-					continue
 				}
-				w.walk(val, f, child)
 			}
 		case reflect.Map:
 			lines := map[string]int{}
@@ -316,6 +318,22 @@ func (w *walker) locate(msg string) error {
 	return fmt.Errorf("line %d: %s", line, readableType(detail))
 }
 
+// valueError rewrites the message of an error decoding the value at path ("line N:
+// cannot unmarshal …") to start with path, as locate does.
+func valueError(path string, err error) error {
+	msg := err.Error()
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	m := lineRef.FindStringSubmatch(msg)
+	if m == nil {
+		return fmt.Errorf("%s: %s", path, msg)
+	}
+	detail := strings.Replace(m[2], "cannot unmarshal ", "", 1)
+	return fmt.Errorf("%s: %s (line %s)", path, readableType(detail), m[1])
+}
+
 var typeRef = regexp.MustCompile(`!!(\w+) ` + "`" + `([^` + "`" + `]*)` + "`" + ` into (\S+)`)
 
 func readableType(s string) string {
@@ -337,6 +355,18 @@ func readableType(s string) string {
 		want = "a " + want
 	}
 	return fmt.Sprintf("%q is not %s", m[2], want)
+}
+
+// hasInlineMap reports whether struct type t collects its undeclared keys in a map
+// field tagged ",inline".
+func hasInlineMap(t reflect.Type) bool {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == "" && opts == "inline" && f.Type.Kind() == reflect.Map {
+			return true
+		}
+	}
+	return false
 }
 
 func yamlFields(t reflect.Type) map[string]reflect.Type {

@@ -98,8 +98,8 @@ func TestParseEdgeCases(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range cfg.Sources {
-		if s.Settings.APIKey != "p${X}" {
-			t.Errorf("source %s: api_key %q, want p${X}", s.Name, s.Settings.APIKey)
+		if s.Settings.Value("api_key") != "p${X}" {
+			t.Errorf("source %s: api_key %q, want p${X}", s.Name, s.Settings.Value("api_key"))
 		}
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,7 +56,6 @@ func (c *Config) Effective() ([]byte, error) {
 		Provider           string            `yaml:"provider"`
 		BaseURL            string            `yaml:"base_url"`
 		CAFile             string            `yaml:"ca_file,omitempty"`
-		APIKey             string            `yaml:"api_key,omitempty"`
 		Interval           string            `yaml:"interval"`
 		PageSize           int               `yaml:"page_size"`
 		DiscoveryOverlap   string            `yaml:"discovery_overlap"`
@@ -69,12 +69,6 @@ func (c *Config) Effective() ([]byte, error) {
 		RequestTimeout     string            `yaml:"request_timeout"`
 		MaxPages           int               `yaml:"max_pages"`
 		TerminalStatuses   []string          `yaml:"terminal_statuses,omitempty"`
-		StripeVersion      string            `yaml:"stripe_version,omitempty"`
-		HawkID             string            `yaml:"hawk_id,omitempty"`
-		HawkKey            string            `yaml:"hawk_key,omitempty"`
-		MerchantID         string            `yaml:"merchant_id,omitempty"`
-		SignQuery          *bool             `yaml:"sign_query,omitempty"`
-		FromDateFormat     string            `yaml:"from_date_format,omitempty"`
 	}
 	out := struct {
 		State struct {
@@ -89,7 +83,7 @@ func (c *Config) Effective() ([]byte, error) {
 			Listen string `yaml:"listen"`
 			Token  string `yaml:"token,omitempty"`
 		} `yaml:"admin"`
-		Sources []sourceOut `yaml:"sources"`
+		Sources []*yaml.Node `yaml:"sources"`
 	}{}
 	out.State.Backend, out.State.Path = c.State.Backend, c.State.Path
 	n := c.NATS
@@ -109,12 +103,11 @@ func (c *Config) Effective() ([]byte, error) {
 	out.Admin.Listen, out.Admin.Token = c.Admin.Listen, secret(c.Admin.Token)
 	for _, s := range c.Sources {
 		so := sourceOut{
-			Name: s.Name, Provider: s.Config.Provider, BaseURL: s.Settings.BaseURL, CAFile: s.CAFile, APIKey: secret(s.Settings.APIKey),
+			Name: s.Name, Provider: s.Config.Provider, BaseURL: s.Settings.BaseURL, CAFile: s.CAFile,
 			Interval: dur(s.Interval), PageSize: s.Settings.PageSize, DiscoveryOverlap: dur(s.DiscoveryOverlap),
 			Lookback: dur(s.Lookback), OpenRefresh: dur(s.OpenRefresh), RateLimit: s.RateLimit, Baseline: s.Baseline,
 			OpenMaxAge: dur(s.OpenMaxAge), SettleWindow: dur(s.SettleWindow), RequestTimeout: dur(s.RequestTimeout),
-			MaxPages: s.MaxPages, TerminalStatuses: s.Settings.TerminalStatuses, StripeVersion: s.Settings.StripeVersion,
-			HawkID: s.Settings.HawkID, HawkKey: secret(s.Settings.HawkKey), MerchantID: s.Settings.MerchantID,
+			MaxPages: s.MaxPages, TerminalStatuses: s.Settings.TerminalStatuses,
 		}
 		if len(s.OpenRefreshByState) > 0 {
 			so.OpenRefreshByState = map[string]string{}
@@ -122,14 +115,58 @@ func (c *Config) Effective() ([]byte, error) {
 				so.OpenRefreshByState[string(st)] = dur(d)
 			}
 		}
-		if s.Config.Provider == "coindirect_payments" {
-			sq := s.Settings.SignQuery
-			so.SignQuery = &sq
-			so.FromDateFormat = s.Settings.FromDateFormat
+		n, err := withProviderKeys(so, s, secret)
+		if err != nil {
+			return nil, err
 		}
-		out.Sources = append(out.Sources, so)
+		out.Sources = append(out.Sources, n)
 	}
 	return yaml.Marshal(&out)
+}
+
+// withProviderKeys renders so, a source's shared keys, as a mapping with the
+// provider's keys of s added: its Early keys after ca_file (or base_url), the others
+// at the end, each in declaration order; a key without a value is left out, a Secret
+// one is passed through redact.
+func withProviderKeys(so any, s Source, redact func(string) string) (*yaml.Node, error) {
+	var n yaml.Node
+	if err := n.Encode(so); err != nil {
+		return nil, err
+	}
+	var early, late []*yaml.Node
+	for _, k := range s.Provider.Keys {
+		val := s.Settings.Value(k.Name)
+		if val == "" {
+			continue
+		}
+		var v any = val
+		switch {
+		case k.Secret:
+			v = redact(val)
+		case k.Bool:
+			v = val == "true"
+		}
+		var kn, vn yaml.Node
+		if err := kn.Encode(k.Name); err != nil {
+			return nil, err
+		}
+		if err := vn.Encode(v); err != nil {
+			return nil, err
+		}
+		if k.Early {
+			early = append(early, &kn, &vn)
+		} else {
+			late = append(late, &kn, &vn)
+		}
+	}
+	at := 0 // after the key/value pair of ca_file, else of base_url
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i].Value; k == "base_url" || k == "ca_file" {
+			at = i + 2
+		}
+	}
+	n.Content = append(slices.Insert(n.Content, at, early...), late...)
+	return &n, nil
 }
 
 // redactURLs hides the passwords of a comma-separated list of server URLs.

@@ -195,7 +195,7 @@ func TestLoadWarnsOfReadableSecretFiles(t *testing.T) {
 	if strings.Join(cfg.Warnings, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(cfg.Warnings, "\n"), strings.Join(want, "\n"))
 	}
-	if cfg.Sources[0].Settings.APIKey != "s3cr3t" {
+	if cfg.Sources[0].Settings.Value("api_key") != "s3cr3t" {
 		t.Fatal("a readable secret file must still be used")
 	}
 }

@@ -68,7 +68,7 @@ func TestSystemdCredentials(t *testing.T) {
 	}
 	cfg := parseConfig(t, "watcher.example.yaml", data, map[string]string{"CREDENTIALS_DIRECTORY": "/run/credentials/watcher.service"})
 	for _, s := range cfg.Sources {
-		if !strings.HasPrefix(s.Settings.APIKey, "placeholder-secret-") && s.Settings.APIKey != "" {
+		if !strings.HasPrefix(s.Settings.Value("api_key"), "placeholder-secret-") && s.Settings.Value("api_key") != "" {
 			t.Errorf("source %s: api key not read from a file", s.Name)
 		}
 	}

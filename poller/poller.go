@@ -221,7 +221,7 @@ func (p *Poller) Run(ctx context.Context) error {
 // failures are logged at WARN every time and forget the cause, so a recurrence is
 // logged again. Metrics and /readyz report every failed cycle regardless.
 func (p *Poller) logFailure(err error) {
-	msg, cause := advise(err, p.cfg.Provider, Providers[p.cfg.Provider].Credentials)
+	msg, cause := advise(err, p.cfg.Provider, Providers[p.cfg.Provider].Credentials())
 	switch {
 	case cause == "":
 		p.failureCause = ""

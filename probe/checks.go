@@ -59,11 +59,11 @@ func (s *session) refusal(h hook, se *provider.StatusError, err error) string {
 	var d string
 	switch se.Code {
 	case http.StatusUnauthorized:
-		keys := slices.DeleteFunc(slices.Clone(s.t.Provider.Credentials), func(k string) bool { return k == accountSelector })
+		keys := slices.DeleteFunc(slices.Clone(s.t.Provider.Credentials()), func(k string) bool { return k == accountSelector })
 		d = fmt.Sprintf("the provider refused the credentials (check %s): %v", strings.Join(keys, ", "), err)
 	case http.StatusForbidden:
 		causes := "the key lacks a permission or product access, or this host is not on the account's IP allowlist"
-		if slices.Contains(s.t.Provider.Credentials, accountSelector) {
+		if slices.Contains(s.t.Provider.Credentials(), accountSelector) {
 			causes += ", or " + accountSelector + " is not the merchant of these credentials"
 		}
 		d = fmt.Sprintf("credentials accepted but forbidden (%s): %v", causes, err)

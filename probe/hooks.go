@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,7 +39,7 @@ var hooks = map[string]hook{
 		ClockFail:      5 * time.Minute,
 		ClockNote:      "Coindirect refuses Hawk timestamps more than a minute off its clock",
 		DateGranularity: func(set provider.Settings) time.Duration {
-			if set.FromDateFormat == coindirect.FromDateDay {
+			if set.Value("from_date_format") == coindirect.FromDateDay {
 				return 24 * time.Hour
 			}
 			return time.Second
@@ -57,7 +58,7 @@ var hooks = map[string]hook{
 // goes on with whichever works. A 401 for a stale timestamp comes after the mac was
 // verified, so it shows the configured value works.
 func checkSignQuery(ctx context.Context, s *session) []Check {
-	conf := s.settings.SignQuery
+	conf := signQuery(s.settings)
 	if s.srcErr != nil {
 		return []Check{warn(CheckSignQuery, "skipped: the source cannot be built (see credentials)")}
 	}
@@ -66,7 +67,7 @@ func checkSignQuery(ctx context.Context, s *session) []Check {
 	if s.first.err == nil {
 		if flipped || refused > 0 {
 			// Later sources of the session sign the accepted way from their first request.
-			s.settings.SignQuery = !conf
+			s.settings = withSignQuery(s.settings, !conf)
 			s.credentialsNote = fmt.Sprintf("hawk_id and hawk_key accepted once signed with sign_query %t (see sign_query)", !conf)
 			return []Check{signedOtherWay(conf)}
 		}
@@ -86,12 +87,19 @@ func checkSignQuery(ctx context.Context, s *session) []Check {
 	return []Check{trySignedOtherWay(ctx, s)}
 }
 
+// signQuery returns Coindirect's sign_query setting.
+func signQuery(set provider.Settings) bool { return set.Value("sign_query") != "false" }
+
+// withSignQuery returns a copy of set whose sign_query is on.
+func withSignQuery(set provider.Settings, on bool) provider.Settings {
+	return set.With("sign_query", strconv.FormatBool(on))
+}
+
 // trySignedOtherWay lists the first page again with sign_query flipped, through a
 // second source; when that is accepted the session continues with it.
 func trySignedOtherWay(ctx context.Context, s *session) Check {
-	conf := s.settings.SignQuery
-	other := s.settings
-	other.SignQuery = !conf
+	conf := signQuery(s.settings)
+	other := withSignQuery(s.settings, !conf)
 	src, err := s.newSource(other)
 	if err != nil {
 		return warn(CheckSignQuery, "skipped: %v", err)
@@ -161,8 +169,9 @@ func stripeRefused(set provider.Settings, se *provider.StatusError) string {
 	if se.Code == http.StatusUnauthorized || se.Code == http.StatusTooManyRequests || se.Code >= 500 {
 		return ""
 	}
-	if set.StripeVersion == "" {
+	version := set.Value("stripe_version")
+	if version == "" {
 		return "stripe_version is not set, so Stripe applies the account's default API version; crypto onramp sessions need a version that has them and an account with onramp access"
 	}
-	return fmt.Sprintf("stripe_version is %q: check that Stripe knows this API version and that the account has crypto onramp access", set.StripeVersion)
+	return fmt.Sprintf("stripe_version is %q: check that Stripe knows this API version and that the account has crypto onramp access", version)
 }

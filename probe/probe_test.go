@@ -79,18 +79,11 @@ func newSim(t *testing.T, cfg sim.Config) (*httptest.Server, *counting) {
 // simTarget is the source of provider id on the simulator at baseURL, with the
 // simulator's credentials and pages of 5.
 func simTarget(id, baseURL string) Target {
-	set := provider.Settings{Name: sourceNames[id], BaseURL: baseURL, PageSize: 5, SignQuery: true}
-	switch id {
-	case sim.ProviderCPN:
-		set.APIKey = sim.DefaultCircleCPNKey
-	case sim.ProviderRamp:
-		set.APIKey = sim.DefaultCircleRampKey
-	case sim.ProviderSettlements:
-		set.APIKey = sim.DefaultCircleSettlementsKey
-	case sim.ProviderStripe:
-		set.APIKey, set.StripeVersion = sim.DefaultStripeSecretKey, sim.DefaultStripeVersion
-	case sim.ProviderCoindirect:
-		set.HawkID, set.HawkKey, set.MerchantID = sim.DefaultCoindirectHawkID, sim.DefaultCoindirectHawkKey, sim.DefaultCoindirectMerchantID
+	set := provider.Settings{Name: sourceNames[id], BaseURL: baseURL, PageSize: 5}
+	for _, s := range sim.Sources() {
+		if s.Provider == id {
+			set.Values = s.Keys
+		}
 	}
 	return Target{
 		Name: set.Name, ProviderID: id, Provider: poller.Providers[id], Settings: set,
@@ -153,7 +146,7 @@ func TestProbeWellBehavedSimulator(t *testing.T) {
 func TestProbeWrongCredentials(t *testing.T) {
 	srv, _ := newSim(t, sim.Config{})
 	tg := simTarget(sim.ProviderCPN, srv.URL)
-	tg.Settings.APIKey = "TEST_API_KEY:wrong:key"
+	tg.Settings = tg.Settings.With("api_key", "TEST_API_KEY:wrong:key")
 	r := Run(context.Background(), tg)
 	logReport(t, r)
 	c := checkOf(r, CheckCredentials)
@@ -177,7 +170,7 @@ func TestProbeWrongCredentials(t *testing.T) {
 func TestProbeHawkKeyNeitherSigning(t *testing.T) {
 	srv, _ := newSim(t, sim.Config{})
 	tg := simTarget(sim.ProviderCoindirect, srv.URL)
-	tg.Settings.HawkKey = "not-the-key"
+	tg.Settings = tg.Settings.With("hawk_key", "not-the-key")
 	r := Run(context.Background(), tg)
 	logReport(t, r)
 	if c := checkOf(r, CheckSignQuery); c.Result != Fail || !strings.Contains(c.Detail, "neither") {
@@ -194,7 +187,7 @@ func TestProbeHawkKeyNeitherSigning(t *testing.T) {
 func TestProbeSignQueryNotSigningTheQuery(t *testing.T) {
 	srv, _ := newSim(t, sim.Config{HawkQuery: sim.HawkQueryIncluded})
 	tg := simTarget(sim.ProviderCoindirect, srv.URL)
-	tg.Settings.SignQuery = false
+	tg.Settings = tg.Settings.With("sign_query", "false")
 	r := Run(context.Background(), tg)
 	logReport(t, r)
 	if c := checkOf(r, CheckSignQuery); c.Result != Fail || !strings.Contains(c.Detail, "set sign_query: true") {

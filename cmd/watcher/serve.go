@@ -226,12 +226,9 @@ func secretsOf(cfg *config.Config) *strings.Replacer {
 			pairs = append(pairs, v[i+1:], "["+key+"]")
 		}
 	}
-	for _, s := range cfg.Sources {
-		add("api_key", s.Settings.APIKey)
-		add("hawk_key", s.Settings.HawkKey)
+	for _, s := range cfg.Secrets() {
+		add(s.Key, s.Value)
 	}
-	add("nats.token", cfg.NATS.Token)
-	add("nats.password", cfg.NATS.Password)
 	return strings.NewReplacer(pairs...)
 }
 

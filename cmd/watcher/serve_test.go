@@ -56,7 +56,7 @@ func TestReadiness(t *testing.T) {
 	natsCfg := publish.Config{Stream: "EVENTS", SubjectPrefix: "payments", DuplicateWindow: time.Minute}
 	pub := publish.New(js, store, natsCfg, publish.Options{}, nil)
 
-	src, err := poller.Providers["circle_cpn_payments"].New(provider.Settings{Name: "cpn", BaseURL: prov.URL, APIKey: "k", PageSize: 50}, &provider.Client{})
+	src, err := poller.Providers["circle_cpn_payments"].New(provider.Settings{Name: "cpn", BaseURL: prov.URL, PageSize: 50, Values: map[string]string{"api_key": "k"}}, &provider.Client{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +122,11 @@ func TestReadiness(t *testing.T) {
 func TestSecretsOfRedactsEveryForm(t *testing.T) {
 	cfg := &config.Config{}
 	cfg.NATS.Token, cfg.NATS.Password = "tok-123456789", "pw-123456789"
-	s := config.Source{}
-	s.Settings.APIKey = "TEST_API_KEY:rampid:0123456789abcdef"
-	s.Settings.HawkKey = "hawk-secret-key"
-	cfg.Sources = append(cfg.Sources, s)
+	ramp := config.Source{Provider: poller.Providers["circle_ramp_sessions"]}
+	ramp.Settings = ramp.Settings.With("api_key", "TEST_API_KEY:rampid:0123456789abcdef")
+	cd := config.Source{Provider: poller.Providers["coindirect_payments"]}
+	cd.Settings = cd.Settings.With("hawk_id", "hawk-id").With("hawk_key", "hawk-secret-key")
+	cfg.Sources = append(cfg.Sources, ramp, cd)
 	in := "a TEST_API_KEY:rampid:0123456789abcdef b 0123456789abcdef c hawk-secret-key d tok-123456789 e pw-123456789"
 	want := "a [api_key] b [api_key] c [hawk_key] d [nats.token] e [nats.password]"
 	if got := secretsOf(cfg).Replace(in); got != want {
@@ -136,8 +137,8 @@ func TestSecretsOfRedactsEveryForm(t *testing.T) {
 func TestRedactingHandler(t *testing.T) {
 	var buf bytes.Buffer
 	cfg := &config.Config{}
-	s := config.Source{}
-	s.Settings.APIKey = "TEST_API_KEY:ent:0123456789abcdef"
+	s := config.Source{Provider: poller.Providers["circle_ramp_sessions"]}
+	s.Settings = s.Settings.With("api_key", "TEST_API_KEY:ent:0123456789abcdef")
 	cfg.Sources = append(cfg.Sources, s)
 	log := slog.New(redactingHandler{next: slog.NewTextHandler(&buf, nil), r: secretsOf(cfg)})
 	log = log.With("key", "TEST_API_KEY:ent:0123456789abcdef")

@@ -26,9 +26,7 @@ import (
 func oldestOpen(t *testing.T, s demoSource, baseURL string) diff.Item {
 	t.Helper()
 	p := poller.Providers[s.provider]
-	src, err := p.New(provider.Settings{Name: s.name, BaseURL: baseURL, PageSize: p.MaxPageSize, APIKey: s.keys["api_key"],
-		StripeVersion: s.keys["stripe_version"], HawkID: s.keys["hawk_id"], HawkKey: s.keys["hawk_key"],
-		MerchantID: s.keys["merchant_id"], SignQuery: true}, &provider.Client{})
+	src, err := p.New(provider.Settings{Name: s.name, BaseURL: baseURL, PageSize: p.MaxPageSize, Values: s.keys}, &provider.Client{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,11 +61,15 @@ func (l *lister) anomalies() []provider.Anomaly {
 	return a
 }
 
+// keys are the configuration keys of every Circle provider: the API key, sent as a
+// Bearer token.
+var keys = []provider.Key{{Name: "api_key", Secret: true, Required: true, Early: true}}
+
 // newLister validates the settings Circle adapters share. Every problem is reported,
 // each naming its configuration key; the API key itself never appears in a message.
 func newLister(ep listEndpoint, s provider.Settings, c *provider.Client) (*lister, error) {
 	var errs []error
-	if s.APIKey == "" {
+	if s.Value("api_key") == "" {
 		errs = append(errs, errors.New("api_key: must be set"))
 	}
 	base, err := provider.ParseBaseURL(s.BaseURL)
@@ -81,7 +85,7 @@ func newLister(ep listEndpoint, s provider.Settings, c *provider.Client) (*liste
 	if c == nil {
 		c = &provider.Client{}
 	}
-	return &lister{ep: ep, base: base, apiKey: s.APIKey, pageSize: s.PageSize, client: c, now: time.Now}, nil
+	return &lister{ep: ep, base: base, apiKey: s.Value("api_key"), pageSize: s.PageSize, client: c, now: time.Now}, nil
 }
 
 // page reads one page: the newest one (pinning `to` at now and applying req.From) when

@@ -32,7 +32,7 @@ var CPN = provider.Provider{
 	DefaultBaseURL:  "https://api.circle.com",
 	MaxPageSize:     cpnMaxPageSize,
 	DefaultPageSize: cpnDefaultPageSize,
-	Credentials:     []string{"api_key"},
+	Keys:            keys,
 	New:             NewCPN,
 }
 

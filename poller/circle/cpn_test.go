@@ -79,7 +79,7 @@ func fillCPN(f *circleFake, n int) []string {
 // newTestCPN builds a CPN source on baseURL whose clock reads now.
 func newTestCPN(t *testing.T, baseURL string, pageSize int, now time.Time) *cpnSource {
 	t.Helper()
-	s, err := NewCPN(provider.Settings{Name: "cpn", BaseURL: baseURL, APIKey: testKey, PageSize: pageSize}, &provider.Client{})
+	s, err := NewCPN(provider.Settings{Name: "cpn", BaseURL: baseURL, PageSize: pageSize, Values: map[string]string{"api_key": testKey}}, &provider.Client{})
 	if err != nil {
 		t.Fatalf("NewCPN: %v", err)
 	}
@@ -143,7 +143,7 @@ func cpnContractFake(configure func(*circleFake)) providertest.Fake {
 
 func TestCPNContract(t *testing.T) {
 	newSource := func(baseURL, apiKey string) provider.Source {
-		src, err := NewCPN(provider.Settings{BaseURL: baseURL, APIKey: apiKey, PageSize: 4}, nil)
+		src, err := NewCPN(provider.Settings{BaseURL: baseURL, PageSize: 4, Values: map[string]string{"api_key": apiKey}}, nil)
 		if err != nil {
 			t.Errorf("NewCPN: %v", err)
 			return nil
@@ -163,10 +163,10 @@ func TestCPNContract(t *testing.T) {
 
 func TestCPNProvider(t *testing.T) {
 	if CPN.Kind != "payment" || CPN.DefaultBaseURL != "https://api.circle.com" || CPN.MaxPageSize != 200 ||
-		CPN.DefaultPageSize != 50 || !reflect.DeepEqual(CPN.Credentials, []string{"api_key"}) || CPN.New == nil {
+		CPN.DefaultPageSize != 50 || !reflect.DeepEqual(CPN.Credentials(), []string{"api_key"}) || CPN.New == nil {
 		t.Errorf("CPN = %+v", CPN)
 	}
-	src, err := CPN.New(provider.Settings{BaseURL: CPN.DefaultBaseURL, APIKey: testKey, PageSize: CPN.DefaultPageSize}, nil)
+	src, err := CPN.New(provider.Settings{BaseURL: CPN.DefaultBaseURL, PageSize: CPN.DefaultPageSize, Values: map[string]string{"api_key": testKey}}, nil)
 	if err != nil {
 		t.Fatalf("CPN.New with the defaults: %v", err)
 	}
@@ -708,13 +708,13 @@ func TestCPNErrors(t *testing.T) {
 }
 
 func TestNewCPNValidation(t *testing.T) {
-	ok := provider.Settings{BaseURL: "https://api.circle.com", APIKey: testKey, PageSize: 50}
+	ok := provider.Settings{BaseURL: "https://api.circle.com", PageSize: 50, Values: map[string]string{"api_key": testKey}}
 	for _, tc := range []struct {
 		name   string
 		change func(*provider.Settings)
 		want   []string
 	}{
-		{"no api key", func(s *provider.Settings) { s.APIKey = "" }, []string{"api_key"}},
+		{"no api key", func(s *provider.Settings) { *s = s.With("api_key", "") }, []string{"api_key"}},
 		{"no base url", func(s *provider.Settings) { s.BaseURL = "" }, []string{"base_url"}},
 		{"ftp base url", func(s *provider.Settings) { s.BaseURL = "ftp://api.circle.com" }, []string{"base_url", "ftp://api.circle.com"}},
 		{"relative base url", func(s *provider.Settings) { s.BaseURL = "api.circle.com" }, []string{"base_url"}},
@@ -737,7 +737,7 @@ func TestNewCPNValidation(t *testing.T) {
 					t.Errorf("error %q does not name %q", err, w)
 				}
 			}
-			if strings.Contains(err.Error(), "hunter2") || (s.APIKey != "" && strings.Contains(err.Error(), s.APIKey)) {
+			if strings.Contains(err.Error(), "hunter2") || (s.Value("api_key") != "" && strings.Contains(err.Error(), s.Value("api_key"))) {
 				t.Errorf("error shows a secret: %v", err)
 			}
 		})

@@ -34,7 +34,7 @@ var Ramp = provider.Provider{
 	MaxPageSize:      rampMaxPageSize,
 	DefaultPageSize:  rampDefaultPageSize,
 	TerminalOverride: true,
-	Credentials:      []string{"api_key"},
+	Keys:             keys,
 	New:              NewRamp,
 }
 
@@ -90,8 +90,8 @@ func NewRamp(s provider.Settings, c *provider.Client) (provider.Source, error) {
 	}
 	l, err := newLister(rampEndpoint(status), s, c)
 	errs := []error{err}
-	if s.APIKey != "" {
-		errs = append(errs, checkW3SKey(s.APIKey))
+	if key := s.Value("api_key"); key != "" {
+		errs = append(errs, checkW3SKey(key))
 	}
 	for i, raw := range s.TerminalStatuses {
 		if strings.TrimSpace(raw) == "" {

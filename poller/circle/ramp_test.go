@@ -71,7 +71,7 @@ func fillRamp(f *circleFake, n int) []string {
 // newTestRamp builds a ramp source on baseURL whose clock reads now.
 func newTestRamp(t *testing.T, baseURL string, pageSize int, now time.Time, terminal ...string) *rampSource {
 	t.Helper()
-	s, err := NewRamp(provider.Settings{Name: "ramp", BaseURL: baseURL, APIKey: testKey, PageSize: pageSize, TerminalStatuses: terminal}, &provider.Client{})
+	s, err := NewRamp(provider.Settings{Name: "ramp", BaseURL: baseURL, PageSize: pageSize, TerminalStatuses: terminal, Values: map[string]string{"api_key": testKey}}, &provider.Client{})
 	if err != nil {
 		t.Fatalf("NewRamp: %v", err)
 	}
@@ -82,7 +82,7 @@ func newTestRamp(t *testing.T, baseURL string, pageSize int, now time.Time, term
 
 func TestRampContract(t *testing.T) {
 	newSource := func(baseURL, apiKey string) provider.Source {
-		src, err := NewRamp(provider.Settings{BaseURL: baseURL, APIKey: apiKey, PageSize: 4}, nil)
+		src, err := NewRamp(provider.Settings{BaseURL: baseURL, PageSize: 4, Values: map[string]string{"api_key": apiKey}}, nil)
 		if err != nil {
 			t.Errorf("NewRamp: %v", err)
 			return nil
@@ -121,10 +121,10 @@ func TestRampContract(t *testing.T) {
 
 func TestRampProvider(t *testing.T) {
 	if Ramp.Kind != "ramp_session" || Ramp.DefaultBaseURL != "https://api.circle.com" || Ramp.MaxPageSize != 50 ||
-		Ramp.DefaultPageSize != 10 || !reflect.DeepEqual(Ramp.Credentials, []string{"api_key"}) || Ramp.New == nil {
+		Ramp.DefaultPageSize != 10 || !reflect.DeepEqual(Ramp.Credentials(), []string{"api_key"}) || Ramp.New == nil {
 		t.Errorf("Ramp = %+v", Ramp)
 	}
-	src, err := Ramp.New(provider.Settings{BaseURL: Ramp.DefaultBaseURL, APIKey: testKey, PageSize: Ramp.DefaultPageSize}, nil)
+	src, err := Ramp.New(provider.Settings{BaseURL: Ramp.DefaultBaseURL, PageSize: Ramp.DefaultPageSize, Values: map[string]string{"api_key": testKey}}, nil)
 	if err != nil {
 		t.Fatalf("Ramp.New with the defaults: %v", err)
 	}
@@ -422,28 +422,28 @@ func FuzzParseRampPage(f *testing.F) {
 }
 
 func TestNewRampValidation(t *testing.T) {
-	ok := provider.Settings{BaseURL: "https://api.circle.com", APIKey: testKey, PageSize: 10}
+	ok := provider.Settings{BaseURL: "https://api.circle.com", PageSize: 10, Values: map[string]string{"api_key": testKey}}
 	for _, tc := range []struct {
 		name   string
 		change func(*provider.Settings)
 		want   []string
 	}{
-		{"no api key", func(s *provider.Settings) { s.APIKey = "" }, []string{"api_key: must be set"}},
-		{"one part", func(s *provider.Settings) { s.APIKey = "Zq8sNw3kVt5usecret" }, []string{"api_key", "it has 1", "PREFIX:ID:SECRET"}},
-		{"two parts", func(s *provider.Settings) { s.APIKey = "TEST_API_KEY:Zq8sNw3kVt5usecret" }, []string{"api_key", "it has 2"}},
-		{"four parts", func(s *provider.Settings) { s.APIKey = "TEST_API_KEY:6f1d:Zq8sNw3kVt5usecret:x" }, []string{"api_key", "it has 4"}},
-		{"empty prefix", func(s *provider.Settings) { s.APIKey = ":6f1d:Zq8sNw3kVt5usecret" }, []string{"api_key", "PREFIX part", "empty"}},
-		{"empty id", func(s *provider.Settings) { s.APIKey = "TEST_API_KEY::Zq8sNw3kVt5usecret" }, []string{"api_key", "ID part", "empty"}},
-		{"empty secret", func(s *provider.Settings) { s.APIKey = "TEST_API_KEY:6f1d:" }, []string{"api_key", "SECRET part", "empty"}},
-		{"space in secret", func(s *provider.Settings) { s.APIKey = "TEST_API_KEY:6f1d:Zq8sNw3k Vt5usecret" }, []string{"api_key", "SECRET part", "spaces"}},
-		{"newline", func(s *provider.Settings) { s.APIKey = "TEST_API_KEY:6f1d:Zq8sNw3kVt5usecret\n" }, []string{"api_key", "SECRET part"}},
+		{"no api key", func(s *provider.Settings) { *s = s.With("api_key", "") }, []string{"api_key: must be set"}},
+		{"one part", func(s *provider.Settings) { *s = s.With("api_key", "Zq8sNw3kVt5usecret") }, []string{"api_key", "it has 1", "PREFIX:ID:SECRET"}},
+		{"two parts", func(s *provider.Settings) { *s = s.With("api_key", "TEST_API_KEY:Zq8sNw3kVt5usecret") }, []string{"api_key", "it has 2"}},
+		{"four parts", func(s *provider.Settings) { *s = s.With("api_key", "TEST_API_KEY:6f1d:Zq8sNw3kVt5usecret:x") }, []string{"api_key", "it has 4"}},
+		{"empty prefix", func(s *provider.Settings) { *s = s.With("api_key", ":6f1d:Zq8sNw3kVt5usecret") }, []string{"api_key", "PREFIX part", "empty"}},
+		{"empty id", func(s *provider.Settings) { *s = s.With("api_key", "TEST_API_KEY::Zq8sNw3kVt5usecret") }, []string{"api_key", "ID part", "empty"}},
+		{"empty secret", func(s *provider.Settings) { *s = s.With("api_key", "TEST_API_KEY:6f1d:") }, []string{"api_key", "SECRET part", "empty"}},
+		{"space in secret", func(s *provider.Settings) { *s = s.With("api_key", "TEST_API_KEY:6f1d:Zq8sNw3k Vt5usecret") }, []string{"api_key", "SECRET part", "spaces"}},
+		{"newline", func(s *provider.Settings) { *s = s.With("api_key", "TEST_API_KEY:6f1d:Zq8sNw3kVt5usecret\n") }, []string{"api_key", "SECRET part"}},
 		{"no base url", func(s *provider.Settings) { s.BaseURL = "" }, []string{"base_url"}},
 		{"credentials in base url", func(s *provider.Settings) { s.BaseURL = "https://user:hunter2@api.circle.com" }, []string{"base_url"}},
 		{"page size 0", func(s *provider.Settings) { s.PageSize = 0 }, []string{"page_size", "0", "1..50"}},
 		{"page size 51", func(s *provider.Settings) { s.PageSize = 51 }, []string{"page_size", "51", "1..50"}},
 		{"empty terminal status", func(s *provider.Settings) { s.TerminalStatuses = []string{"COMPLETED", " "} }, []string{"terminal_statuses[1]", "empty"}},
 		{"everything", func(s *provider.Settings) {
-			*s = provider.Settings{BaseURL: "x", APIKey: "Zq8sNw3kVt5usecret", PageSize: 100, TerminalStatuses: []string{""}}
+			*s = provider.Settings{BaseURL: "x", PageSize: 100, TerminalStatuses: []string{""}, Values: map[string]string{"api_key": "Zq8sNw3kVt5usecret"}}
 		}, []string{"api_key", "base_url", "page_size", "terminal_statuses[0]"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -472,8 +472,7 @@ func TestNewRampValidation(t *testing.T) {
 			t.Errorf("page_size %d: %v", size, err)
 		}
 	}
-	s := ok
-	s.APIKey = "LIVE_API_KEY:0a1b2c3d4e5f:9f8e7d6c5b4a"
+	s := ok.With("api_key", "LIVE_API_KEY:0a1b2c3d4e5f:9f8e7d6c5b4a")
 	if _, err := NewRamp(s, nil); err != nil {
 		t.Errorf("a live key: %v", err)
 	}

@@ -36,7 +36,7 @@ var Settlements = provider.Provider{
 	DefaultBaseURL:  "https://api.circle.com",
 	MaxPageSize:     settlementsMaxPageSize,
 	DefaultPageSize: settlementsDefaultPageSize,
-	Credentials:     []string{"api_key"},
+	Keys:            keys,
 	New:             NewSettlements,
 }
 

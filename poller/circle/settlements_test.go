@@ -73,7 +73,7 @@ func fillSettlements(f *circleFake, n int) []string {
 // newTestSettlements builds a settlements source on baseURL whose clock reads now.
 func newTestSettlements(t *testing.T, baseURL string, pageSize int, now time.Time) *settlementsSource {
 	t.Helper()
-	s, err := NewSettlements(provider.Settings{Name: "fx", BaseURL: baseURL, APIKey: testKey, PageSize: pageSize}, &provider.Client{})
+	s, err := NewSettlements(provider.Settings{Name: "fx", BaseURL: baseURL, PageSize: pageSize, Values: map[string]string{"api_key": testKey}}, &provider.Client{})
 	if err != nil {
 		t.Fatalf("NewSettlements: %v", err)
 	}
@@ -84,7 +84,7 @@ func newTestSettlements(t *testing.T, baseURL string, pageSize int, now time.Tim
 
 func TestSettlementsContract(t *testing.T) {
 	newSource := func(baseURL, apiKey string) provider.Source {
-		src, err := NewSettlements(provider.Settings{BaseURL: baseURL, APIKey: apiKey, PageSize: 4}, nil)
+		src, err := NewSettlements(provider.Settings{BaseURL: baseURL, PageSize: 4, Values: map[string]string{"api_key": apiKey}}, nil)
 		if err != nil {
 			t.Errorf("NewSettlements: %v", err)
 			return nil
@@ -123,11 +123,11 @@ func TestSettlementsContract(t *testing.T) {
 
 func TestSettlementsProvider(t *testing.T) {
 	if Settlements.Kind != "settlement" || Settlements.DefaultBaseURL != "https://api.circle.com" || Settlements.MaxPageSize != 200 ||
-		Settlements.DefaultPageSize != 50 || !reflect.DeepEqual(Settlements.Credentials, []string{"api_key"}) || Settlements.New == nil {
+		Settlements.DefaultPageSize != 50 || !reflect.DeepEqual(Settlements.Credentials(), []string{"api_key"}) || Settlements.New == nil {
 		t.Errorf("Settlements = %+v", Settlements)
 	}
 	for _, base := range []string{Settlements.DefaultBaseURL, "https://api-sandbox.circle.com"} {
-		src, err := Settlements.New(provider.Settings{BaseURL: base, APIKey: testKey, PageSize: Settlements.DefaultPageSize}, nil)
+		src, err := Settlements.New(provider.Settings{BaseURL: base, PageSize: Settlements.DefaultPageSize, Values: map[string]string{"api_key": testKey}}, nil)
 		if err != nil {
 			t.Fatalf("Settlements.New on %s: %v", base, err)
 		}
@@ -396,13 +396,13 @@ func FuzzParseSettlementsPage(f *testing.F) {
 }
 
 func TestNewSettlementsValidation(t *testing.T) {
-	ok := provider.Settings{BaseURL: "https://api-sandbox.circle.com", APIKey: "sandbox-key-Zq8sNw3k", PageSize: 50}
+	ok := provider.Settings{BaseURL: "https://api-sandbox.circle.com", PageSize: 50, Values: map[string]string{"api_key": "sandbox-key-Zq8sNw3k"}}
 	for _, tc := range []struct {
 		name   string
 		change func(*provider.Settings)
 		want   []string
 	}{
-		{"no api key", func(s *provider.Settings) { s.APIKey = "" }, []string{"api_key: must be set"}},
+		{"no api key", func(s *provider.Settings) { *s = s.With("api_key", "") }, []string{"api_key: must be set"}},
 		{"no base url", func(s *provider.Settings) { s.BaseURL = "" }, []string{"base_url"}},
 		{"ftp base url", func(s *provider.Settings) { s.BaseURL = "ftp://api-sandbox.circle.com" }, []string{"base_url", "ftp://api-sandbox.circle.com"}},
 		{"credentials in base url", func(s *provider.Settings) { s.BaseURL = "https://user:hunter2@api.circle.com" }, []string{"base_url"}},

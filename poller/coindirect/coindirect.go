@@ -49,8 +49,18 @@ var Payments = provider.Provider{
 	DefaultBaseURL:  "https://api.coindirect.com",
 	MaxPageSize:     maxPageSize,
 	DefaultPageSize: defaultPageSize,
-	Credentials:     []string{"hawk_id", "hawk_key", "merchant_id"},
+	Keys:            keys,
 	New:             NewPayments,
+}
+
+// keys are Coindirect's configuration keys: the Hawk credentials, the merchant id,
+// whether the query string is signed, and how the date filter is written.
+var keys = []provider.Key{
+	{Name: "hawk_id", Required: true},
+	{Name: "hawk_key", Secret: true, Required: true},
+	{Name: "merchant_id", Required: true},
+	{Name: "sign_query", Bool: true, Default: "true"},
+	{Name: "from_date_format"},
 }
 
 // paymentsSource lists one merchant's payments; it implements provider.Source and
@@ -80,23 +90,24 @@ type paymentsSource struct {
 // NewPayments builds a Coindirect payments source. It needs hawk_id and hawk_key (the
 // Hawk credentials), merchant_id (sent as merchantId), an absolute http(s) base_url
 // and a page_size in 1..100; it reports every missing or invalid one by its key and
-// never shows the Hawk key. s.SignQuery says whether the query string is signed (the
-// configuration's sign_query, default true); a refused request is signed the other
-// way once, and the source keeps the signing that works (see get). The returned source
+// never shows the Hawk key. sign_query says whether the query string is signed: any
+// value but "false" signs it (the default); a refused request is signed the other way
+// once, and the source keeps the signing that works (see get). The returned source
 // also implements provider.Getter and provider.AnomalyReporter. c may be nil (a zero
 // provider.Client).
 func NewPayments(s provider.Settings, c *provider.Client) (provider.Source, error) {
 	var errs []error
+	hawkID, hawkKey, merchantID := s.Value("hawk_id"), s.Value("hawk_key"), s.Value("merchant_id")
 	switch {
-	case s.HawkID == "":
+	case hawkID == "":
 		errs = append(errs, errors.New("hawk_id: must be set"))
-	case !validHawkValue(s.HawkID):
+	case !validHawkValue(hawkID):
 		errs = append(errs, errors.New(`hawk_id: must be printable ASCII without '"' or '\'`))
 	}
-	if s.HawkKey == "" {
+	if hawkKey == "" {
 		errs = append(errs, errors.New("hawk_key: must be set"))
 	}
-	if s.MerchantID == "" {
+	if merchantID == "" {
 		errs = append(errs, errors.New("merchant_id: must be set"))
 	}
 	base, err := provider.ParseBaseURL(s.BaseURL)
@@ -106,7 +117,7 @@ func NewPayments(s provider.Settings, c *provider.Client) (provider.Source, erro
 	if s.PageSize < 1 || s.PageSize > maxPageSize {
 		errs = append(errs, fmt.Errorf("page_size: %d is outside 1..%d", s.PageSize, maxPageSize))
 	}
-	format := s.FromDateFormat
+	format := s.Value("from_date_format")
 	if format == "" {
 		format = DefaultFromDateFormat
 	}
@@ -120,8 +131,8 @@ func NewPayments(s provider.Settings, c *provider.Client) (provider.Source, erro
 		c = &provider.Client{}
 	}
 	return &paymentsSource{dateFormat: format,
-		base: base, hawkID: s.HawkID, hawkKey: s.HawkKey, merchantID: s.MerchantID,
-		signQuery: s.SignQuery, pageSize: s.PageSize, client: c, now: time.Now, nonce: newNonce,
+		base: base, hawkID: hawkID, hawkKey: hawkKey, merchantID: merchantID,
+		signQuery: s.Value("sign_query") != "false", pageSize: s.PageSize, client: c, now: time.Now, nonce: newNonce,
 	}, nil
 }
 

@@ -48,10 +48,7 @@ func fill(f *coindirectFake, n int) []string {
 // newTestSource builds a source on baseURL with the fake's credentials.
 func newTestSource(t *testing.T, baseURL string, pageSize int, signQuery bool) *paymentsSource {
 	t.Helper()
-	s, err := NewPayments(provider.Settings{
-		Name: "cd", BaseURL: baseURL, HawkID: fakeHawkID, HawkKey: testKey, MerchantID: fakeMerchantID,
-		PageSize: pageSize, SignQuery: signQuery,
-	}, &provider.Client{})
+	s, err := NewPayments(provider.Settings{Name: "cd", BaseURL: baseURL, PageSize: pageSize, Values: map[string]string{"hawk_id": fakeHawkID, "hawk_key": testKey, "merchant_id": fakeMerchantID, "sign_query": strconv.FormatBool(signQuery)}}, &provider.Client{})
 	if err != nil {
 		t.Fatalf("NewPayments: %v", err)
 	}
@@ -125,10 +122,7 @@ func TestPaymentsContract(t *testing.T) {
 	for _, signQuery := range []bool{true, false} {
 		t.Run("sign_query="+strconv.FormatBool(signQuery), func(t *testing.T) {
 			newSource := func(baseURL, apiKey string) provider.Source {
-				src, err := NewPayments(provider.Settings{
-					BaseURL: baseURL, HawkID: fakeHawkID, HawkKey: apiKey, MerchantID: fakeMerchantID,
-					PageSize: 4, SignQuery: signQuery,
-				}, nil)
+				src, err := NewPayments(provider.Settings{BaseURL: baseURL, PageSize: 4, Values: map[string]string{"hawk_id": fakeHawkID, "hawk_key": apiKey, "merchant_id": fakeMerchantID, "sign_query": strconv.FormatBool(signQuery)}}, nil)
 				if err != nil {
 					t.Errorf("NewPayments: %v", err)
 					return nil
@@ -142,14 +136,11 @@ func TestPaymentsContract(t *testing.T) {
 
 func TestPaymentsProvider(t *testing.T) {
 	if Payments.Kind != "payment" || Payments.DefaultBaseURL != "https://api.coindirect.com" || Payments.MaxPageSize != 100 ||
-		Payments.DefaultPageSize != 10 || !reflect.DeepEqual(Payments.Credentials, []string{"hawk_id", "hawk_key", "merchant_id"}) ||
+		Payments.DefaultPageSize != 10 || !reflect.DeepEqual(Payments.Credentials(), []string{"hawk_id", "hawk_key", "merchant_id"}) ||
 		Payments.New == nil {
 		t.Errorf("Payments = %+v", Payments)
 	}
-	src, err := Payments.New(provider.Settings{
-		BaseURL: Payments.DefaultBaseURL, HawkID: fakeHawkID, HawkKey: testKey, MerchantID: fakeMerchantID,
-		PageSize: Payments.DefaultPageSize, SignQuery: true,
-	}, nil)
+	src, err := Payments.New(provider.Settings{BaseURL: Payments.DefaultBaseURL, PageSize: Payments.DefaultPageSize, Values: map[string]string{"hawk_id": fakeHawkID, "hawk_key": testKey, "merchant_id": fakeMerchantID, "sign_query": "true"}}, nil)
 	if err != nil {
 		t.Fatalf("Payments.New with the defaults: %v", err)
 	}
@@ -525,17 +516,17 @@ func TestDecodeErrorList(t *testing.T) {
 }
 
 func TestNewPaymentsValidation(t *testing.T) {
-	ok := provider.Settings{BaseURL: "https://api.coindirect.com", HawkID: fakeHawkID, HawkKey: testKey, MerchantID: fakeMerchantID, PageSize: 10}
+	ok := provider.Settings{BaseURL: "https://api.coindirect.com", PageSize: 10, Values: map[string]string{"hawk_id": fakeHawkID, "hawk_key": testKey, "merchant_id": fakeMerchantID}}
 	for _, tc := range []struct {
 		name   string
 		change func(*provider.Settings)
 		want   []string
 	}{
-		{"no hawk id", func(s *provider.Settings) { s.HawkID = "" }, []string{"hawk_id"}},
-		{"hawk id with a quote", func(s *provider.Settings) { s.HawkID = `a"b` }, []string{"hawk_id"}},
-		{"hawk id with a newline", func(s *provider.Settings) { s.HawkID = "a\nb" }, []string{"hawk_id"}},
-		{"no hawk key", func(s *provider.Settings) { s.HawkKey = "" }, []string{"hawk_key"}},
-		{"no merchant id", func(s *provider.Settings) { s.MerchantID = "" }, []string{"merchant_id"}},
+		{"no hawk id", func(s *provider.Settings) { *s = s.With("hawk_id", "") }, []string{"hawk_id"}},
+		{"hawk id with a quote", func(s *provider.Settings) { *s = s.With("hawk_id", `a"b`) }, []string{"hawk_id"}},
+		{"hawk id with a newline", func(s *provider.Settings) { *s = s.With("hawk_id", "a\nb") }, []string{"hawk_id"}},
+		{"no hawk key", func(s *provider.Settings) { *s = s.With("hawk_key", "") }, []string{"hawk_key"}},
+		{"no merchant id", func(s *provider.Settings) { *s = s.With("merchant_id", "") }, []string{"merchant_id"}},
 		{"no base url", func(s *provider.Settings) { s.BaseURL = "" }, []string{"base_url"}},
 		{"ftp base url", func(s *provider.Settings) { s.BaseURL = "ftp://api.coindirect.com" }, []string{"base_url", "ftp://api.coindirect.com"}},
 		{"relative base url", func(s *provider.Settings) { s.BaseURL = "api.coindirect.com" }, []string{"base_url"}},
@@ -685,7 +676,7 @@ func TestNoCredentialsInErrors(t *testing.T) {
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
 	collect(newTestSource(t, closed.URL, 2, true).Page(t.Context(), provider.Request{}))
-	_, err := NewPayments(provider.Settings{HawkID: fakeHawkID, HawkKey: testKey, BaseURL: "ftp://x", PageSize: 500}, nil)
+	_, err := NewPayments(provider.Settings{BaseURL: "ftp://x", PageSize: 500, Values: map[string]string{"hawk_id": fakeHawkID, "hawk_key": testKey}}, nil)
 	collect(nil, err)
 	for _, err := range errs {
 		noCredentials(t, err)
@@ -753,10 +744,7 @@ func TestFromDateFormats(t *testing.T) {
 	} {
 		f := newFake(testKey, true)
 		srv := startFake(t, f)
-		src, err := NewPayments(provider.Settings{
-			HawkID: fakeHawkID, HawkKey: testKey, MerchantID: fakeMerchantID, BaseURL: srv,
-			PageSize: 3, SignQuery: true, FromDateFormat: tc.format,
-		}, nil)
+		src, err := NewPayments(provider.Settings{BaseURL: srv, PageSize: 3, Values: map[string]string{"hawk_id": fakeHawkID, "hawk_key": testKey, "merchant_id": fakeMerchantID, "sign_query": "true", "from_date_format": tc.format}}, nil)
 		if err != nil {
 			t.Fatalf("from_date_format %q: %v", tc.format, err)
 		}
@@ -777,8 +765,7 @@ func TestFromDateFormats(t *testing.T) {
 			t.Errorf("from_date_format %q: cursor fromDate=yesterday: %v", tc.format, err)
 		}
 	}
-	_, err := NewPayments(provider.Settings{HawkID: fakeHawkID, HawkKey: testKey, MerchantID: fakeMerchantID,
-		BaseURL: "https://api.coindirect.com", PageSize: 3, FromDateFormat: "iso"}, nil)
+	_, err := NewPayments(provider.Settings{BaseURL: "https://api.coindirect.com", PageSize: 3, Values: map[string]string{"hawk_id": fakeHawkID, "hawk_key": testKey, "merchant_id": fakeMerchantID, "from_date_format": "iso"}}, nil)
 	if err == nil || !strings.Contains(err.Error(), `from_date_format: "iso" is not one of epoch_ms, epoch_s, rfc3339, date`) {
 		t.Errorf("from_date_format iso: %v", err)
 	}

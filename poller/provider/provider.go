@@ -60,24 +60,55 @@ type Getter interface {
 // ErrNotFound means the provider answered 404 for an item.
 var ErrNotFound = errors.New("item not found")
 
-// Settings is one configured source as an adapter needs it. Secrets are plain strings
-// here: the adapter puts them on the wire and nowhere else.
+// Settings is one configured source as an adapter needs it: the keys every source
+// has, and the provider's own keys (Provider.Keys) in Values. Secrets are plain
+// strings here: the adapter puts them on the wire and nowhere else.
 type Settings struct {
 	Name     string // the configured source name
 	BaseURL  string // without a trailing slash
-	APIKey   string
 	PageSize int
 	// TerminalStatuses, when set, replaces the provider's terminal set (only for
-	// providers whose statuses are undocumented).
+	// providers whose statuses are undocumented, Provider.TerminalOverride).
 	TerminalStatuses []string
-	StripeVersion    string
-	HawkID           string
-	HawkKey          string
-	MerchantID       string
-	SignQuery        bool
-	// FromDateFormat is how a provider whose date filter format is undocumented writes
-	// the walk's lower bound (Coindirect's from_date_format); "" is the adapter's default.
-	FromDateFormat string
+	// Values holds the provider's own keys by name, as the configuration gives them:
+	// defaults applied, *_file twins read, a Bool key "true" or "false". A key absent
+	// from the map is "". An adapter validates them in Provider.New.
+	Values map[string]string
+}
+
+// Value returns the provider key's value, "" when it is not set.
+func (s Settings) Value(key string) string { return s.Values[key] }
+
+// With returns a copy of s whose key is value; s is unchanged (Values is copied).
+func (s Settings) With(key, value string) Settings {
+	v := make(map[string]string, len(s.Values)+1)
+	for k, x := range s.Values {
+		v[k] = x
+	}
+	v[key] = value
+	s.Values = v
+	return s
+}
+
+// Key describes one configuration key of a provider's own, written in a source's
+// mapping beside the keys every source has. The configuration decodes, checks and
+// prints a provider's keys from these descriptions alone.
+type Key struct {
+	Name string // the YAML key ("api_key")
+	// Secret keys are credentials: they may instead be read from a file named by a
+	// Name+"_file" twin key, are redacted in `config check` output and in logs, and a
+	// file holding one draws a warning when other users may read it.
+	Secret bool
+	// Required keys are the provider's credentials: a source must set them (or their
+	// _file twin), and refusal advice names them.
+	Required bool
+	// Bool keys take true or false; their Values entry is "true" or "false".
+	Bool bool
+	// Default is the value of a key the source leaves out; "" for none.
+	Default string
+	// Early keys are printed by `config check` right after ca_file, with the
+	// connection settings; the others after terminal_statuses, in declaration order.
+	Early bool
 }
 
 // Provider describes one provider id of the configuration.
@@ -92,12 +123,34 @@ type Provider struct {
 	// TerminalOverride reports that the provider's statuses are undocumented, so a
 	// source may replace the terminal set with terminal_statuses.
 	TerminalOverride bool
-	// Credentials lists the configuration keys holding this provider's credentials,
-	// for error messages ("api_key").
-	Credentials []string
+	// Keys are the provider's own configuration keys; a source of the provider may
+	// set these and no others beyond the keys every source has.
+	Keys []Key
 	// New builds the source. It returns an error naming the setting when one is
 	// missing or invalid.
 	New func(s Settings, c *Client) (Source, error)
+}
+
+// Credentials returns the names of the provider's Required keys, in declaration
+// order, for error messages ("api_key").
+func (p Provider) Credentials() []string {
+	var out []string
+	for _, k := range p.Keys {
+		if k.Required {
+			out = append(out, k.Name)
+		}
+	}
+	return out
+}
+
+// Key returns the description of the provider's key name.
+func (p Provider) Key(name string) (Key, bool) {
+	for _, k := range p.Keys {
+		if k.Name == name {
+			return k, true
+		}
+	}
+	return Key{}, false
 }
 
 // StatusError reports a non-2xx provider response.

@@ -32,7 +32,7 @@ var OnrampSessions = provider.Provider{
 	DefaultBaseURL:  "https://api.stripe.com",
 	MaxPageSize:     onrampMaxPageSize,
 	DefaultPageSize: onrampDefaultPageSize,
-	Credentials:     []string{"api_key"},
+	Keys:            keys,
 	New:             NewOnrampSessions,
 }
 

@@ -84,7 +84,7 @@ func startFake(t *testing.T, h http.Handler) string {
 // newTestSource builds a source for baseURL with testKey.
 func newTestSource(t *testing.T, baseURL string, pageSize int, version string) *onrampSource {
 	t.Helper()
-	s, err := NewOnrampSessions(provider.Settings{Name: "onramp", BaseURL: baseURL, APIKey: testKey, PageSize: pageSize, StripeVersion: version}, &provider.Client{})
+	s, err := NewOnrampSessions(provider.Settings{Name: "onramp", BaseURL: baseURL, PageSize: pageSize, Values: map[string]string{"api_key": testKey, "stripe_version": version}}, &provider.Client{})
 	if err != nil {
 		t.Fatalf("NewOnrampSessions: %v", err)
 	}
@@ -160,7 +160,7 @@ func TestOnrampContract(t *testing.T) {
 	providertest.CheckSource(t, func(baseURL, apiKey string) provider.Source {
 		key := stripeKey(apiKey)
 		keys = append(keys, key)
-		src, err := NewOnrampSessions(provider.Settings{BaseURL: baseURL, APIKey: key, PageSize: 4}, nil)
+		src, err := NewOnrampSessions(provider.Settings{BaseURL: baseURL, PageSize: 4, Values: map[string]string{"api_key": key}}, nil)
 		if err != nil {
 			t.Errorf("NewOnrampSessions: %v", err)
 			return nil
@@ -191,10 +191,10 @@ func TestOnrampContract(t *testing.T) {
 func TestOnrampProvider(t *testing.T) {
 	p := OnrampSessions
 	if p.Kind != "onramp_session" || p.DefaultBaseURL != "https://api.stripe.com" || p.MaxPageSize != 100 ||
-		p.DefaultPageSize != 10 || !slices.Equal(p.Credentials, []string{"api_key"}) || p.New == nil {
+		p.DefaultPageSize != 10 || !slices.Equal(p.Credentials(), []string{"api_key"}) || p.New == nil {
 		t.Errorf("OnrampSessions = %+v", p)
 	}
-	src, err := p.New(provider.Settings{BaseURL: p.DefaultBaseURL, APIKey: testKey, PageSize: p.DefaultPageSize}, nil)
+	src, err := p.New(provider.Settings{BaseURL: p.DefaultBaseURL, PageSize: p.DefaultPageSize, Values: map[string]string{"api_key": testKey}}, nil)
 	if err != nil {
 		t.Fatalf("OnrampSessions.New with the defaults: %v", err)
 	}
@@ -875,17 +875,17 @@ func TestDecodeStripeError(t *testing.T) {
 }
 
 func TestNewOnrampValidation(t *testing.T) {
-	ok := provider.Settings{BaseURL: "https://api.stripe.com", APIKey: testKey, PageSize: 10}
+	ok := provider.Settings{BaseURL: "https://api.stripe.com", PageSize: 10, Values: map[string]string{"api_key": testKey}}
 	for _, tc := range []struct {
 		name   string
 		change func(*provider.Settings)
 		want   []string
 	}{
-		{"no api key", func(s *provider.Settings) { s.APIKey = "" }, []string{"api_key: must be set"}},
-		{"publishable key", func(s *provider.Settings) { s.APIKey = "pk_test_51Pq8ZfakeKey0x9Qd7Lm2Nz8" }, []string{"api_key", "publishable"}},
-		{"not a Stripe key", func(s *provider.Settings) { s.APIKey = "TEST_API_KEY:6f1d0c2e9a7b:Zq8sNw3kVt5u" }, []string{"api_key", "sk_", "rk_"}},
-		{"colon", func(s *provider.Settings) { s.APIKey = "sk_test_abc:def" }, []string{"api_key", "':'"}},
-		{"trailing newline", func(s *provider.Settings) { s.APIKey = testKey + "\n" }, []string{"api_key", "control"}},
+		{"no api key", func(s *provider.Settings) { *s = s.With("api_key", "") }, []string{"api_key: must be set"}},
+		{"publishable key", func(s *provider.Settings) { *s = s.With("api_key", "pk_test_51Pq8ZfakeKey0x9Qd7Lm2Nz8") }, []string{"api_key", "publishable"}},
+		{"not a Stripe key", func(s *provider.Settings) { *s = s.With("api_key", "TEST_API_KEY:6f1d0c2e9a7b:Zq8sNw3kVt5u") }, []string{"api_key", "sk_", "rk_"}},
+		{"colon", func(s *provider.Settings) { *s = s.With("api_key", "sk_test_abc:def") }, []string{"api_key", "':'"}},
+		{"trailing newline", func(s *provider.Settings) { *s = s.With("api_key", testKey+"\n") }, []string{"api_key", "control"}},
 		{"no base url", func(s *provider.Settings) { s.BaseURL = "" }, []string{"base_url"}},
 		{"ftp base url", func(s *provider.Settings) { s.BaseURL = "ftp://api.stripe.com" }, []string{"base_url", "ftp://api.stripe.com"}},
 		{"relative base url", func(s *provider.Settings) { s.BaseURL = "api.stripe.com" }, []string{"base_url"}},
@@ -893,11 +893,11 @@ func TestNewOnrampValidation(t *testing.T) {
 		{"credentials in base url", func(s *provider.Settings) { s.BaseURL = "https://user:hunter2@api.stripe.com" }, []string{"base_url"}},
 		{"page size 0", func(s *provider.Settings) { s.PageSize = 0 }, []string{"page_size", "0", "1..100"}},
 		{"page size 101", func(s *provider.Settings) { s.PageSize = 101 }, []string{"page_size", "101"}},
-		{"version with a newline", func(s *provider.Settings) { s.StripeVersion = "2026-08-26\r\nX-Evil: 1" }, []string{"stripe_version", "control"}},
-		{"version with spaces around", func(s *provider.Settings) { s.StripeVersion = " 2026-08-26.dahlia" }, []string{"stripe_version"}},
+		{"version with a newline", func(s *provider.Settings) { *s = s.With("stripe_version", "2026-08-26\r\nX-Evil: 1") }, []string{"stripe_version", "control"}},
+		{"version with spaces around", func(s *provider.Settings) { *s = s.With("stripe_version", " 2026-08-26.dahlia") }, []string{"stripe_version"}},
 		{"terminal statuses", func(s *provider.Settings) { s.TerminalStatuses = []string{"initialized"} }, []string{"terminal_statuses"}},
 		{"everything", func(s *provider.Settings) {
-			*s = provider.Settings{APIKey: "sk_live_real:key", BaseURL: "x", PageSize: -1, StripeVersion: "\x00"}
+			*s = provider.Settings{BaseURL: "x", PageSize: -1, Values: map[string]string{"api_key": "sk_live_real:key", "stripe_version": "\x00"}}
 		}, []string{"api_key", "base_url", "page_size", "stripe_version"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -912,16 +912,16 @@ func TestNewOnrampValidation(t *testing.T) {
 					t.Errorf("error %q does not name %q", err, w)
 				}
 			}
-			if strings.Contains(err.Error(), "hunter2") || (s.APIKey != "" && strings.Contains(err.Error(), s.APIKey)) ||
+			if strings.Contains(err.Error(), "hunter2") || (s.Value("api_key") != "" && strings.Contains(err.Error(), s.Value("api_key"))) ||
 				strings.Contains(err.Error(), "51Pq8Z") || strings.Contains(err.Error(), "Zq8sNw3kVt5u") {
 				t.Errorf("error shows a secret: %v", err)
 			}
 		})
 	}
 	for _, s := range []provider.Settings{
-		{BaseURL: "https://api.stripe.com", APIKey: testKey, PageSize: 1},
-		{BaseURL: "https://api.stripe.com", APIKey: "rk_live_51Pq8ZfakeRestricted", PageSize: 100, StripeVersion: "2026-08-26.dahlia"},
-		{BaseURL: "http://127.0.0.1:12111/stripe/", APIKey: "sk_test_123", PageSize: 10},
+		{BaseURL: "https://api.stripe.com", PageSize: 1, Values: map[string]string{"api_key": testKey}},
+		{BaseURL: "https://api.stripe.com", PageSize: 100, Values: map[string]string{"api_key": "rk_live_51Pq8ZfakeRestricted", "stripe_version": "2026-08-26.dahlia"}},
+		{BaseURL: "http://127.0.0.1:12111/stripe/", PageSize: 10, Values: map[string]string{"api_key": "sk_test_123"}},
 	} {
 		if _, err := NewOnrampSessions(s, nil); err != nil {
 			t.Errorf("NewOnrampSessions(page_size %d, base_url %s): %v", s.PageSize, s.BaseURL, err)

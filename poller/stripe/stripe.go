@@ -31,11 +31,18 @@ type client struct {
 	http    *provider.Client
 }
 
+// keys are the configuration keys of every Stripe provider: the secret or restricted
+// API key, sent as the Basic user, and the Stripe-Version header ("" sends none).
+var keys = []provider.Key{
+	{Name: "api_key", Secret: true, Required: true, Early: true},
+	{Name: "stripe_version"},
+}
+
 // newClient validates the settings every Stripe source shares and reports every
 // problem, each naming its configuration key. The API key never appears in a message.
 func newClient(s provider.Settings, c *provider.Client, maxPageSize int) (*client, error) {
 	var errs []error
-	if err := checkAPIKey(s.APIKey); err != nil {
+	if err := checkAPIKey(s.Value("api_key")); err != nil {
 		errs = append(errs, err)
 	}
 	base, err := provider.ParseBaseURL(s.BaseURL)
@@ -45,7 +52,7 @@ func newClient(s provider.Settings, c *provider.Client, maxPageSize int) (*clien
 	if s.PageSize < 1 || s.PageSize > maxPageSize {
 		errs = append(errs, fmt.Errorf("page_size: %d is outside 1..%d", s.PageSize, maxPageSize))
 	}
-	if err := checkVersion(s.StripeVersion); err != nil {
+	if err := checkVersion(s.Value("stripe_version")); err != nil {
 		errs = append(errs, err)
 	}
 	if len(s.TerminalStatuses) > 0 {
@@ -58,7 +65,7 @@ func newClient(s provider.Settings, c *provider.Client, maxPageSize int) (*clien
 	if c == nil {
 		c = &provider.Client{}
 	}
-	return &client{base: base, apiKey: s.APIKey, version: s.StripeVersion, limit: s.PageSize, http: c}, nil
+	return &client{base: base, apiKey: s.Value("api_key"), version: s.Value("stripe_version"), limit: s.PageSize, http: c}, nil
 }
 
 // checkAPIKey accepts a secret (sk_…) or restricted (rk_…) key that can travel as a
