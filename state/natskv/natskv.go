@@ -10,6 +10,7 @@
 //	<prefix>_open      key <source>.<id>  open index entry (creation time, open state)
 //	<prefix>_meta      key <source>       encoded state.Meta
 //	<prefix>_acked     key <seq>          retained acknowledged outbox entries
+//	<prefix>_journal   key <source>       the page a Commit is applying, or nothing
 //	<prefix>_outbox    stream on subject watcher_state.<prefix>.outbox: one message per
 //	                   outbox entry, its stream sequence is the entry's Seq, its
 //	                   Nats-Msg-Id the event id
@@ -30,24 +31,32 @@
 //
 // # Commit without transactions
 //
-// JetStream has no multi-key transaction, so Commit writes in an order in which a
-// crash at any point loses nothing and duplicates nothing observable:
+// JetStream has no multi-key transaction, so each source has a journal key
+// (<prefix>_journal, key <source>) and a Commit first writes its whole page there,
+// compressed: that write is where the Commit takes effect. It is revision-checked
+// against the journal revision read when the Store's view of the source began (Meta,
+// which the poller calls at the start of every cycle, or the first Load), so the
+// commits of a source are serialised, and a writer whose view is stale (another
+// replica committed since) gets ErrConflict before it has written anything, events
+// included. The page is then applied:
 //
 //  1. outbox messages, each published with Nats-Msg-Id = event id, so the stream's
 //     duplicate window drops a message it already holds;
-//  2. open index entries of records that are open (an extra entry only costs a
-//     re-read of the item);
+//  2. open index entries of records that are open;
 //  3. records, revision-checked;
 //  4. removals from the open index of records that are no longer open;
-//  5. metadata, revision-checked.
+//  5. metadata, revision-checked;
 //
-// After a crash between steps, the page is read again by the next cycle (on this
-// replica or the one that takes the source over): the records not stored compare as
-// before, give the same transitions and so the same event ids, and their messages are
-// dropped by the outbox's duplicate window (and, if they were published meanwhile,
-// by the event stream's). Events that were stored are published at least once; the
-// event stream keeps each once. The duplicate windows must therefore be longer than
-// the time a source takes to move to another replica plus one cycle.
+// and the journal is cleared. A page whose application was cut short (a crash, a lost
+// connection, a cancelled ctx) stays in the journal, and the next Meta of the source,
+// on this replica or on the one that takes the source over, applies it before the
+// source is read: an event in the outbox is never left without the record it came
+// from, so the item's next change gets the next sequence rather than the same one
+// again. Re-applied messages are dropped by the outbox's duplicate window (and, if
+// they were published meanwhile, by the event stream's), which must therefore be
+// longer than the time a source takes to move to another replica plus one cycle. A
+// page must fit one journal value once compressed (960 KiB); a larger one fails its
+// Commit with a message naming page_size.
 //
 // # Cancellation
 //
@@ -55,8 +64,8 @@
 // the request in flight is abandoned and the method returns an error wrapping
 // ctx.Err(). Each call is also bounded by Options.Timeout per round of requests, so a
 // server that stops answering cannot hold a caller whose ctx has no deadline. A Commit
-// cut short keeps the writes it made, which is safe for the same reasons as a crash
-// between steps; the page is read again by the next cycle.
+// cut short after its journal write is completed by the next view of the source, as
+// after a crash.
 //
 // # Outbox
 //
@@ -120,12 +129,16 @@ type Store struct {
 	open    jetstream.KeyValue
 	meta    jetstream.KeyValue
 	acked   jetstream.KeyValue
+	journal jetstream.KeyValue
 	outbox  jetstream.Stream
 	subject string
 	changed chan struct{}
 
 	mu   sync.Mutex
 	revs map[string]uint64 // records and meta keys -> revision last read or written
+	// journals holds, per source, the journal revision this Store's view of the
+	// source began at or last wrote (journal.go); absent until read.
+	journals map[string]uint64
 
 	// sizesMu guards sizes: the state.RetainedSize of each retained entry this Store
 	// knows of, by Seq; nil until read from the bucket (sizeIndex). Every full read of
@@ -161,12 +174,12 @@ func Open(ctx context.Context, js jetstream.JetStream, opt Options) (*Store, err
 		return nil, fmt.Errorf("state nats_kv: replicas %d is not between 1 and 5", opt.Replicas)
 	}
 	s := &Store{js: js, opt: opt, changed: make(chan struct{}, 1), revs: map[string]uint64{},
-		subject: "watcher_state." + opt.Prefix + ".outbox"}
+		journals: map[string]uint64{}, subject: "watcher_state." + opt.Prefix + ".outbox"}
 	rec, open, meta, acked, outbox := Names(opt.Prefix)
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
-	}{{rec, &s.records}, {open, &s.open}, {meta, &s.meta}, {acked, &s.acked}} {
+	}{{rec, &s.records}, {open, &s.open}, {meta, &s.meta}, {acked, &s.acked}, {opt.Prefix + "_journal", &s.journal}} {
 		kv, err := jssetup.Retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 			// Use a bucket that exists as it is: replicas starting together would
 			// otherwise all update it at once.
@@ -321,49 +334,76 @@ func (s *Store) commit(ctx context.Context, source string, b *state.Batch) error
 			return fmt.Errorf("%w: %w", ErrFenced, err)
 		}
 	}
-	ctx, cancel := s.bound(ctx, 1+len(entries)/64+len(recs)/64)
+	ctx, cancel := s.bound(ctx, 3+len(entries)/64+len(recs)/64)
 	defer cancel()
 
+	bt := &batch{entries: entries, recs: recs, meta: meta, metaKey: sourceKey(source)}
+	for i := range b.Messages {
+		bt.ids = append(bt.ids, b.Messages[i].ID)
+	}
+	rev, err := s.writeJournal(ctx, source, bt)
+	if err != nil {
+		return err
+	}
+	if err := s.apply(ctx, bt, true); err != nil {
+		return err
+	}
+	return s.clearJournal(ctx, source, rev)
+}
+
+// apply writes a batch that the source's journal holds: outbox messages, open index
+// entries, records, open index removals, metadata. checked makes the records and the
+// metadata revision-checked (a Commit); a replay of a pending journal writes them as
+// they are.
+func (s *Store) apply(ctx context.Context, b *batch, checked bool) error {
 	// 1. Outbox, idempotent by event id.
-	for i, v := range entries {
-		if _, err := s.js.Publish(ctx, s.subject, v, jetstream.WithMsgID(b.Messages[i].ID)); err != nil {
-			return fmt.Errorf("outbox: message %q: %w", b.Messages[i].ID, err)
+	for i, v := range b.entries {
+		if _, err := s.js.Publish(ctx, s.subject, v, jetstream.WithMsgID(b.ids[i])); err != nil {
+			return fmt.Errorf("outbox: message %q: %w", b.ids[i], err)
 		}
 	}
 	// 2. Open index entries of open records.
-	for _, r := range recs {
+	for _, r := range b.recs {
 		if r.open {
 			if _, err := s.open.Put(ctx, r.key, r.openItem); err != nil {
 				return fmt.Errorf("open index: %w", err)
 			}
 		}
 	}
-	// 3. Records, revision-checked.
-	for i, r := range recs {
-		rev, err := s.put(ctx, s.records, r.key, r.value)
+	// 3. Records.
+	for _, r := range b.recs {
+		rev, err := s.write(ctx, s.records, r.key, r.value, checked)
 		if err != nil {
-			return fmt.Errorf("record %q: %w", b.Records[i].ID, err)
+			return fmt.Errorf("record %q: %w", r.key, err)
 		}
 		s.remember("r:"+r.key, rev)
 	}
 	// 4. Open index removals.
-	for _, r := range recs {
+	for _, r := range b.recs {
 		if !r.open {
 			if err := s.open.Delete(ctx, r.key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 				return fmt.Errorf("open index: %w", err)
 			}
 		}
 	}
-	// 5. Metadata, revision-checked.
-	if meta != nil {
-		key := sourceKey(source)
-		rev, err := s.put(ctx, s.meta, key, meta)
+	// 5. Metadata.
+	if b.meta != nil {
+		key := b.metaKey
+		rev, err := s.write(ctx, s.meta, key, b.meta, checked)
 		if err != nil {
 			return fmt.Errorf("meta: %w", err)
 		}
 		s.remember("m:"+key, rev)
 	}
 	return nil
+}
+
+// write puts v at key: revision-checked (see put) when checked, else as it is.
+func (s *Store) write(ctx context.Context, kv jetstream.KeyValue, key string, v []byte, checked bool) (uint64, error) {
+	if checked {
+		return s.put(ctx, kv, key, v)
+	}
+	return kv.Put(ctx, key, v)
 }
 
 // put writes key if it still has the revision this Store last saw (is still absent
@@ -393,6 +433,11 @@ func (s *Store) put(ctx context.Context, kv jetstream.KeyValue, key string, v []
 func (s *Store) Load(ctx context.Context, source string, ids []string) (map[string]*diff.Record, error) {
 	ctx, cancel := s.bound(ctx, 1+len(ids)/64)
 	defer cancel()
+	if _, known := s.journalRev(source); !known {
+		if err := s.recoverSource(ctx, source); err != nil {
+			return nil, fmt.Errorf("state nats_kv: load from source %q: %w", source, err)
+		}
+	}
 	out := make(map[string]*diff.Record, len(ids))
 	for _, id := range ids {
 		key := itemKey(source, id)
@@ -474,8 +519,13 @@ func (s *Store) ForEach(ctx context.Context, source string, fn func(diff.Record)
 // remembers its revision for the revision check of Commit. Cancelling ctx makes it
 // fail.
 func (s *Store) Meta(ctx context.Context, source string) (state.Meta, error) {
-	ctx, cancel := s.bound(ctx, 1)
+	ctx, cancel := s.bound(ctx, 4)
 	defer cancel()
+	// A view of the source begins here: a commit left pending by a crash is applied
+	// first, and the journal revision read is the one this view's commits check.
+	if err := s.recoverSource(ctx, source); err != nil {
+		return state.Meta{}, fmt.Errorf("state nats_kv: meta of source %q: %w", source, err)
+	}
 	key := sourceKey(source)
 	e, err := s.meta.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

@@ -1,0 +1,124 @@
+package natskv_test
+
+import (
+	"encoding/base64"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/natskv"
+)
+
+func msg(id string) event.Message {
+	return event.Message{ID: id, Subject: "payments.src.payment.pending", Body: []byte(`{"id":"` + id + `"}`)}
+}
+
+// pendingIDs returns the event ids waiting in s's outbox.
+func pendingIDs(t *testing.T, s *natskv.Store) []string {
+	t.Helper()
+	entries, err := s.Pending(t.Context(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.Msg.ID)
+	}
+	return ids
+}
+
+// A writer whose view is stale loses before it writes anything: its events never
+// reach the outbox beside the winner's for the same item and sequence.
+func TestStaleWriterWritesNoEvent(t *testing.T) {
+	js := jetStream(t)
+	a, b := open(t, js, "w", nil), open(t, js, "w", nil)
+	for _, s := range []*natskv.Store{a, b} {
+		if _, err := s.Load(t.Context(), "src", []string{"x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 1)},
+		Messages: []event.Message{msg("winner")}}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 1)},
+		Messages: []event.Message{msg("stale")}})
+	if !errors.Is(err, natskv.ErrConflict) {
+		t.Fatalf("stale commit: %v, want ErrConflict", err)
+	}
+	if got := pendingIDs(t, a); !slices.Equal(got, []string{"winner"}) {
+		t.Errorf("outbox %v, want only the winner's event", got)
+	}
+}
+
+// A commit cut short after it took effect (here: a record another process wrote
+// behind the Store's back makes its application fail part way) is completed by the
+// next view of the source, on any replica, before that view reads a record: the
+// event already in the outbox and the record it belongs to agree, so the next
+// transition of the item gets the next sequence, not the same one again.
+func TestCommitCutShortIsCompletedByTheNextView(t *testing.T) {
+	js := jetStream(t)
+	a := open(t, js, "w", nil)
+	if _, err := a.Meta(t.Context(), "src"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Load(t.Context(), "src", []string{"x", "y"}); err != nil {
+		t.Fatal(err)
+	}
+	// y appears behind a's back: a's revision-checked creation of y fails, after the
+	// outbox entries and x are written.
+	records, err := js.KeyValue(t.Context(), "w_records")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yKey := base64.RawURLEncoding.EncodeToString([]byte("src")) + "." + base64.RawURLEncoding.EncodeToString([]byte("y"))
+	yOld, err := state.EncodeRecord(ptr(rec("y", 7)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := records.Put(t.Context(), yKey, yOld); err != nil {
+		t.Fatal(err)
+	}
+	err = a.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 1), rec("y", 1)},
+		Messages: []event.Message{msg("x1"), msg("y1")}, Meta: &state.Meta{BaselineDone: true}})
+	if !errors.Is(err, natskv.ErrConflict) {
+		t.Fatalf("commit over a record written behind its back: %v, want ErrConflict", err)
+	}
+
+	// Another replica's view begins: the pending commit is completed first.
+	c := open(t, js, "w", nil)
+	meta, err := c.Meta(t.Context(), "src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !meta.BaselineDone {
+		t.Errorf("meta after recovery %+v, want the pending commit's", meta)
+	}
+	got, err := c.Load(t.Context(), "src", []string{"x", "y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["x"] == nil || got["x"].Sequence != 1 || got["y"] == nil || got["y"].Sequence != 1 {
+		t.Fatalf("records after recovery: x %+v, y %+v; want both at the pending commit's sequence 1", got["x"], got["y"])
+	}
+	if ids := pendingIDs(t, c); !slices.Equal(ids, []string{"x1", "y1"}) {
+		t.Errorf("outbox %v, want x1 y1 once each", ids)
+	}
+	// The new view commits on top of it; the old one's stale view loses.
+	if err := c.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 2)},
+		Messages: []event.Message{msg("x2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 2)},
+		Messages: []event.Message{msg("x2-stale")}}); !errors.Is(err, natskv.ErrConflict) {
+		t.Fatalf("commit of the old view: %v, want ErrConflict", err)
+	}
+	if ids := pendingIDs(t, c); !slices.Equal(ids, []string{"x1", "y1", "x2"}) {
+		t.Errorf("outbox %v, want x1 y1 x2", ids)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
