@@ -61,8 +61,10 @@ func TestSmallRun(t *testing.T) {
 		for i, c := range s.Idle {
 			if c.refresh == 0 {
 				quiet++
-				if c.discovery != 1 {
-					t.Errorf("%s: idle cycle %d with no item due made %d requests, want 1", s.Name, i+1, c.discovery)
+				// Coindirect documents no page limit: until its server has served a full
+				// page, a short page is followed by the empty page that proves the end.
+				if want := idleDiscovery(s.Name); c.discovery < 1 || c.discovery > want {
+					t.Errorf("%s: idle cycle %d with no item due made %d requests, want 1 to %d", s.Name, i+1, c.discovery, want)
 				}
 			}
 		}
@@ -162,4 +164,13 @@ func TestCheckFlagsWhatTheTruthContradicts(t *testing.T) {
 	if v.DupIDs != 1 || v.NotSubsequence != 3 || v.NotInTruth != 1 {
 		t.Errorf("verdict %+v: want 1 duplicate id and 3 events outside the truth (1 of an unchanged item)", v)
 	}
+}
+
+// idleDiscovery is the most requests an idle discovery walk of the named source may
+// make: one page, and for coindirect the empty page after a short one.
+func idleDiscovery(source string) int {
+	if strings.Contains(source, "coindirect") {
+		return 2
+	}
+	return 1
 }
