@@ -39,6 +39,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	out := fs.String("out", "", "markdown `file` whose generated section is replaced (appended when it has none); empty prints only")
 	section := fs.String("section", "pipeline", "`name` of the generated section in the -out file")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file`")
+	burst := fs.Int("burst", 0, "instead of the steps, run one cycle of this many first-sight events with the default retention, then compact the state file (0: off)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -80,15 +81,24 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		defer pprof.StopCPUProfile()
 	}
 
-	r, err := pipeline.Run(ctx, o)
-	if err != nil {
-		return err
-	}
 	command := "watcher bench"
 	if len(args) > 0 {
 		command += " " + strings.Join(args, " ")
 	}
-	md := r.Markdown(command)
+	var md string
+	if *burst > 0 {
+		r, err := pipeline.RunBurst(ctx, pipeline.BurstOptions{Dir: o.Dir, Items: *burst, PageSize: o.PageSize, Seed: uint64(o.Seed), Progress: stderr})
+		if err != nil {
+			return err
+		}
+		md = r.Markdown(command)
+	} else {
+		r, err := pipeline.Run(ctx, o)
+		if err != nil {
+			return err
+		}
+		md = r.Markdown(command)
+	}
 	fmt.Fprint(stdout, md)
 	if *out != "" {
 		return writeBenchSection(*out, *section, md)
