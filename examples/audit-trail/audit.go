@@ -17,16 +17,20 @@ import (
 	"github.com/payments-watcher/watcher/event"
 )
 
-// auditor copies every event of the stream into watcher_events.
+// auditor copies every message of the stream into the audit trail.
 //
-// Delivery contract: a fetched batch is inserted in one transaction and its
-// messages are acknowledged only after the commit; the insert skips event ids
-// already stored, so a batch redelivered after a crash, or the same event present
-// twice in the stream, leaves exactly one row per event id.
+// Delivery contract: a fetched batch is stored in one transaction and its messages
+// are acknowledged only after the commit. Every message ends in exactly one row,
+// keyed by its stream sequence: a watcher event in audit_events (linked into its
+// source's hash chain), anything else (not an event, refused by the database, a
+// second copy of a stored event id) in audit_dead_letters with the reason. A
+// message whose stream sequence is stored is skipped, so a batch redelivered after
+// a crash adds nothing.
 type auditor struct {
 	o    options
 	pool *pgxpool.Pool
 	log  *slog.Logger
+	now  func() time.Time
 
 	// beforeAck, when set, runs after a batch is committed and before its acks; an
 	// error stops Run with the batch unacknowledged, as a crash there would.
@@ -109,94 +113,76 @@ func nextBatch(ctx context.Context, msgs jetstream.MessagesContext, max int, lin
 	return batch, nil
 }
 
-// store inserts batch and acknowledges it. Messages that are not watcher events, or
-// whose content the database refuses, are terminated with a log line. A database
-// that is unreachable is retried with a capped exponential backoff until ctx ends.
+// store keeps every message of batch, as an event or a dead letter, in one
+// transaction, then acknowledges them all. A database that is unreachable is
+// retried with a capped exponential backoff until ctx ends.
 func (a *auditor) store(ctx context.Context, n int, batch []jetstream.Msg) error {
-	rows := make([]row, 0, len(batch))
-	keep := make([]jetstream.Msg, 0, len(batch))
+	now := a.now().UTC().Truncate(time.Microsecond)
+	recs := make([]received, 0, len(batch))
 	for _, m := range batch {
-		e, err := event.Decode(m.Data())
-		if err == nil && e.ID == "" {
-			err = errors.New("event has no id")
-		}
-		if err != nil {
-			a.terminate(m, err)
-			continue
-		}
-		rows = append(rows, row{e: e, body: m.Data()})
-		keep = append(keep, m)
+		recs = append(recs, receive(m, now))
 	}
-	if len(rows) > 0 {
-		stop := keepInProgress(keep, a.o.ackWait)
-		err := a.insert(ctx, rows)
-		if badData(err) {
-			// Find the refused rows one by one so that the others are stored.
-			var ok []jetstream.Msg
-			err = nil
-			for i := range rows {
-				rowErr := a.insert(ctx, rows[i:i+1])
-				if badData(rowErr) {
-					a.terminate(keep[i], rowErr)
-					continue
-				}
-				if rowErr != nil {
-					err = rowErr
-					break
-				}
-				ok = append(ok, keep[i])
-			}
-			keep = ok
-		}
-		stop()
-		if err != nil {
-			return err
-		}
+	stop := keepInProgress(batch, a.o.ackWait)
+	events, dead, err := a.storeRetrying(ctx, recs)
+	stop()
+	if err != nil {
+		return err
 	}
 	if a.beforeAck != nil {
 		if err := a.beforeAck(n); err != nil {
 			return err
 		}
 	}
-	for _, m := range keep {
+	for _, m := range batch {
 		if err := m.Ack(); err != nil {
-			a.log.Warn("Ack failed; the event will come again and be skipped", "subject", m.Subject(), "err", err)
+			a.log.Warn("Ack failed; the message will come again and be skipped", "subject", m.Subject(), "err", err)
 		}
 	}
-	a.log.Debug("Batch stored", "batch", n, "events", len(keep), "messages", len(batch))
+	if dead > 0 {
+		a.log.Warn("Messages kept as dead letters", "batch", n, "dead_letters", dead)
+	}
+	a.log.Debug("Batch stored", "batch", n, "events", events, "dead_letters", dead, "messages", len(batch))
 	return nil
 }
 
-func (a *auditor) terminate(m jetstream.Msg, err error) {
-	a.log.Warn("Event not stored; terminated", "subject", m.Subject(), "err", err)
-	if err := m.Term(); err != nil {
-		a.log.Warn("Term failed", "subject", m.Subject(), "err", err)
+// receive reads what audit-trail keeps of m: its stream sequence and timestamp, and
+// the event it carries, if it is one.
+func receive(m jetstream.Msg, at time.Time) received {
+	r := received{subject: m.Subject(), at: at, body: m.Data()}
+	if md, err := m.Metadata(); err == nil {
+		r.seq, r.published = md.Sequence.Stream, md.Timestamp.UTC()
 	}
+	e, err := event.Decode(m.Data())
+	if err == nil && e.ID == "" {
+		err = errors.New("event has no id")
+	}
+	if err != nil {
+		r.decodeErr = err
+		return r
+	}
+	r.e = &e
+	return r
 }
 
-// insert runs insertRows until it succeeds, the database refuses the data, or ctx
-// ends.
-func (a *auditor) insert(ctx context.Context, rows []row) error {
+// storeRetrying runs storeBatch until it succeeds or ctx ends.
+func (a *auditor) storeRetrying(ctx context.Context, recs []received) (events, dead int, err error) {
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(min(200*time.Millisecond, a.o.maxBackoff)),
 		backoff.WithMaxInterval(a.o.maxBackoff),
 		backoff.WithMaxElapsedTime(0),
 	)
 	op := func() error {
-		err := insertRows(ctx, a.pool, rows)
-		if badData(err) {
-			return backoff.Permanent(err)
-		}
+		events, dead, err = storeBatch(ctx, a.pool, recs)
 		return err
 	}
 	notify := func(err error, wait time.Duration) {
-		a.log.Warn("Insert failed; retrying", "events", len(rows), "err", err, "retry_in", wait)
+		a.log.Warn("Insert failed; retrying", "messages", len(recs), "err", err, "retry_in", wait)
 	}
-	err := backoff.RetryNotify(op, backoff.WithContext(b, ctx), notify)
+	err = backoff.RetryNotify(op, backoff.WithContext(b, ctx), notify)
 	if err != nil && ctx.Err() != nil {
-		return ctx.Err()
+		return 0, 0, ctx.Err()
 	}
-	return err
+	return events, dead, err
 }
 
 // keepInProgress tells JetStream that msgs are being worked on every third of the

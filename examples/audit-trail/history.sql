@@ -6,14 +6,14 @@ SELECT kind,
        item_id,
        parent_id,
        sequence,
-       event -> 'data' -> 'previous' ->> 'status' AS previous_status,
+       previous_status,
        status,
        state,
        observed_at,
        event_id
 FROM (
     SELECT *, min(observed_at) OVER (PARTITION BY kind, parent_id, item_id) AS first_seen
-    FROM watcher_events
+    FROM audit_events
     WHERE source = $1 AND (item_id = $2 OR parent_id = $2)
 ) AS history
 ORDER BY item_id <> $2, first_seen, kind, item_id, sequence;

@@ -1,5 +1,12 @@
-// Command audit-trail writes every event of watcher's JetStream stream into a
-// PostgreSQL table, once per event id, and prints an item's status history from it.
+// Command audit-trail keeps every message of watcher's JetStream stream in an
+// append-only PostgreSQL audit trail, each event linked into a SHA-256 hash chain
+// per source, and proves it: `audit-trail verify` checks the chains and finds the
+// stream sequences and item sequences the trail lacks.
+//
+//	audit-trail setup --dsn OWNER_DSN --writer ROLE   create the tables, grant ROLE INSERT and SELECT
+//	audit-trail [flags]                               store events, connected as the writer
+//	audit-trail verify [flags]                        check the trail against itself and the stream
+//	audit-trail --history SOURCE ID                   print an item's status history
 package main
 
 import (
@@ -15,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -42,6 +50,8 @@ type options struct {
 	logLevel       slog.Level
 	// historySource and historyID are set by --history SOURCE ID.
 	historySource, historyID string
+	command                  string // "" (store events), "setup" or "verify"
+	writer                   string // setup: the role granted INSERT and SELECT
 }
 
 // parseOptions reads flags, with DATABASE_URL and NATS_URL as defaults for --dsn and
@@ -56,6 +66,10 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 		return def
 	}
 	var o options
+	if len(args) > 0 && (args[0] == "setup" || args[0] == "verify") {
+		o.command, args = args[0], args[1:]
+	}
+	fs.StringVar(&o.writer, "writer", "", "setup: the `role` audit-trail runs as, granted INSERT and SELECT only")
 	fs.StringVar(&o.natsURL, "nats", env("NATS_URL", nats.DefaultURL), "NATS server `url` (env NATS_URL)")
 	fs.StringVar(&o.creds, "creds", "", "NATS credentials `file`")
 	fs.StringVar(&o.stream, "stream", "PAYMENT_EVENTS", "JetStream `stream`")
@@ -93,6 +107,12 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	if o.dsn == "" {
 		errs = append(errs, errors.New("--dsn (or DATABASE_URL) is required"))
 	}
+	if (o.command == "setup") != (o.writer != "") {
+		errs = append(errs, errors.New("--writer is required by setup, and only by it"))
+	}
+	if o.command != "" && o.historySource != "" {
+		errs = append(errs, fmt.Errorf("--history does not go with %s", o.command))
+	}
 	if o.deliver != "new" && o.deliver != "all" {
 		errs = append(errs, fmt.Errorf("--deliver %q: want all or new", o.deliver))
 	}
@@ -113,8 +133,8 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	return o, errors.Join(errs...)
 }
 
-// run parses args, opens the database (creating the schema) and either prints a
-// history to stdout or stores events until ctx ends.
+// run parses args, opens the database and runs the command: setup, verify, a
+// history, or storing events until ctx ends.
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
 	o, err := parseOptions(args, lookupEnv, stderr)
 	if err != nil {
@@ -126,23 +146,81 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer pool.Close()
-	if o.historySource != "" {
+	switch {
+	case o.command == "setup":
+		if err := setupSchema(ctx, pool, o.writer); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "audit-trail: tables ready; %s may INSERT and SELECT only\n", o.writer)
+		return nil
+	case o.historySource != "":
 		return printHistory(ctx, pool, o.historySource, o.historyID, stdout)
 	}
+	js, closeNATS, err := connectNATS(o)
+	if err != nil {
+		return err
+	}
+	defer closeNATS()
+	if o.command == "verify" {
+		return runVerify(ctx, pool, js, o.stream, stdout)
+	}
+	if err := checkWriter(ctx, pool); err != nil {
+		return err
+	}
+	log.Info("auditing", "stream", o.stream, "consumer", o.consumer, "subjects", o.prefix+".>")
+	a := &auditor{o: o, pool: pool, log: log, now: time.Now}
+	return a.Run(ctx, js)
+}
+
+// connectNATS connects to o's NATS server.
+func connectNATS(o options) (jetstream.JetStream, func(), error) {
 	natsOpts := []nats.Option{nats.Name("audit-trail")}
 	if o.creds != "" {
 		natsOpts = append(natsOpts, nats.UserCredentials(o.creds))
 	}
 	nc, err := nats.Connect(o.natsURL, natsOpts...)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
-	log.Info("auditing", "stream", o.stream, "consumer", o.consumer, "subjects", o.prefix+".>")
-	a := &auditor{o: o, pool: pool, log: log}
-	return a.Run(ctx, js)
+	return js, nc.Close, nil
+}
+
+// runVerify reads the stream's range and verifies the trail against it, printing
+// the report; it is an error when the report has problems.
+func runVerify(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, name string, stdout io.Writer) error {
+	sr, err := readStreamRange(ctx, js, name)
+	if err != nil {
+		return err
+	}
+	r, err := verify(ctx, pool, sr)
+	if err != nil {
+		return err
+	}
+	r.print(stdout, sr)
+	if len(r.problems) > 0 {
+		return fmt.Errorf("verify: %d problems", len(r.problems))
+	}
+	return nil
+}
+
+// readStreamRange is the stream's first and last sequence and its deleted ones.
+func readStreamRange(ctx context.Context, js jetstream.JetStream, name string) (streamRange, error) {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return streamRange{}, fmt.Errorf("stream %s: %w", name, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return streamRange{}, fmt.Errorf("stream %s: %w", name, err)
+	}
+	sr := streamRange{first: info.State.FirstSeq, last: info.State.LastSeq, deleted: map[uint64]bool{}}
+	for _, d := range info.State.Deleted {
+		sr.deleted[d] = true
+	}
+	return sr, nil
 }

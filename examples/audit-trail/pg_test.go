@@ -136,22 +136,39 @@ func startPostgres() (stop func(), err error) {
 	}, nil
 }
 
-// newDatabase creates an empty database for t on the test server and returns its
-// connection string. It fails t when there is no server.
-func newDatabase(t *testing.T) string {
+// testDB is a database of the test server set up for audit-trail: owner is the
+// connection string of the role owning the tables, writer that of the role granted
+// INSERT and SELECT only.
+type testDB struct {
+	owner, writer         string
+	ownerRole, writerRole string
+}
+
+// newDatabase creates a database for t, owned by a role of its own, and runs
+// `audit-trail setup` in it as that owner for a writer role of its own. It fails t
+// when there is no server.
+func newDatabase(t *testing.T) testDB {
 	t.Helper()
 	if testPG.err != nil {
 		t.Fatalf("PostgreSQL test server: %v", testPG.err)
 	}
-	name := fmt.Sprintf("audit_%d", testPG.dbs.Add(1))
-	admin := dsn("postgres")
+	n := testPG.dbs.Add(1)
+	name := fmt.Sprintf("audit_%d", n)
+	db := testDB{ownerRole: fmt.Sprintf("audit_owner_%d", n), writerRole: fmt.Sprintf("audit_writer_%d", n)}
+	admin := dsn("postgres", "postgres")
 	conn, err := pgx.Connect(t.Context(), admin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(t.Context(), "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
+	for _, q := range []string{
+		"CREATE ROLE " + db.ownerRole + " LOGIN",
+		"CREATE ROLE " + db.writerRole + " LOGIN",
+		"CREATE DATABASE " + name + " OWNER " + db.ownerRole,
+	} {
+		if _, err := conn.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() {
 		conn, err := pgx.Connect(context.Background(), admin)
@@ -160,13 +177,24 @@ func newDatabase(t *testing.T) string {
 			return
 		}
 		defer conn.Close(context.Background())
-		if _, err := conn.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
-			t.Error(err)
+		for _, q := range []string{"DROP DATABASE " + name + " WITH (FORCE)", "DROP ROLE " + db.writerRole, "DROP ROLE " + db.ownerRole} {
+			if _, err := conn.Exec(context.Background(), q); err != nil {
+				t.Error(err)
+			}
 		}
 	})
-	return dsn(name)
+	db.owner, db.writer = dsn(name, db.ownerRole), dsn(name, db.writerRole)
+	pool, err := openDB(t.Context(), db.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := setupSchema(t.Context(), pool, db.writerRole); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
 
-func dsn(db string) string {
-	return fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable", testPG.socketDir, testPG.port, db)
+func dsn(db, user string) string {
+	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", testPG.socketDir, testPG.port, user, db)
 }
