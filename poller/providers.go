@@ -10,7 +10,8 @@ import (
 )
 
 // Providers maps the configuration's provider ids to their adapters. A new provider
-// is a sub-package, its tests, and one line here.
+// is a sub-package, its tests, and one line here (CONTRIBUTING.md, "Adding a
+// provider"; TestRegistrationComplete checks the rest of that list).
 var Providers = map[string]provider.Provider{
 	"circle_cpn_payments":           circle.CPN,
 	"circle_ramp_sessions":          circle.Ramp,

@@ -508,3 +508,18 @@ func (a *coindirectAPI) get(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, o)
 }
+
+// coindirectSim registers coindirect_payments: Coindirect payments (see simulatedProviders).
+var coindirectSim = simulated{
+	id: ProviderCoindirect, source: "coindirect", listPath: "/api/v1/pay/summary",
+	setup: func(p *prov, _ uint64) {
+		p.m = coindirectMachine{}
+		p.render = func(seq int) any { return renderCoindirect(p, seq) }
+		p.api = &coindirectAPI{p: p}
+		p.nestedID = func(seq, i int) string { return coindirectTxHash(p, seq, i) }
+	},
+	keys: func(c Credentials) map[string]string {
+		return map[string]string{"hawk_id": c.CoindirectHawkID, "hawk_key": c.CoindirectHawkKey, "merchant_id": c.CoindirectMerchantID}
+	},
+	final: []string{"COMPLETE", "UNDERPAID", "EXPIRED", "CANCELLED"},
+}

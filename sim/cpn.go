@@ -453,3 +453,15 @@ func (cpnMachine) forced(it *item) {
 		it.fail = failCancelled
 	}
 }
+
+// cpnSim registers circle_cpn_payments: Circle CPN payments (see simulatedProviders).
+var cpnSim = simulated{
+	id: ProviderCPN, source: "cpn", listPath: "/v1/cpn/payments",
+	setup: func(p *prov, _ uint64) {
+		p.m, p.precision = cpnMachine{}, 1000
+		p.render = func(seq int) any { return renderCPN(p, seq) }
+		p.api = newCircleAPI(p, cpnEndpoint(p))
+	},
+	keys:  func(c Credentials) map[string]string { return map[string]string{"api_key": c.CircleCPNKey} },
+	final: []string{"COMPLETED", "FAILED"},
+}

@@ -227,3 +227,16 @@ func rampEndpoint(p *prov) circleEndpoint {
 		},
 	}
 }
+
+// rampSim registers circle_ramp_sessions: Circle W3S ramp sessions (see simulatedProviders).
+var rampSim = simulated{
+	id: ProviderRamp, source: "ramp", listPath: "/v1/w3s/ramp/sessions",
+	setup: func(p *prov, _ uint64) {
+		p.m, p.precision = rampMachine{}, 1000
+		p.render = func(seq int) any { return renderRamp(p, seq) }
+		p.api = newCircleAPI(p, rampEndpoint(p))
+	},
+	keys: func(c Credentials) map[string]string { return map[string]string{"api_key": c.CircleRampKey} },
+	// The last two are those of Quirks.UnknownStatuses.
+	final: []string{"COMPLETED", "FAILED", "EXPIRED", "SUCCEEDED", "DECLINED"},
+}

@@ -169,3 +169,15 @@ func settlementEndpoint(p *prov) circleEndpoint {
 		},
 	}
 }
+
+// settlementsSim registers circle_exchange_settlements: Circle Mint settlements (see simulatedProviders).
+var settlementsSim = simulated{
+	id: ProviderSettlements, source: "settlements", listPath: "/v1/exchange/trades/settlements",
+	setup: func(p *prov, _ uint64) {
+		p.m = settlementMachine{}
+		p.render = func(seq int) any { return renderSettlement(p, seq) }
+		p.api = newCircleAPI(p, settlementEndpoint(p))
+	},
+	keys:  func(c Credentials) map[string]string { return map[string]string{"api_key": c.CircleSettlementsKey} },
+	final: []string{"settled"},
+}

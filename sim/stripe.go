@@ -453,3 +453,20 @@ func (a *stripeAPI) get(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, o)
 }
+
+// onrampSim registers stripe_crypto_onramp_sessions: Stripe crypto onramp sessions (see simulatedProviders).
+var onrampSim = simulated{
+	id: ProviderStripe, source: "onramp", listPath: "/v1/crypto/onramp_sessions",
+	setup: func(p *prov, key uint64) {
+		p.m, p.precision = stripeMachine{}, 1000
+		p.render = func(seq int) any { return renderOnramp(p, seq) }
+		sc := newStripeCodec(key)
+		p.itemID = func(seq int) string { return sc.encode("cos_", uint64(seq)) }
+		p.decodeID = func(id string) (uint64, bool) { return sc.decode("cos_", id) }
+		p.api = &stripeAPI{p: p}
+	},
+	keys: func(c Credentials) map[string]string {
+		return map[string]string{"api_key": c.StripeSecretKey, "stripe_version": DefaultStripeVersion}
+	},
+	final: []string{"rejected", "fulfillment_complete"},
+}

@@ -8,11 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller"
-	"github.com/payments-watcher/watcher/poller/circle"
-	"github.com/payments-watcher/watcher/poller/coindirect"
-	"github.com/payments-watcher/watcher/poller/stripe"
 	"github.com/payments-watcher/watcher/sim"
 )
 
@@ -102,21 +98,10 @@ func (r *recorder) behind(ti *truthIndex) (final, other int) {
 	return final, other
 }
 
-// mappings are the providers' status tables by provider and kind, to tell which
-// statuses of the truth are final.
-var mappings = map[string]map[string]diff.Mapping{
-	sim.ProviderCPN: {
-		"payment": circle.CPNPaymentStatus, "payment_refund": circle.CPNRefundStatus,
-		"payment_rfi": circle.CPNRFIStatus, "payment_onchain_transaction": circle.CPNOnchainStatus,
-	},
-	sim.ProviderRamp:        {"ramp_session": circle.RampStatus},
-	sim.ProviderSettlements: {"settlement": circle.SettlementStatus, "settlement_detail": circle.SettlementDetailStatus},
-	sim.ProviderStripe:      {"onramp_session": stripe.OnrampStatus},
-	sim.ProviderCoindirect:  {"payment": coindirect.PaymentStatus, "payment_transaction": coindirect.TransactionStatus},
-}
-
+// terminal tells whether raw is a final status of kind for provider, from the
+// provider's status tables.
 func terminal(provider, kind, raw string) (bool, error) {
-	m, ok := mappings[provider][kind]
+	m, ok := poller.Providers[provider].Statuses[kind]
 	if !ok {
 		return false, fmt.Errorf("truth names kind %q of provider %q, which has no status table here", kind, provider)
 	}

@@ -1,13 +1,8 @@
 package main
 
 import (
-	"encoding/json"
-	"io/fs"
-	"maps"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,85 +13,19 @@ import (
 	"github.com/payments-watcher/watcher/poller"
 )
 
-// goldenDirs are the directories of each provider adapter's golden parse results.
-var goldenDirs = map[string]string{
-	"circle_cpn_payments":           "../../poller/circle/testdata/cpn",
-	"circle_ramp_sessions":          "../../poller/circle/testdata/ramp",
-	"circle_exchange_settlements":   "../../poller/circle/testdata/settlements",
-	"stripe_crypto_onramp_sessions": "../../poller/stripe/testdata/onramp",
-	"coindirect_payments":           "../../poller/coindirect/testdata/coindirect",
-}
-
-// goldenKinds returns the kinds of every item, nested ones included, in the golden
-// files under dir, sorted.
-func goldenKinds(t *testing.T, dir string) []string {
-	t.Helper()
-	type item struct {
-		Kind   string `json:"kind"`
-		Nested []item `json:"nested"`
+// TestSourceKinds checks that a source's kinds are its provider's top-level kind
+// first, then the nested ones, sorted; poller's registration test checks those against the
+// adapters' golden files.
+func TestSourceKinds(t *testing.T) {
+	cpn := config.Source{Provider: poller.Providers["circle_cpn_payments"]}
+	want := []string{"payment", "payment_onchain_transaction", "payment_refund", "payment_rfi"}
+	if got := sourceKinds(cpn); !slices.Equal(got, want) {
+		t.Errorf("kinds of a CPN source: %v, want %v", got, want)
 	}
-	var kinds []string
-	var add func(items []item)
-	add = func(items []item) {
-		for _, it := range items {
-			if !slices.Contains(kinds, it.Kind) {
-				kinds = append(kinds, it.Kind)
-			}
-			add(it.Nested)
-		}
-	}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".golden") {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		var page struct {
-			Items []item `json:"items"`
-		}
-		if json.Unmarshal(data, &page) == nil {
-			add(page.Items)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(kinds)
-	return kinds
-}
-
-// TestProviderKinds keeps providerKinds equal to what the adapters emit: the kinds of
-// their golden files, with the provider's top-level kind first.
-func TestProviderKinds(t *testing.T) {
-	if got, want := slices.Sorted(maps.Keys(providerKinds)), poller.ProviderIDs(); !slices.Equal(got, want) {
-		t.Errorf("providerKinds lists %v, the providers are %v", got, want)
-	}
-	for id, p := range poller.Providers {
-		kinds := providerKinds[id]
-		if len(kinds) == 0 || kinds[0] != p.Kind {
-			t.Errorf("%s: kinds %v, want the top-level kind %q first", id, kinds, p.Kind)
-		}
-		dir, ok := goldenDirs[id]
-		if !ok {
-			t.Errorf("%s: no golden directory to check its kinds against", id)
-			continue
-		}
-		golden := goldenKinds(t, dir)
-		if len(golden) == 0 {
-			t.Errorf("%s: no item kinds in %s", id, dir)
-		}
-		if got := slices.Sorted(slices.Values(kinds)); !slices.Equal(got, golden) {
-			t.Errorf("%s: providerKinds %v, the adapter's golden files show %v", id, got, golden)
-		}
-	}
-	unknown := config.Source{}
-	unknown.Config.Provider = "not_a_provider"
-	unknown.Provider.Kind = "thing"
-	if got := sourceKinds(unknown); !slices.Equal(got, []string{"thing"}) {
-		t.Errorf("kinds of an unlisted provider: %v, want its top-level kind", got)
+	other := config.Source{}
+	other.Provider.Kind = "thing"
+	if got := sourceKinds(other); !slices.Equal(got, []string{"thing"}) {
+		t.Errorf("kinds of a provider without nested items: %v, want its top-level kind", got)
 	}
 }
 

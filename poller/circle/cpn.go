@@ -28,7 +28,11 @@ const (
 // CPN is the provider circle_cpn_payments: Circle Payments Network payments, listed by
 // GET /v1/cpn/payments and read one at a time by GET /v1/cpn/payments/{id}.
 var CPN = provider.Provider{
-	Kind:            kindCPNPayment,
+	Kind: kindCPNPayment,
+	Statuses: map[string]diff.Mapping{
+		kindCPNPayment: CPNPaymentStatus, kindCPNRefund: CPNRefundStatus,
+		kindCPNRFI: CPNRFIStatus, kindCPNOnchainTx: CPNOnchainStatus,
+	},
 	DefaultBaseURL:  "https://api.circle.com",
 	MaxPageSize:     cpnMaxPageSize,
 	DefaultPageSize: cpnDefaultPageSize,

@@ -30,6 +30,7 @@ const kindRampSession = "ramp_session"
 // GET /v1/w3s/ramp/sessions/{id}.
 var Ramp = provider.Provider{
 	Kind:             kindRampSession,
+	Statuses:         map[string]diff.Mapping{kindRampSession: RampStatus},
 	DefaultBaseURL:   "https://api.circle.com",
 	MaxPageSize:      rampMaxPageSize,
 	DefaultPageSize:  rampDefaultPageSize,

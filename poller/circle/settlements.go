@@ -33,6 +33,7 @@ const (
 // base_url to https://api-sandbox.circle.com.
 var Settlements = provider.Provider{
 	Kind:            kindSettlement,
+	Statuses:        map[string]diff.Mapping{kindSettlement: SettlementStatus, kindSettlementDetail: SettlementDetailStatus},
 	DefaultBaseURL:  "https://api.circle.com",
 	MaxPageSize:     settlementsMaxPageSize,
 	DefaultPageSize: settlementsDefaultPageSize,

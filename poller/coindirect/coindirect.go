@@ -46,6 +46,7 @@ const (
 // set through base_url.
 var Payments = provider.Provider{
 	Kind:            kindPayment,
+	Statuses:        map[string]diff.Mapping{kindPayment: PaymentStatus, kindTransaction: TransactionStatus},
 	DefaultBaseURL:  "https://api.coindirect.com",
 	MaxPageSize:     maxPageSize,
 	DefaultPageSize: defaultPageSize,

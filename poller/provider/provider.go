@@ -10,7 +10,9 @@ package provider
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -115,6 +117,10 @@ type Key struct {
 type Provider struct {
 	// Kind is the kind of the top-level items ("payment").
 	Kind string
+	// Statuses are the provider's status tables by item kind: Kind's, and those of the
+	// kinds the adapter nests in top-level items. They name every kind the adapter
+	// emits (see Kinds).
+	Statuses map[string]diff.Mapping
 	// DefaultBaseURL is used when the source configures none.
 	DefaultBaseURL string
 	// MaxPageSize is the largest page the provider serves; DefaultPageSize is used
@@ -129,6 +135,18 @@ type Provider struct {
 	// New builds the source. It returns an error naming the setting when one is
 	// missing or invalid.
 	New func(s Settings, c *Client) (Source, error)
+}
+
+// Kinds returns the kinds of the items the adapter emits: Kind first, then the other
+// kinds of Statuses, sorted.
+func (p Provider) Kinds() []string {
+	kinds := []string{p.Kind}
+	for _, k := range slices.Sorted(maps.Keys(p.Statuses)) {
+		if k != p.Kind {
+			kinds = append(kinds, k)
+		}
+	}
+	return kinds
 }
 
 // Credentials returns the names of the provider's Required keys, in declaration

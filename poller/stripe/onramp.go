@@ -29,6 +29,7 @@ const (
 // GET /v1/crypto/onramp_sessions/{id}.
 var OnrampSessions = provider.Provider{
 	Kind:            kindOnrampSession,
+	Statuses:        map[string]diff.Mapping{kindOnrampSession: OnrampStatus},
 	DefaultBaseURL:  "https://api.stripe.com",
 	MaxPageSize:     onrampMaxPageSize,
 	DefaultPageSize: onrampDefaultPageSize,
