@@ -490,3 +490,25 @@ func TestDeliveredPrunesExpiredIDs(t *testing.T) {
 		t.Errorf("after reopening with a 1h retention Has(recent) = %v, %v; want false", got, err)
 	}
 }
+
+func TestWebhookSkipsIDsRecordedByEarlierVersions(t *testing.T) {
+	_, js := runNATS(t)
+	rcv := newReceiver(t, nil)
+	old, fresh := ev("cpn", "payment", "p1", 2, "CREATED", "FAILED", "failed"), ev("cpn", "payment", "p2", 2, "CREATED", "FAILED", "failed")
+	statePath := filepath.Join(t.TempDir(), "a.db")
+	d, err := openDelivered(statePath, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Add(old.ID); err != nil { // the bare id, as the webhook-only version wrote it
+		t.Fatal(err)
+	}
+	d.Close()
+	publish(t, js, old, fresh)
+	c := start(t, js, rcv, statePath, io.Discard, nil)
+	waitDrained(t, js, "alert-failed")
+	c.stop(t)
+	if got := rcv.accepted(); len(got) != 1 || got[fresh.ID] != 1 {
+		t.Errorf("accepted %v, want only %s", got, fresh.ID)
+	}
+}

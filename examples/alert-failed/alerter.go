@@ -210,6 +210,9 @@ func (a *alerter) ack(msg jetstream.Msg, log *slog.Logger, what string) {
 func (a *alerter) deliver(ctx context.Context, s sink, e event.Event, msg jetstream.Msg, log *slog.Logger) error {
 	key := s.Name() + "/" + e.ID
 	done, err := a.sent.Has(key)
+	if err == nil && !done && s.Name() == "webhook" {
+		done, err = a.sent.Has(e.ID) // recorded by a version that knew only the webhook
+	}
 	if err != nil {
 		return err
 	}
