@@ -97,18 +97,8 @@ func (r Report) OK() bool {
 		r.Outbox == 0 && r.StateCheck == nil && r.Cluster.Pollers.OK()
 }
 
-// sources configures each simulated provider in watcher.
-var sources = []struct {
-	name, provider, keys string
-	pageSize             int
-}{
-	{"cpn", sim.ProviderCPN, "api_key: " + sim.DefaultCircleCPNKey, 10},
-	{"ramp", sim.ProviderRamp, "api_key: " + sim.DefaultCircleRampKey, 10},
-	{"settlements", sim.ProviderSettlements, "api_key: " + sim.DefaultCircleSettlementsKey, 10},
-	{"onramp", sim.ProviderStripe, "api_key: " + sim.DefaultStripeSecretKey + "\n    stripe_version: " + sim.DefaultStripeVersion, 10},
-	{"coindirect", sim.ProviderCoindirect, "hawk_id: " + sim.DefaultCoindirectHawkID + "\n    hawk_key: " + sim.DefaultCoindirectHawkKey +
-		"\n    merchant_id: " + sim.DefaultCoindirectMerchantID, 10},
-}
+// sourcePageSize is every source's page_size: small, so that walks cross many pages.
+const sourcePageSize = 10
 
 // subjectPrefix is nats.subject_prefix in the configuration the harness writes.
 const subjectPrefix = "payments"
@@ -139,12 +129,14 @@ func watcherConfig(statePath, natsURL, simURL string) string {
 	return b.String()
 }
 
-// writeSources writes the sources: section, every simulated provider on simURL.
+// writeSources writes the sources: section, every simulated provider (sim.Sources) on
+// simURL.
 func writeSources(b *strings.Builder, simURL string) {
 	b.WriteString("sources:\n")
-	for _, s := range sources {
-		fmt.Fprintf(b, "  - name: %s\n    provider: %s\n    base_url: %s\n    %s\n", s.name, s.provider, simURL, s.keys)
-		fmt.Fprintf(b, "    page_size: %d\n    interval: 1s\n    open_refresh: 1s\n    open_refresh_by_state: {settling: 5s}\n", s.pageSize)
+	for _, s := range sim.Sources() {
+		fmt.Fprintf(b, "  - name: %s\n    provider: %s\n    base_url: %s\n", s.Name, s.Provider, simURL)
+		b.WriteString(s.KeyLines("    "))
+		fmt.Fprintf(b, "    page_size: %d\n    interval: 1s\n    open_refresh: 1s\n    open_refresh_by_state: {settling: 5s}\n", sourcePageSize)
 		// discovery_overlap covers the latest late item (LateBy) with room to spare.
 		// Every Coindirect payment and every failed CPN payment stays open (settling)
 		// for the whole run: the rate limit leaves refresh a budget for them beside

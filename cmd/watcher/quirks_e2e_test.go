@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,10 +61,8 @@ func credentialLines(provider string) []string {
 			continue
 		}
 		var lines []string
-		for _, k := range []string{"api_key", "stripe_version", "hawk_id", "hawk_key", "merchant_id"} {
-			if v, ok := s.keys[k]; ok {
-				lines = append(lines, fmt.Sprintf("%s: %q", k, v))
-			}
+		for _, k := range slices.Sorted(maps.Keys(s.keys)) {
+			lines = append(lines, fmt.Sprintf("%s: %q", k, s.keys[k]))
 		}
 		return lines
 	}
