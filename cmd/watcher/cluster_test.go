@@ -20,6 +20,7 @@ import (
 
 	"github.com/payments-watcher/watcher/cluster"
 	"github.com/payments-watcher/watcher/config"
+	"github.com/payments-watcher/watcher/daemon"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/sim"
@@ -195,7 +196,7 @@ func TestClusterFailover(t *testing.T) {
 		r := &replica{id: id, cancel: cancel, done: make(chan error, 1), conn: make(chan *nats.Conn, 1)}
 		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		go func() {
-			r.done <- runReplica(ctx, cfg, log, clusterHooks{conn: func(c *nats.Conn) { r.conn <- c }, task: rec.hook})
+			r.done <- daemon.Run(ctx, cfg, log, daemon.Options{Hooks: daemon.Hooks{Conn: func(c *nats.Conn) { r.conn <- c }, Task: rec.hook}})
 		}()
 		return r
 	}
@@ -430,7 +431,7 @@ func waitFor(t *testing.T, limit time.Duration, check func() string) {
 }
 
 // A replica asked to stop while NATS cannot set up its buckets (here: a server
-// without JetStream) stops cleanly: runReplica returns nil, as a SIGTERM must end in
+// without JetStream) stops cleanly: daemon.Run returns nil, as a SIGTERM must end in
 // exit 0.
 func TestReplicaStopDuringSetup(t *testing.T) {
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
@@ -453,8 +454,8 @@ func TestReplicaStopDuringSetup(t *testing.T) {
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
 	// Cancelled once connected, before (or while) the buckets are set up.
-	err = runReplica(ctx, cfg, log, clusterHooks{conn: func(*nats.Conn) { cancel() }})
+	err = daemon.Run(ctx, cfg, log, daemon.Options{Hooks: daemon.Hooks{Conn: func(*nats.Conn) { cancel() }}})
 	if err != nil {
-		t.Errorf("runReplica stopped during setup: %v, want nil", err)
+		t.Errorf("the replica stopped during setup: %v, want nil", err)
 	}
 }

@@ -54,18 +54,32 @@ func eventually(t *testing.T, check func() string) {
 	}
 }
 
-var addrLine = regexp.MustCompile(`msg="serving /metrics[^"]*" addr=(\S+)`)
+var (
+	addrLine      = regexp.MustCompile(`msg="serving /metrics[^"]*" addr=(\S+)`)
+	adminAddrLine = regexp.MustCompile(`msg="serving the admin API[^"]*" addr=(\S+)`)
+)
 
-// httpAddr waits for the daemon to log the address it serves HTTP on.
-func (d *daemon) httpAddr(t *testing.T) string {
+// httpAddr waits for the daemon to log the address it serves /metrics on.
+func (d *runningDaemon) httpAddr(t *testing.T) string {
+	t.Helper()
+	return d.loggedAddr(t, addrLine)
+}
+
+// adminAddr waits for the daemon to log the address of its admin listener.
+func (d *runningDaemon) adminAddr(t *testing.T) string {
+	t.Helper()
+	return d.loggedAddr(t, adminAddrLine)
+}
+
+func (d *runningDaemon) loggedAddr(t *testing.T, line *regexp.Regexp) string {
 	t.Helper()
 	var addr string
 	eventually(t, func() string {
-		if m := addrLine.FindStringSubmatch(d.logs.String()); m != nil {
+		if m := line.FindStringSubmatch(d.logs.String()); m != nil {
 			addr = m[1]
 			return ""
 		}
-		return "the HTTP address in the logs:\n" + d.logs.String()
+		return "the address in the logs (" + line.String() + "):\n" + d.logs.String()
 	})
 	return addr
 }
@@ -160,6 +174,9 @@ nats:
   url: nats://127.0.0.1:%d
 http:
   listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+  token_file: %s/admin-token
 sources:
   - name: cpn
     provider: circle_cpn_payments
@@ -168,14 +185,18 @@ sources:
     interval: 200ms
     open_refresh: 1ms
     baseline: emit
-`, dir, natsPort, prov.URL)
+`, dir, natsPort, dir, prov.URL)
+	const token = "ops-admin-token-0123456789"
+	if err := os.WriteFile(filepath.Join(dir, "admin-token"), []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
 	d := startDaemon(t, cfgPath)
-	addr := d.httpAddr(t)
-	base := "http://" + addr
+	base := "http://" + d.httpAddr(t)
+	addr := d.adminAddr(t)
 
 	// Ready once NATS, the outbox and the source are fine; the first events published.
 	var metrics string
@@ -250,6 +271,11 @@ sources:
 		return awaitSample(m, `watcher_transitions_total{kind="payment",source="cpn",state="failed"}`, "the failed transition counted", equal(1))
 	})
 
+	// The metrics port serves no /state/ endpoint.
+	if code, _ := get(t, base+"/state/sources"); code != 404 {
+		t.Errorf("/state/sources on http.listen: %d, want 404", code)
+	}
+
 	// The state commands, asked while the watcher runs (it holds the file).
 	type answer struct{ out, err string }
 	remote := map[string]answer{}
@@ -290,11 +316,36 @@ sources:
 		t.Errorf("get of an unknown item: %v", err)
 	}
 
-	// A form a browser could send from another origin is refused.
-	if resp, err := http.Post(base+"/state/rebaseline/cpn", "text/plain", strings.NewReader("x")); err != nil {
-		t.Fatal(err)
-	} else if resp.Body.Close(); resp.StatusCode != 400 {
-		t.Errorf("rebaseline posted as text/plain: %s", resp.Status)
+	// Without the token, or with another, a rebaseline is refused; a form a browser
+	// could send from another origin is refused even with it.
+	for _, tc := range []struct {
+		auth, contentType string
+		want              int
+	}{
+		{"", "application/json", 401},
+		{"Bearer not-the-token", "application/json", 401},
+		{"Bearer " + token, "text/plain", 400},
+	} {
+		req, err := http.NewRequest("POST", "http://"+addr+"/state/rebaseline/cpn", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", tc.contentType)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("rebaseline with Authorization %q as %s: %s, want %d", tc.auth, tc.contentType, resp.Status, tc.want)
+		}
+	}
+	// Records are not shown without the token either.
+	if code, _ := get(t, "http://"+addr+"/state/export/cpn"); code != 401 {
+		t.Errorf("export without the token: %d, want 401", code)
 	}
 
 	// A rebaseline asked of the running watcher: its next cycle is a silent baseline.

@@ -77,7 +77,7 @@ func TestRunAgainstQuirkyProviders(t *testing.T) {
 	ns := runNATS(t)
 	dir := t.TempDir()
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "state:\n  path: %q\nnats:\n  url: %q\nhttp:\n  listen: \"\"\nsources:\n", filepath.Join(dir, "w.db"), ns.ClientURL())
+	fmt.Fprintf(&cfg, "state:\n  path: %q\nnats:\n  url: %q\nhttp:\n  listen: \"\"\nadmin:\n  listen: \"\"\nsources:\n", filepath.Join(dir, "w.db"), ns.ClientURL())
 	sims := map[string]*sim.Sim{}
 	urls := map[string]string{}
 	for i, c := range quirkCases {

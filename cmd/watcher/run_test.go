@@ -207,23 +207,23 @@ func runNATS(t *testing.T) *server.Server {
 	return srv
 }
 
-type daemon struct {
+type runningDaemon struct {
 	cancel context.CancelFunc
 	done   chan error
 	logs   *lockedBuffer
 }
 
-func startDaemon(t *testing.T, cfgPath string) *daemon {
+func startDaemon(t *testing.T, cfgPath string) *runningDaemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &daemon{cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
+	d := &runningDaemon{cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
 	go func() {
 		d.done <- run(ctx, []string{"run", "-config", cfgPath, "--log-level", "debug"}, d.logs, d.logs)
 	}()
 	return d
 }
 
-func (d *daemon) stop(t *testing.T) {
+func (d *runningDaemon) stop(t *testing.T) {
 	t.Helper()
 	d.cancel()
 	select {
@@ -337,6 +337,8 @@ state:
 nats:
   url: %s
 http:
+  listen: 127.0.0.1:0
+admin:
   listen: 127.0.0.1:0
 sources:
   - name: cpn

@@ -122,6 +122,8 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 nats:
 %[2]shttp:
   listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
 sources:
   - name: cpn
     provider: circle_cpn_payments

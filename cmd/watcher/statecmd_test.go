@@ -16,6 +16,7 @@ import (
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
 	"github.com/payments-watcher/watcher/state/bbolt"
+	"github.com/payments-watcher/watcher/stateapi"
 )
 
 var st0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -119,7 +120,7 @@ ramp    1      1     0        never                 never                 no bas
 	}
 	var ids []string
 	for line := range strings.Lines(out) {
-		var r recordJSON
+		var r stateapi.Record
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("export line %q: %v", line, err)
 		}
@@ -181,7 +182,7 @@ func TestStateCommandsWithConfig(t *testing.T) {
 	path := filepath.Join(dir, "watcher.db")
 	writeStateFile(t, path)
 	cfgPath := filepath.Join(dir, "watcher.yaml")
-	cfg := fmt.Sprintf("state:\n  path: %s\nhttp:\n  listen: \"\"\nsources:\n  - name: cpn\n    provider: circle_cpn_payments\n    api_key: k\n  - name: onramp\n    provider: stripe_crypto_onramp_sessions\n    api_key: sk_test_k\n", path)
+	cfg := fmt.Sprintf("state:\n  path: %s\nhttp:\n  listen: \"\"\nadmin:\n  listen: \"\"\nsources:\n  - name: cpn\n    provider: circle_cpn_payments\n    api_key: k\n  - name: onramp\n    provider: stripe_crypto_onramp_sessions\n    api_key: sk_test_k\n", path)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -217,9 +218,9 @@ ramp    1      1     0        never                 never                 not co
 		t.Errorf("sources asked of another server: %v", err)
 	}
 	for args, want := range map[string]string{
-		"sources --config " + cfgPath:        "state file " + path + " is in use by a running watcher, which cannot be asked: http.listen is empty, so it serves no /state/ endpoints",
+		"sources --config " + cfgPath:        "state file " + path + " is in use by a running watcher, which cannot be asked: admin.listen is empty, so it serves no /state/ endpoints",
 		"open cpn --state " + path:           "state file " + path + " is in use by a running watcher, which cannot be asked: its address is unknown: give --config or --addr",
-		"rebaseline cpn --config " + cfgPath: "state file " + path + " is in use by a running watcher, which cannot be asked: http.listen is empty, so it serves no /state/ endpoints",
+		"rebaseline cpn --config " + cfgPath: "state file " + path + " is in use by a running watcher, which cannot be asked: admin.listen is empty, so it serves no /state/ endpoints",
 		"check --state " + path:              "state check needs the watcher stopped: state file " + path + " is in use by a running watcher",
 	} {
 		_, _, err := stateRun(t, strings.Fields(args)...)
@@ -245,25 +246,6 @@ func TestStateCheckDamagedFile(t *testing.T) {
 		_, _, err := stateRun(t, cmd, "--state", damaged)
 		if !errors.Is(err, bbolt.ErrCorrupt) || !strings.HasPrefix(err.Error(), "state file "+damaged+" is damaged") {
 			t.Errorf("state %s of a truncated file: %v", cmd, err)
-		}
-	}
-}
-
-func TestDialAddr(t *testing.T) {
-	for listen, want := range map[string]string{
-		"127.0.0.1:9464": "127.0.0.1:9464",
-		":9464":          "127.0.0.1:9464",
-		"0.0.0.0:9464":   "127.0.0.1:9464",
-		"[::]:9464":      "[::1]:9464",
-		"10.1.2.3:80":    "10.1.2.3:80",
-	} {
-		if got, err := dialAddr(listen); err != nil || got != want {
-			t.Errorf("dialAddr(%q) = %q, %v; want %q", listen, got, err, want)
-		}
-	}
-	for _, listen := range []string{"", "127.0.0.1:0", "nonsense"} {
-		if got, err := dialAddr(listen); err == nil {
-			t.Errorf("dialAddr(%q) = %q, want an error", listen, got)
 		}
 	}
 }
