@@ -201,20 +201,21 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 
 	n := raw.NATS
 	cfg.NATS = publish.Config{
-		URL:             n.URL,
-		Embedded:        publish.Embedded{Listen: or(n.Embedded.Listen, DefaultListen), StoreDir: or(n.Embedded.StoreDir, DefaultStoreDir)},
-		Stream:          or(n.Stream, DefaultStream),
-		SubjectPrefix:   or(n.SubjectPrefix, DefaultSubjectPrefix),
-		DuplicateWindow: v.duration("nats.duplicate_window", n.DuplicateWindow, DefaultDuplicateWindow),
-		RetainAcked:     v.duration("nats.retain_acked", n.RetainAcked, DefaultRetainAcked),
-		StreamStorage:   or(n.StreamStorage, publish.StorageFile),
-		StreamMaxAge:    v.duration("nats.stream_max_age", n.StreamMaxAge, 0),
-		StreamMaxBytes:  v.size("nats.stream_max_bytes", n.StreamMaxBytes),
-		CredsFile:       n.CredsFile,
-		User:            n.User,
-		NKeyFile:        n.NKeyFile,
-		Replicas:        n.Replicas,
-		MaxOutbox:       n.MaxOutbox,
+		URL:                 n.URL,
+		Embedded:            publish.Embedded{Listen: or(n.Embedded.Listen, DefaultListen), StoreDir: or(n.Embedded.StoreDir, DefaultStoreDir)},
+		Stream:              or(n.Stream, DefaultStream),
+		SubjectPrefix:       or(n.SubjectPrefix, DefaultSubjectPrefix),
+		DuplicateWindow:     v.duration("nats.duplicate_window", n.DuplicateWindow, DefaultDuplicateWindow),
+		RetainAcked:         v.duration("nats.retain_acked", n.RetainAcked, DefaultRetainAcked),
+		RetainAckedMaxBytes: v.sizeOr("nats.retain_acked_max_bytes", n.RetainAckedMaxBytes, DefaultRetainAckedMaxBytes),
+		StreamStorage:       or(n.StreamStorage, publish.StorageFile),
+		StreamMaxAge:        v.duration("nats.stream_max_age", n.StreamMaxAge, 0),
+		StreamMaxBytes:      v.size("nats.stream_max_bytes", n.StreamMaxBytes),
+		CredsFile:           n.CredsFile,
+		User:                n.User,
+		NKeyFile:            n.NKeyFile,
+		Replicas:            n.Replicas,
+		MaxOutbox:           n.MaxOutbox,
 	}
 	cfg.NATS.Token = v.secret("nats.token", n.Token, n.TokenFile)
 	cfg.NATS.Password = v.secret("nats.password", n.Password, n.PasswordFile)

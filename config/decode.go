@@ -36,23 +36,24 @@ type rawNATS struct {
 		StoreDir     string `yaml:"store_dir"`
 		SyncInterval string `yaml:"sync_interval"`
 	} `yaml:"embedded"`
-	Stream          string `yaml:"stream"`
-	SubjectPrefix   string `yaml:"subject_prefix"`
-	DuplicateWindow string `yaml:"duplicate_window"`
-	RetainAcked     string `yaml:"retain_acked"`
-	StreamStorage   string `yaml:"stream_storage"`
-	StreamMaxAge    string `yaml:"stream_max_age"`
-	StreamMaxBytes  string `yaml:"stream_max_bytes"` // bytes, or with a unit: 10GiB
-	Replicas        int    `yaml:"replicas"`
-	MaxOutbox       int    `yaml:"max_outbox"`
-	CredsFile       string `yaml:"creds_file"`
-	Token           string `yaml:"token"`
-	TokenFile       string `yaml:"token_file"`
-	User            string `yaml:"user"`
-	Password        string `yaml:"password"`
-	PasswordFile    string `yaml:"password_file"`
-	NKeyFile        string `yaml:"nkey_file"`
-	TLS             struct {
+	Stream              string `yaml:"stream"`
+	SubjectPrefix       string `yaml:"subject_prefix"`
+	DuplicateWindow     string `yaml:"duplicate_window"`
+	RetainAcked         string `yaml:"retain_acked"`
+	RetainAckedMaxBytes string `yaml:"retain_acked_max_bytes"` // bytes, or with a unit; "" is the default, 0 no limit
+	StreamStorage       string `yaml:"stream_storage"`
+	StreamMaxAge        string `yaml:"stream_max_age"`
+	StreamMaxBytes      string `yaml:"stream_max_bytes"` // bytes, or with a unit: 10GiB
+	Replicas            int    `yaml:"replicas"`
+	MaxOutbox           int    `yaml:"max_outbox"`
+	CredsFile           string `yaml:"creds_file"`
+	Token               string `yaml:"token"`
+	TokenFile           string `yaml:"token_file"`
+	User                string `yaml:"user"`
+	Password            string `yaml:"password"`
+	PasswordFile        string `yaml:"password_file"`
+	NKeyFile            string `yaml:"nkey_file"`
+	TLS                 struct {
 		CA   string `yaml:"ca"`
 		Cert string `yaml:"cert"`
 		Key  string `yaml:"key"`

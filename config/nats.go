@@ -49,6 +49,18 @@ var sizeUnits = []struct {
 	{"b", 0},
 }
 
+// DefaultRetainAckedMaxBytes is the default of nats.retain_acked_max_bytes: the most
+// the retained acknowledged events may take in the state, compressed.
+const DefaultRetainAckedMaxBytes = 64 << 20
+
+// sizeOr parses a byte size as size does, def when val is "" (an explicit 0 stays 0).
+func (v *validator) sizeOr(key, val string, def int64) int64 {
+	if val == "" {
+		return def
+	}
+	return v.size(key, val)
+}
+
 // size parses a byte size: a whole number of bytes, optionally followed by a unit
 // (K, M, G, T, with or without B or iB: powers of 1024). "" is 0.
 func (v *validator) size(key, val string) int64 {

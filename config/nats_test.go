@@ -101,3 +101,35 @@ func TestNATSDurabilityKeysInvalid(t *testing.T) {
 		}
 	}
 }
+
+func TestRetainAckedMaxBytes(t *testing.T) {
+	for _, tt := range []struct {
+		doc  string
+		want int64
+	}{
+		{"", DefaultRetainAckedMaxBytes},
+		{"nats: {retain_acked_max_bytes: 0}\n", 0},
+		{"nats: {retain_acked_max_bytes: 256MiB}\n", 256 << 20},
+	} {
+		cfg, err := Parse([]byte(tt.doc+natsTestSource), testEnv(nil), readTestdata)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.doc, err)
+		}
+		if got := cfg.NATS.RetainAckedMaxBytes; got != tt.want {
+			t.Errorf("%q: retain_acked_max_bytes %d, want %d", tt.doc, got, tt.want)
+		}
+		// The printed configuration reads back the same.
+		out, err := cfg.Effective()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(out, testEnv(nil), readTestdata)
+		if err != nil || again.NATS.RetainAckedMaxBytes != tt.want {
+			t.Errorf("%q printed and read back: %v, %v", tt.doc, again, err)
+		}
+	}
+	_, err := Parse([]byte("nats: {retain_acked_max_bytes: lots}\n"+natsTestSource), testEnv(nil), readTestdata)
+	if err == nil || !strings.Contains(err.Error(), "nats.retain_acked_max_bytes") {
+		t.Errorf("a bad size: %v", err)
+	}
+}

@@ -33,23 +33,24 @@ func (c *Config) Effective() ([]byte, error) {
 		SyncInterval string `yaml:"sync_interval"`
 	}
 	type natsOut struct {
-		URL             string   `yaml:"url"`
-		Embedded        embedded `yaml:"embedded"`
-		Stream          string   `yaml:"stream"`
-		SubjectPrefix   string   `yaml:"subject_prefix"`
-		DuplicateWindow string   `yaml:"duplicate_window"`
-		RetainAcked     string   `yaml:"retain_acked"`
-		StreamStorage   string   `yaml:"stream_storage"`
-		StreamMaxAge    string   `yaml:"stream_max_age"`
-		StreamMaxBytes  int64    `yaml:"stream_max_bytes"`
-		Replicas        int      `yaml:"replicas"`
-		MaxOutbox       int      `yaml:"max_outbox"`
-		CredsFile       string   `yaml:"creds_file,omitempty"`
-		Token           string   `yaml:"token,omitempty"`
-		User            string   `yaml:"user,omitempty"`
-		Password        string   `yaml:"password,omitempty"`
-		NKeyFile        string   `yaml:"nkey_file,omitempty"`
-		TLS             *tls     `yaml:"tls,omitempty"`
+		URL                 string   `yaml:"url"`
+		Embedded            embedded `yaml:"embedded"`
+		Stream              string   `yaml:"stream"`
+		SubjectPrefix       string   `yaml:"subject_prefix"`
+		DuplicateWindow     string   `yaml:"duplicate_window"`
+		RetainAcked         string   `yaml:"retain_acked"`
+		RetainAckedMaxBytes int64    `yaml:"retain_acked_max_bytes"`
+		StreamStorage       string   `yaml:"stream_storage"`
+		StreamMaxAge        string   `yaml:"stream_max_age"`
+		StreamMaxBytes      int64    `yaml:"stream_max_bytes"`
+		Replicas            int      `yaml:"replicas"`
+		MaxOutbox           int      `yaml:"max_outbox"`
+		CredsFile           string   `yaml:"creds_file,omitempty"`
+		Token               string   `yaml:"token,omitempty"`
+		User                string   `yaml:"user,omitempty"`
+		Password            string   `yaml:"password,omitempty"`
+		NKeyFile            string   `yaml:"nkey_file,omitempty"`
+		TLS                 *tls     `yaml:"tls,omitempty"`
 	}
 	type sourceOut struct {
 		Name               string            `yaml:"name"`
@@ -92,7 +93,7 @@ func (c *Config) Effective() ([]byte, error) {
 		Embedded: embedded{
 			Listen: n.Embedded.Listen, StoreDir: n.Embedded.StoreDir, SyncInterval: syncInterval(n.Embedded.SyncInterval),
 		},
-		RetainAcked: dur(n.RetainAcked), StreamStorage: n.StreamStorage, StreamMaxAge: dur(n.StreamMaxAge), StreamMaxBytes: n.StreamMaxBytes,
+		RetainAcked: dur(n.RetainAcked), RetainAckedMaxBytes: n.RetainAckedMaxBytes, StreamStorage: n.StreamStorage, StreamMaxAge: dur(n.StreamMaxAge), StreamMaxBytes: n.StreamMaxBytes,
 		Replicas: n.Replicas, MaxOutbox: n.MaxOutbox, CredsFile: n.CredsFile, Token: secret(n.Token),
 		User: n.User, Password: secret(n.Password), NKeyFile: n.NKeyFile,
 	}
