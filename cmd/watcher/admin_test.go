@@ -106,6 +106,9 @@ sources:
 	if out, _, err := stateRun(t, "get", "cpn", "p2", "--config", cfgPath); err != nil || !strings.Contains(out, `"id": "p2"`) {
 		t.Errorf("get: %v\n%s", err, out)
 	}
+	if _, _, err := stateRun(t, "check", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "state check reads a bbolt state file") {
+		t.Errorf("check of nats_kv state: %v", err)
+	}
 	if _, _, err := stateRun(t, "rebaseline", "cpn", "--config", cfgPath); err != nil {
 		t.Fatal(err)
 	}

@@ -339,6 +339,9 @@ func formatTime(t *time.Time) string {
 
 // stateCheck runs the consistency check, which needs the file to itself.
 func stateCheck(o *stateOptions, stdout io.Writer) error {
+	if o.path == "" {
+		return errors.New("state check reads a bbolt state file; with state.backend nats_kv the state is in NATS, whose own tools check it (nats stream info, nats kv status)")
+	}
 	store, err := bbolt.OpenReadOnly(o.path, stateLockTimeout)
 	if errors.Is(err, bbolt.ErrLocked) {
 		return fmt.Errorf("state check needs the watcher stopped: state file %s is in use by a running watcher (a check reads the whole file, which a running watcher keeps changing); stop it, then run the check again", o.path)
