@@ -125,6 +125,9 @@ func (c Config) Validate() []error {
 		add("nats.stream_max_age: %s is shorter than nats.retain_acked %s; re-published events could be stored again after the stream aged them out",
 			c.StreamMaxAge, c.RetainAcked)
 	}
+	if c.RetainAckedMaxBytes < 0 {
+		add("nats.retain_acked_max_bytes: %d must not be negative (0 means no bound)", c.RetainAckedMaxBytes)
+	}
 	if c.StreamMaxBytes < 0 {
 		add("nats.stream_max_bytes: %d must not be negative (0 means no limit)", c.StreamMaxBytes)
 	}

@@ -43,6 +43,7 @@ func TestConfigValidate(t *testing.T) {
 		{"empty prefix", func(c *Config) { c.SubjectPrefix = "" }, []string{
 			`nats.subject_prefix: "" is not a subject prefix: want dot-separated tokens without wildcards or whitespace`}},
 		{"zero duplicate window", func(c *Config) { c.DuplicateWindow = 0 }, []string{`nats.duplicate_window: 0s must be positive`}},
+		{"negative retained size", func(c *Config) { c.RetainAckedMaxBytes = -1 }, []string{`nats.retain_acked_max_bytes: -1 must not be negative (0 means no bound)`}},
 		{"negative duplicate window", func(c *Config) { c.DuplicateWindow = -time.Minute }, []string{`nats.duplicate_window: -1m0s must be positive`}},
 		{"listen without port", func(c *Config) { c.Embedded.Listen = "localhost" }, []string{
 			`nats.embedded.listen: "localhost" is not host:port (port 0..65535, 0 picks a free one); it is required when nats.url is empty`}},

@@ -330,3 +330,35 @@ func BenchmarkCommitPage(b *testing.B) {
 		})
 	}
 }
+
+// TestRetainedBytesWithoutRecordedSize: a file whose retained entries were written
+// before their size was recorded has it computed from them, and kept from then on.
+func TestRetainedBytesWithoutRecordedSize(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "watcher.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	commit(t, s, "cpn", state.Batch{Now: t0, Messages: []event.Message{msg(1), msg(2), msg(3)}})
+	r, err := s.Ack(t.Context(), []state.Ack{{Seq: 1, At: t0}, {Seq: 2, At: t0}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(metaBucket).Delete(retainedBytesKey) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.RetainedBytes(t.Context()); err != nil || n != r.Bytes {
+		t.Fatalf("RetainedBytes without a recorded size = %d, %v; want %d", n, err, r.Bytes)
+	}
+	if err := s.Delete(t.Context(), []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.Ack(t.Context(), []state.Ack{{Seq: 3, At: t0}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Bytes != r.Bytes { // one entry deleted, one of the same size added
+		t.Errorf("after a delete and an Ack: %d bytes, want %d", r2.Bytes, r.Bytes)
+	}
+}
