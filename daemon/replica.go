@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -185,12 +186,7 @@ func (r *replica) publish(ctx context.Context) {
 // poll runs the poller of source l.Key while its lease is held. A new poller per
 // lease: what the last holder did is only in the store.
 func (r *replica) poll(ctx context.Context, l cluster.Lease) {
-	i := -1
-	for j, s := range r.cfg.Sources {
-		if s.Name == l.Key {
-			i = j
-		}
-	}
+	i := slices.IndexFunc(r.cfg.Sources, func(s config.Source) bool { return s.Name == l.Key })
 	if i < 0 {
 		r.log.Error("lease of an unknown source", "key", l.Key)
 		return

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -123,6 +122,3 @@ func (s *sourceSet) waitIdle(ctx context.Context) bool {
 		}
 	}
 }
-
-// configured reports whether name is a configured source.
-func (s *sourceSet) configured(name string) bool { return slices.Contains(s.order, name) }
