@@ -60,7 +60,7 @@ func clusterConfig(natsURLs, simURL string) string {
 	fmt.Fprintf(&b, "state:\n  backend: nats_kv\n  nats_kv:\n    bucket_prefix: %s\n    replicas: %d\n", bucketPrefix, clusterNodes)
 	fmt.Fprintf(&b, "cluster:\n  replica_id: ${%s}\n  lease_ttl: %v\n", replicaEnv, leaseTTL)
 	fmt.Fprintf(&b, "nats:\n  url: %s\n  stream: %s\n  subject_prefix: %s\n  replicas: %d\n", natsURLs, streamName, subjectPrefix, clusterNodes)
-	b.WriteString("http:\n  listen: \"\"\n")
+	b.WriteString("http:\n  listen: \"\"\nadmin:\n  listen: \"\"\n")
 	writeSources(&b, simURL)
 	return b.String()
 }

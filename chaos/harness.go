@@ -124,7 +124,7 @@ func watcherConfig(statePath, natsURL, simURL string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state:\n  path: %s\n", statePath)
 	fmt.Fprintf(&b, "nats:\n  url: %s\n  stream: %s\n  subject_prefix: %s\n", natsURL, streamName, subjectPrefix)
-	b.WriteString("http:\n  listen: \"\"\n")
+	b.WriteString("http:\n  listen: \"\"\nadmin:\n  listen: \"\"\n")
 	writeSources(&b, simURL)
 	return b.String()
 }
