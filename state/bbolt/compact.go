@@ -79,12 +79,12 @@ func Compact(path string, opt CompactOptions) (CompactResult, error) {
 	if opt.FreeSpace == nil {
 		opt.FreeSpace = freeSpace
 	}
-	if err := check(path, opt.LockTimeout); err != nil {
-		return CompactResult{}, err
-	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return CompactResult{}, fmt.Errorf("state file %s: %w", path, err)
+	}
+	if err := check(path, opt.LockTimeout); err != nil {
+		return CompactResult{}, err
 	}
 	src, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {

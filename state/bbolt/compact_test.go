@@ -182,3 +182,13 @@ func TestCompactFailedVerification(t *testing.T) {
 		}
 	})
 }
+
+func TestCompactMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "none.db")
+	if _, err := Compact(path, CompactOptions{FreeSpace: plenty}); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Compact of a missing file = %v, want not exist", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Compact created %s", path)
+	}
+}

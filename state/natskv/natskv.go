@@ -144,8 +144,9 @@ type Store struct {
 	// knows of, by Seq; nil until read from the bucket (sizeIndex). Every full read of
 	// the retained entries (Retained, Prune) replaces it, so entries another process
 	// wrote are counted from then on.
-	sizesMu sync.Mutex
-	sizes   map[uint64]int64
+	sizesMu    sync.Mutex
+	sizes      map[uint64]int64
+	sizesTotal int64 // the sum of sizes
 }
 
 // Names returns the bucket and stream names Open uses for prefix: records, open, meta,
@@ -731,10 +732,7 @@ func (s *Store) capRetained(ctx context.Context, limit int64) (int, error) {
 		return 0, nil
 	}
 	s.sizesMu.Lock()
-	total := int64(0)
-	for _, n := range s.sizes {
-		total += n
-	}
+	total := s.sizesTotal
 	var old []uint64
 	if total > limit {
 		seqs := slices.Sorted(maps.Keys(s.sizes))
@@ -775,11 +773,13 @@ func (s *Store) sizeIndex(ctx context.Context) error {
 // indexSizes replaces the size index with the sizes of these retained entries.
 func (s *Store) indexSizes(seqs []uint64, vals [][]byte) {
 	sizes := make(map[uint64]int64, len(seqs))
+	var total int64
 	for i, seq := range seqs {
 		sizes[seq] = state.RetainedSize(vals[i])
+		total += sizes[seq]
 	}
 	s.sizesMu.Lock()
-	s.sizes = sizes
+	s.sizes, s.sizesTotal = sizes, total
 	s.sizesMu.Unlock()
 }
 
@@ -788,11 +788,13 @@ func (s *Store) indexSizes(seqs []uint64, vals [][]byte) {
 func (s *Store) setSize(seq uint64, n int64) {
 	s.sizesMu.Lock()
 	defer s.sizesMu.Unlock()
-	switch {
-	case s.sizes == nil:
-	case n == 0:
+	if s.sizes == nil {
+		return
+	}
+	s.sizesTotal += n - s.sizes[seq]
+	if n == 0 {
 		delete(s.sizes, seq)
-	default:
+	} else {
 		s.sizes[seq] = n
 	}
 }
@@ -801,11 +803,7 @@ func (s *Store) setSize(seq uint64, n int64) {
 func (s *Store) totalSize() int64 {
 	s.sizesMu.Lock()
 	defer s.sizesMu.Unlock()
-	var total int64
-	for _, n := range s.sizes {
-		total += n
-	}
-	return total
+	return s.sizesTotal
 }
 
 // RetainedBytes returns the size of the retained entries (the sum of their
