@@ -221,6 +221,7 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 	cfg.NATS.Password = v.secret("nats.password", n.Password, n.PasswordFile)
 	cfg.NATS.TLS.CA, cfg.NATS.TLS.Cert, cfg.NATS.TLS.Key = n.TLS.CA, n.TLS.Cert, n.TLS.Key
 	cfg.NATS.Embedded.SyncInterval = v.syncInterval("nats.embedded.sync_interval", n.Embedded.SyncInterval)
+	v.unboundedRetention(cfg.NATS)
 	if cfg.NATS.Replicas == 0 {
 		cfg.NATS.Replicas = 1
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +132,28 @@ func TestRetainAckedMaxBytes(t *testing.T) {
 	_, err := Parse([]byte("nats: {retain_acked_max_bytes: lots}\n"+natsTestSource), testEnv(nil), readTestdata)
 	if err == nil || !strings.Contains(err.Error(), "nats.retain_acked_max_bytes") {
 		t.Errorf("a bad size: %v", err)
+	}
+}
+
+func TestUnboundedRetentionWarns(t *testing.T) {
+	cfg, err := Parse([]byte("nats: {retain_acked_max_bytes: 0}\n"+natsTestSource), testEnv(nil), readTestdata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(cfg.Warnings, func(w string) bool {
+		return strings.Contains(w, "nats.retain_acked_max_bytes: 0 leaves") && strings.Contains(w, "765 MB")
+	}) {
+		t.Errorf("warnings %q lack the unbounded retention", cfg.Warnings)
+	}
+	for _, doc := range []string{"", "nats: {retain_acked_max_bytes: 0, retain_acked: 0s}\n"} {
+		cfg, err := Parse([]byte(doc+natsTestSource), testEnv(nil), readTestdata)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range cfg.Warnings {
+			if strings.Contains(w, "retain_acked_max_bytes") {
+				t.Errorf("%q: warning %q", doc, w)
+			}
+		}
 	}
 }
