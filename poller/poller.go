@@ -7,6 +7,7 @@
 package poller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,9 @@ type Config struct {
 	// Lease, when not nil (cluster mode), is the replica and lease this poller runs
 	// under; every event carries it as data.poller.
 	Lease *event.Poller
+	// HintQueue bounds the ids waiting to be read after a webhook (Hint); 0 is
+	// DefaultHintQueue.
+	HintQueue int
 }
 
 // Store is what the poller needs of a state back end (package state/bbolt or
@@ -128,6 +132,10 @@ type Poller struct {
 	// failureCause is the cause (see advise) of the last failure logged at ERROR; ""
 	// after a successful cycle. Owned by the Run goroutine.
 	failureCause string
+	// hints are the ids webhooks named (Hint), read between requests by the Run
+	// goroutine once the source's baseline is done (baselined, owned by it).
+	hints     *hintQueue
+	baselined bool
 
 	mu     sync.Mutex
 	health Health
@@ -165,6 +173,7 @@ func New(cfg Config, src provider.Source, store Store, prefix string, log *slog.
 		now:       func() time.Time { return time.Now().UTC() },
 		refreshed: map[string]time.Time{},
 		obs:       nopObserver{},
+		hints:     newHintQueue(cmp.Or(cfg.HintQueue, DefaultHintQueue)),
 
 		anomalyLogged: map[string]bool{},
 		anomalyCycle:  map[string]bool{},
@@ -195,6 +204,9 @@ func (p *Poller) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-p.hints.wake:
+			_ = p.readHints(ctx)
+			continue
 		case <-timer.C:
 		}
 		err := p.Poll(ctx)
@@ -339,6 +351,9 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 		}
 	}
 	baseline := !meta.BaselineDone || meta.Rebaseline
+	if baseline {
+		p.baselined = false // a hinted read must not publish what the baseline records silently
+	}
 	if !baseline && !meta.HighWater.IsZero() {
 		if hw := meta.HighWater.Add(-p.cfg.DiscoveryOverlap); hw.After(floor) {
 			floor = hw
@@ -375,7 +390,11 @@ func (p *Poller) discover(ctx context.Context, meta *state.Meta, seen map[string
 	meta.BaselineDone = true
 	meta.Rebaseline = false
 	meta.HighWater = high
-	return n, p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: p.now(), Meta: meta})
+	if err := p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: p.now(), Meta: meta}); err != nil {
+		return n, err
+	}
+	p.baselined = true
+	return n, nil
 }
 
 // walk pages newest first from the first page down to floor and applies every item
@@ -407,6 +426,11 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 		}
 		if pages > 0 && ctx.Err() != nil {
 			return pages, ctx.Err()
+		}
+		if pages > 0 {
+			if err := p.readHints(ctx); err != nil {
+				return pages, err
+			}
 		}
 		if pages > 0 && between != nil {
 			if err := between(); err != nil {

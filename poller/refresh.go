@@ -198,6 +198,16 @@ func (p *Poller) refreshByID(ctx context.Context, c *cycle, g provider.Getter, d
 		if _, read := c.seen[d.ID]; read {
 			continue // discovery read it this cycle
 		}
+		// Hinted items are read between requests; what was read before is applied
+		// first, so that every item is applied in read order.
+		if p.hints.pending() {
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := p.readHints(ctx); err != nil {
+				return err
+			}
+		}
 		var it diff.Item
 		err := p.call(ctx, PurposeRefresh, func(ctx context.Context) error {
 			var err error
