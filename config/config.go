@@ -37,6 +37,8 @@ type Config struct {
 	Sources []Source
 	// Cluster is in force when State.Backend is "nats_kv".
 	Cluster Cluster
+	// Webhooks is the webhook listener (webhooks.go).
+	Webhooks Webhooks
 	// Warnings are problems that do not stop watcher but should be fixed, each naming
 	// its key: a secret file other users can read, plain http to another host.
 	Warnings []string
@@ -241,6 +243,7 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 	}
 
 	cfg.Admin = v.admin(raw.Admin)
+	cfg.Webhooks = v.webhooks(raw.Webhooks)
 
 	if len(raw.Sources) == 0 {
 		v.addf("sources", "at least one source is required")

@@ -21,6 +21,8 @@ type rawFile struct {
 	Admin   rawAdmin    `yaml:"admin"`
 	Sources []rawSource `yaml:"sources"`
 	Cluster rawCluster  `yaml:"cluster"`
+	// Webhooks is the webhook listener (webhooks.go).
+	Webhooks rawWebhooks `yaml:"webhooks"`
 }
 
 type rawState struct {

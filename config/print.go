@@ -84,7 +84,8 @@ func (c *Config) Effective() ([]byte, error) {
 			Listen string `yaml:"listen"`
 			Token  string `yaml:"token,omitempty"`
 		} `yaml:"admin"`
-		Sources []*yaml.Node `yaml:"sources"`
+		Webhooks *webhooksOut `yaml:"webhooks,omitempty"`
+		Sources  []*yaml.Node `yaml:"sources"`
 	}{}
 	out.State.Backend, out.State.Path = c.State.Backend, c.State.Path
 	n := c.NATS
@@ -102,6 +103,7 @@ func (c *Config) Effective() ([]byte, error) {
 	}
 	out.HTTP.Listen = c.HTTP.Listen
 	out.Admin.Listen, out.Admin.Token = c.Admin.Listen, secret(c.Admin.Token)
+	out.Webhooks = printWebhooks(c.Webhooks)
 	for _, s := range c.Sources {
 		so := sourceOut{
 			Name: s.Name, Provider: s.Config.Provider, BaseURL: s.Settings.BaseURL, CAFile: s.CAFile,

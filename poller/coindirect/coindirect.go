@@ -62,6 +62,11 @@ var keys = []provider.Key{
 	{Name: "merchant_id", Required: true},
 	{Name: "sign_query", Bool: true, Default: "true"},
 	{Name: "from_date_format"},
+	// webhook_secret is the merchant secret signing webhooks (comma-separated while
+	// rotating); webhook_signature_header the header carrying the signature, which
+	// Coindirect does not document (package webhook has the default).
+	{Name: "webhook_secret", Secret: true},
+	{Name: "webhook_signature_header"},
 }
 
 // paymentsSource lists one merchant's payments; it implements provider.Source and

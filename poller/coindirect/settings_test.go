@@ -10,11 +10,13 @@ import (
 
 var validKeys = map[string]string{
 	"hawk_id": "hawk-id-1", "hawk_key": "hawk-key-Zq8sNw3kVt5u", "merchant_id": "6f0b4c1e-2d3a-4b5c-8d9e-0a1b2c3d4e5f",
+	"webhook_secret": "merchant-webhook-secret-Jk4", "webhook_signature_header": "X-Signature",
 }
 
 // TestSettings checks the configuration of Coindirect's keys: hawk_id, hawk_key and
 // merchant_id are required, hawk_key is a secret with a hawk_key_file twin, and
-// sign_query defaults to true.
+// sign_query defaults to true; webhook_secret is an optional secret with a
+// webhook_secret_file twin.
 func TestSettings(t *testing.T) {
 	configtest.CheckKeys(t, "coindirect_payments", validKeys)
 }

@@ -36,6 +36,9 @@ type client struct {
 var keys = []provider.Key{
 	{Name: "api_key", Secret: true, Required: true, Early: true},
 	{Name: "stripe_version"},
+	// webhook_secret holds the endpoint's whsec_… secret(s), comma-separated while
+	// rotating; package webhook verifies Stripe-Signature with them.
+	{Name: "webhook_secret", Secret: true},
 }
 
 // newClient validates the settings every Stripe source shares and reports every
