@@ -14,6 +14,11 @@ import (
 	"time"
 )
 
+// circleFake is kept independent of the fakes of the other adapters (poller/stripe,
+// poller/coindirect) on purpose, though their paging and error plumbing look alike:
+// each follows its own provider's documentation, and a shared fake would let one
+// provider's quirks leak into another's tests.
+//
 // circleFake behaves like a Circle list endpoint and its single-item endpoint, as the
 // docs describe them: items in createDate DESC order (ties: the later insert first);
 // pageAfter and pageBefore exclusive (never together); from and to inclusive on
@@ -182,23 +187,25 @@ func (f *circleFake) list(w http.ResponseWriter, r *http.Request) {
 		}
 		size = min(n, cmp.Or(f.maxPageSize, 200))
 	}
-	to := f.now().UTC()
-	if v := q.Get("to"); v != "" {
+	// bound reads the time parameter name, def when absent.
+	bound := func(name string, def time.Time) (time.Time, bool) {
+		v := q.Get(name)
+		if v == "" {
+			return def, true
+		}
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			writeCircleErrorMessage(w, http.StatusBadRequest, "Invalid to.")
-			return
+			writeCircleErrorMessage(w, http.StatusBadRequest, "Invalid "+name+".")
 		}
-		to = t
+		return t, err == nil
 	}
-	var from time.Time
-	if v := q.Get("from"); v != "" {
-		t, err := time.Parse(time.RFC3339Nano, v)
-		if err != nil {
-			writeCircleErrorMessage(w, http.StatusBadRequest, "Invalid from.")
-			return
-		}
-		from = t
+	to, ok := bound("to", f.now().UTC())
+	if !ok {
+		return
+	}
+	from, ok := bound("from", time.Time{})
+	if !ok {
+		return
 	}
 	after, before := q.Get("pageAfter"), q.Get("pageBefore")
 	if after != "" && before != "" {
