@@ -38,6 +38,7 @@ import (
 	"github.com/payments-watcher/watcher/metrics"
 	"github.com/payments-watcher/watcher/publish"
 	"github.com/payments-watcher/watcher/stateapi"
+	"github.com/payments-watcher/watcher/statuspage"
 )
 
 // shutdownFlush bounds the outbox flush at shutdown, and the wait for this
@@ -99,6 +100,12 @@ type daemon struct {
 	ready   readiness
 	// held, when set, says what this replica holds, for the /readyz answer.
 	held func() string
+	// rec records what the status page charts and lists.
+	rec *statuspage.Recorder
+	// replicaID is cluster.replica_id in cluster mode, "" otherwise; leases, when
+	// set, lists the leases this replica holds.
+	replicaID string
+	leases    func() []string
 }
 
 // newDaemon registers the metrics and sets the readiness rules on st; the caller
@@ -110,6 +117,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, opt Options, st stateapi.St
 		names[i] = s.Name
 	}
 	d.met = metrics.New(d.reg, names)
+	d.rec = statuspage.NewRecorder(names, nil)
 	for _, s := range cfg.Sources {
 		d.met.Kinds(s.Name, opt.Kinds(s))
 	}
@@ -181,8 +189,8 @@ func (d *daemon) publicHandler() http.Handler {
 }
 
 // serve starts the public listener (http.listen) and the admin listener
-// (admin.listen) serving rd; the function returned stops both.
-func (d *daemon) serve(rd stateapi.Reader) (func(), error) {
+// (admin.listen) serving rd and the status page; the function returned stops both.
+func (d *daemon) serve(rd stateapi.Reader, page *statuspage.Page) (func(), error) {
 	stopPublic, err := serveHTTP("http.listen", d.cfg.HTTP.Listen, d.publicHandler(), "serving /metrics, /healthz and /readyz", d.log)
 	if err != nil {
 		return nil, err
@@ -193,7 +201,7 @@ func (d *daemon) serve(rd stateapi.Reader) (func(), error) {
 	if socket {
 		listen = path
 	}
-	stopAdmin, err := serveHTTP("admin.listen", listen, stateapi.Handler(rd, access), "serving the admin API (/state/)", d.log)
+	stopAdmin, err := serveHTTP("admin.listen", listen, d.adminHandler(rd, page, access), "serving the admin API (/state/) and the status page (/)", d.log)
 	if err != nil {
 		stopPublic()
 		return nil, err

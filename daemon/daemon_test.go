@@ -415,7 +415,7 @@ func TestStateAPI(t *testing.T) {
 			}
 			cfg := e.config(fmt.Sprintf("admin:\n  listen: 127.0.0.1:0\n  token_file: %s\n", tokenFile))
 			d := e.start(cfg)
-			addr := d.addr("serving the admin API (/state/)")
+			addr := d.addr("serving the admin API (/state/) and the status page (/)")
 			eventually(t, func() string {
 				if d.count("baseline walk complete") == 0 {
 					return "the baseline walk"
@@ -491,7 +491,7 @@ func TestAdminSocket(t *testing.T) {
 	sock := filepath.Join(e.dir, "admin.sock")
 	cfg := e.config(fmt.Sprintf("admin:\n  listen: unix:%s\n", sock))
 	d := e.start(cfg)
-	d.addr("serving the admin API (/state/)")
+	d.addr("serving the admin API (/state/) and the status page (/)")
 	fi, err := os.Stat(sock)
 	if err != nil {
 		t.Fatal(err)

@@ -103,17 +103,22 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, opt O
 	if err != nil {
 		return setupErr(ctx, err)
 	}
-	d.held = func() string {
+	d.replicaID = cfg.Cluster.ReplicaID
+	d.leases = func() []string {
 		var held []string
 		for _, l := range mgr.Held() {
 			held = append(held, l.Key)
 		}
+		return held
+	}
+	d.held = func() string {
+		held := d.leases()
 		if len(held) == 0 {
 			return fmt.Sprintf("replica %s holds no lease", cfg.Cluster.ReplicaID)
 		}
 		return fmt.Sprintf("replica %s holds %s", cfg.Cluster.ReplicaID, strings.Join(held, ", "))
 	}
-	stopHTTP, err := d.serve(stateapi.NewView(d.state, d.running.order))
+	stopHTTP, err := d.serve(stateapi.NewView(d.state, d.running.order), d.statusPage(nc))
 	if err != nil {
 		return err
 	}
@@ -195,12 +200,12 @@ func (r *replica) poll(ctx context.Context, l cluster.Lease) {
 	r.met.Lease(s.Name, true)
 	defer r.met.Lease(s.Name, false)
 	r.restoreSource(ctx, s.Name)
-	p, err := buildPoller(r.cfg, s, r.store, &event.Poller{ID: l.Holder, LeaseRevision: l.Revision}, r.opt.Version, r.log)
+	p, err := buildPoller(r.cfg, s, r.rec.Store(r.store), &event.Poller{ID: l.Holder, LeaseRevision: l.Revision}, r.opt.Version, r.log)
 	if err != nil {
 		r.log.Error("source not started", "source", s.Name, "err", err)
 		return
 	}
-	p.Observe(r.met)
+	p.Observe(r.observer())
 	r.running.add(s.Name, s.Interval, p, time.Now())
 	defer r.running.remove(s.Name)
 	_ = p.Run(ctx)

@@ -52,11 +52,11 @@ func runSingle(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Op
 
 	pollers := make(map[string]*poller.Poller, len(cfg.Sources))
 	for _, s := range cfg.Sources {
-		p, err := buildPoller(cfg, s, store, nil, opt.Version, log)
+		p, err := buildPoller(cfg, s, d.rec.Store(store), nil, opt.Version, log)
 		if err != nil {
 			return err
 		}
-		p.Observe(d.met)
+		p.Observe(d.observer())
 		pollers[s.Name] = p
 		d.restoreSource(ctx, s.Name)
 	}
@@ -68,7 +68,7 @@ func runSingle(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Op
 		d.running.add(s.Name, s.Interval, pollers[s.Name], started)
 	}
 	view := stateapi.NewView(d.state, d.running.order).WithRebaseline(d.requestRebaseline)
-	stopHTTP, err := d.serve(view)
+	stopHTTP, err := d.serve(view, d.statusPage(nc))
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,25 @@ func (a Access) check(r *http.Request) error {
 	return nil
 }
 
+// CheckPage is check for the read-only status page (GET / and GET /status.json):
+// the same rules, except that the token may also come as the query parameter token,
+// as a browser cannot send a bearer header by itself. No other endpoint accepts it
+// there.
+func (a Access) CheckPage(r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return fmt.Errorf("%w: the status page is read-only", ErrBadRequest)
+	}
+	if !a.Socket && a.Token != "" {
+		if q := r.URL.Query().Get("token"); q != "" && sameToken(q, a.Token) {
+			return nil
+		}
+	}
+	if err := a.check(r); err != nil {
+		return fmt.Errorf("%w, or open the page as /?token=TOKEN", err)
+	}
+	return nil
+}
+
 // sameToken compares in constant time; hashing first makes the time independent of
 // the lengths too.
 func sameToken(got, want string) bool {

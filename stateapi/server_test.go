@@ -93,3 +93,26 @@ func TestRebaselineNeedsJSONContentType(t *testing.T) {
 		t.Errorf("rebaseline of an unknown source: %v", err)
 	}
 }
+
+// The token as a query parameter opens the status page only, never the /state/ API.
+func TestQueryTokenOnlyForThePage(t *testing.T) {
+	const token = "the-admin-token"
+	a := Access{Token: token}
+	h := Handler(&fakeReader{}, a)
+	for _, target := range []string{"/state/sources?token=" + token, "/state/items/cpn/p1?token=" + token} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, target, nil))
+		if w.Code != http.StatusUnauthorized {
+			t.Errorf("GET %s: %d, want 401", target, w.Code)
+		}
+	}
+	if err := a.CheckPage(httptest.NewRequest(http.MethodGet, "/?token="+token, nil)); err != nil {
+		t.Errorf("page with the query token: %v", err)
+	}
+	if err := a.CheckPage(httptest.NewRequest(http.MethodPost, "/?token="+token, nil)); err == nil {
+		t.Error("POST to the page accepted")
+	}
+	if err := a.CheckPage(httptest.NewRequest(http.MethodGet, "/?token=nope", nil)); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("page with a wrong token: %v", err)
+	}
+}

@@ -21,6 +21,8 @@
 // Over a unix socket the socket's file mode (0600) is the authentication. Over TCP,
 // every POST requires "Authorization: Bearer TOKEN", and is refused when no token is
 // configured; when a token is configured, every other endpoint requires it too.
+// The status page on the same listener (package statuspage) follows these rules,
+// and also takes the token as a query parameter (Access.CheckPage).
 package stateapi
 
 import (

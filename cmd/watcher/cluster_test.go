@@ -159,7 +159,7 @@ func TestClusterFailover(t *testing.T) {
 	for _, s := range srvs {
 		urls = append(urls, s.ClientURL())
 	}
-	raw, names := demoConfig(t.TempDir(), strings.Join(urls, ","), provSrv.URL, "")
+	raw, names := demoConfig(t.TempDir(), strings.Join(urls, ","), provSrv.URL, "", "")
 	doc := string(raw)
 	// A second account of every provider: same API, another source name.
 	_, srcPart, _ := strings.Cut(doc, "sources:\n")
@@ -443,7 +443,7 @@ func TestReplicaStopDuringSetup(t *testing.T) {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("server not ready")
 	}
-	raw, _ := demoConfig(t.TempDir(), srv.ClientURL(), "http://127.0.0.1:1", "")
+	raw, _ := demoConfig(t.TempDir(), srv.ClientURL(), "http://127.0.0.1:1", "", "")
 	doc := strings.Replace(string(raw), "state:\n", "state:\n  backend: nats_kv\n  nats_kv:\n    replicas: 1\n", 1)
 	doc += "cluster:\n  replica_id: r1\n"
 	cfg, err := config.Parse([]byte(doc), func(string) (string, bool) { return "", false }, os.ReadFile)

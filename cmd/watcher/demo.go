@@ -43,12 +43,14 @@ var demoSources = func() []demoSource {
 
 // demoConfig renders the configuration of a demo: every simulated provider that has
 // an adapter, polled fast, publishing first sights so that every kind shows at once.
-func demoConfig(dataDir, natsURL, simURL, httpListen string) ([]byte, []string) {
+// adminListen is the admin listener's address (the status page and /state/; ""
+// disables it).
+func demoConfig(dataDir, natsURL, simURL, httpListen, adminListen string) ([]byte, []string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dataDir, "watcher.db"))
 	fmt.Fprintf(&b, "nats:\n  url: %q\n", natsURL)
 	fmt.Fprintf(&b, "http:\n  listen: %q\n", httpListen)
-	b.WriteString("admin:\n  listen: \"\"\n") // the demo's state is thrown away: nothing to inspect
+	fmt.Fprintf(&b, "admin:\n  listen: %q\n", adminListen)
 	b.WriteString("sources:\n")
 	var names []string
 	for _, s := range demoSources {
@@ -74,6 +76,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	natsListen := fs.String("nats-listen", "127.0.0.1:4222", "`address` of the embedded NATS server (watcher tail connects here)")
 	simListen := fs.String("sim-listen", "127.0.0.1:0", "`address` of the provider simulator (port 0: any free port)")
 	httpListen := fs.String("http-listen", "127.0.0.1:9464", "`address` of /healthz and /readyz (\"\" disables)")
+	adminListen := fs.String("admin-listen", config.DefaultAdminListen, "loopback `address` of the status page and the /state/ API (\"\" disables)")
 	colorFlag := fs.String("color", "auto", "colour: auto, always or never")
 	logLevel := fs.String("log-level", "warn", "log level of watcher's own messages (on stderr)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
@@ -136,7 +139,12 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer sub.Unsubscribe()
 
-	raw, names := demoConfig(dir, srv.ClientURL(), simURL, *httpListen)
+	if *adminListen != "" {
+		if *adminListen, err = demoAdminAddress(*adminListen); err != nil {
+			return err
+		}
+	}
+	raw, names := demoConfig(dir, srv.ClientURL(), simURL, *httpListen, *adminListen)
 	cfg, err := config.Parse(raw, os.LookupEnv, os.ReadFile)
 	if err != nil {
 		return fmt.Errorf("demo configuration: %w", err)
@@ -144,6 +152,9 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stderr, "watcher demo: simulator on %s, NATS on %s (stream %s), sources %s; data in %s\n",
 		simURL, srv.ClientURL(), cfg.NATS.Stream, strings.Join(names, ", "), dir)
 	fmt.Fprintf(stderr, "watcher demo: in another terminal: go run ./cmd/watcher tail --nats %s --state failed\n", srv.ClientURL())
+	if *adminListen != "" {
+		fmt.Fprintf(stderr, "watcher demo: status page on http://%s/\n", *adminListen)
+	}
 	fmt.Fprintln(stderr, "watcher demo: press Ctrl-C to stop")
 
 	var wg sync.WaitGroup
@@ -158,4 +169,22 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	stopSim()
 	wg.Wait()
 	return err
+}
+
+// demoAdminAddress checks that listen, the demo's admin listener, is a loopback
+// address (the demo configures no token) and replaces a port of 0 by a free one, so
+// that the status page's address can be printed.
+func demoAdminAddress(listen string) (string, error) {
+	if !config.IsLoopback(listen) {
+		return "", fmt.Errorf("--admin-listen %s: the demo's admin listener has no token, so it listens on a loopback address only", listen)
+	}
+	if _, port, _ := net.SplitHostPort(listen); port != "0" {
+		return listen, nil
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", fmt.Errorf("--admin-listen %s: %w", listen, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }

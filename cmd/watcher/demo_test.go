@@ -23,7 +23,7 @@ func TestDemoShowsEveryKind(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"demo", "--seed", "3", "--rate", "2", "--nats-listen", "127.0.0.1:0", "--http-listen", "", "--color", "never"}, out, errOut)
+		done <- run(ctx, []string{"demo", "--seed", "3", "--rate", "2", "--nats-listen", "127.0.0.1:0", "--http-listen", "", "--admin-listen", "", "--color", "never"}, out, errOut)
 	}()
 	missing := func() []string {
 		var m []string

@@ -32,7 +32,7 @@ func probeSimConfig(t *testing.T, cfg sim.Config) (cfgPath, statePath string) {
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
-	raw, _ := demoConfig(dir, "", srv.URL, "")
+	raw, _ := demoConfig(dir, "", srv.URL, "", "")
 	doc := strings.ReplaceAll(string(raw), "baseline: emit", "baseline: emit\n    page_size: 5")
 	cfgPath = filepath.Join(dir, "watcher.yaml")
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {

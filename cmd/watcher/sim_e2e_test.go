@@ -93,7 +93,7 @@ func TestRunAllProvidersAgainstSimulator(t *testing.T) {
 	ns := runNATS(t)
 
 	dir := t.TempDir()
-	raw, names := demoConfig(dir, ns.ClientURL(), provSrv.URL, "")
+	raw, names := demoConfig(dir, ns.ClientURL(), provSrv.URL, "", "")
 	if len(names) != len(demoSources) {
 		t.Fatalf("demo configures %v, want all of %d providers", names, len(demoSources))
 	}
