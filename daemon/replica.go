@@ -123,6 +123,11 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, opt O
 		return err
 	}
 	defer stopHTTP()
+	stopWebhooks, err := d.serveWebhooks()
+	if err != nil {
+		return err
+	}
+	defer stopWebhooks()
 
 	log.Info("watcher replica running", "sources", len(cfg.Sources), "lease_ttl", cfg.Cluster.LeaseTTL.String(),
 		"state_buckets", cfg.State.NATSKV.BucketPrefix, "stream", cfg.NATS.Stream)

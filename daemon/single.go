@@ -73,6 +73,11 @@ func runSingle(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Op
 		return err
 	}
 	defer stopHTTP()
+	stopWebhooks, err := d.serveWebhooks()
+	if err != nil {
+		return err
+	}
+	defer stopWebhooks()
 
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	var pubDone sync.WaitGroup
