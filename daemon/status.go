@@ -20,7 +20,7 @@ func (d *daemon) observer() poller.Observer {
 func (d *daemon) statusPage(nc *nats.Conn) *statuspage.Page {
 	p := &statuspage.Page{
 		Sources: d.running.order, Store: d.state, Recorder: d.rec,
-		Running: d.running.healthByName, Replica: d.replicaID, Held: d.leases,
+		Running: d.running.healthByName, Late: d.late, Replica: d.replicaID, Held: d.leases,
 		MaxOutbox: d.cfg.NATS.MaxOutbox, Redact: d.opt.Redact,
 	}
 	p.NATS = func() (string, error) {
@@ -55,4 +55,15 @@ func (s *sourceSet) healthByName() map[string]poller.Health {
 		out[n] = r.p.Health()
 	}
 	return out
+}
+
+// late returns the readiness line of source when it has gone too long without a
+// successful cycle here, "" otherwise.
+func (d *daemon) late(source string) string {
+	for _, s := range d.running.health() {
+		if s.name == source {
+			return stale(s, d.ready.now())
+		}
+	}
+	return ""
 }

@@ -16,6 +16,13 @@ var files embed.FS
 
 var page = template.Must(template.New("page.html").Funcs(template.FuncMap{
 	"spark": func(vals []int) string { return spark(vals, chartWidth, chartHeight) },
+	"area":  func(vals []int) string { return area(vals, chartWidth, chartHeight) },
+	"last": func(vals []int) int {
+		if len(vals) == 0 {
+			return 0
+		}
+		return vals[len(vals)-1]
+	},
 	"sum":   sum,
 	"peak":  maxOf,
 	"stamp": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },

@@ -46,6 +46,9 @@ type Page struct {
 	Recorder *Recorder
 	// Running returns the health of the sources this process polls.
 	Running func() map[string]poller.Health
+	// Late returns why a source this process polls has gone too long without a
+	// successful cycle (the readiness rule), "" while it has not.
+	Late func(source string) string
 	// Replica is the replica's id in cluster mode, "" for a single process.
 	Replica string
 	// Held lists the leases this replica holds (cluster mode).
@@ -95,7 +98,9 @@ type SourceStatus struct {
 	// Here is true when this process polls the source (always, outside a cluster,
 	// once started).
 	Here bool `json:"here"`
-	// Health is "ok", "failing", "starting" (no cycle ended yet) or "elsewhere".
+	// Health is "ok", "failing" (the last cycle failed), "late" (a cycle has been
+	// running too long), "starting" (no cycle ended yet), "elsewhere" (another
+	// replica polls it) or "stopped".
 	Health      string     `json:"health"`
 	Error       string     `json:"error,omitempty"` // the last cycle's, redacted
 	LastSuccess *time.Time `json:"last_success,omitempty"`
@@ -193,6 +198,8 @@ func (p *Page) source(ctx context.Context, name string, running map[string]polle
 		s.Health = "stopped"
 	case h.Err != nil:
 		s.Health, s.Error = "failing", p.redact(h.Err.Error())
+	case p.Late != nil && p.Late(name) != "":
+		s.Health, s.Error = "late", p.redact(p.Late(name))
 	case h.LastSuccess.IsZero():
 		s.Health = "starting"
 	default:
@@ -275,4 +282,10 @@ func spark(vals []int, w, h float64) string {
 		fmt.Fprintf(&b, "%s%.1f %.1f ", cmd, float64(i)*step, y)
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// area returns the SVG path of the region under spark(vals, w, h), closed along
+// the bottom edge.
+func area(vals []int, w, h float64) string {
+	return fmt.Sprintf("%s L%.1f %.1f L0 %.1f Z", spark(vals, w, h), w, h, h)
 }

@@ -246,3 +246,24 @@ func TestHandlerAccess(t *testing.T) {
 		t.Errorf("GET / on a socket: %d", code)
 	}
 }
+
+// A source whose cycle has run too long shows as late, with the readiness line
+// redacted; one another replica polls shows as elsewhere.
+func TestSnapshotLateAndElsewhere(t *testing.T) {
+	p := testPage()
+	p.Late = func(source string) string {
+		if source == "good" {
+			return "source good: no successful poll for 1m0s (interval 15s): a cycle is still running " + apiKey
+		}
+		return ""
+	}
+	snap := p.Snapshot(t.Context())
+	if s := snap.Sources[0]; s.Health != "late" || strings.Contains(s.Error, apiKey) || !strings.Contains(s.Error, "still running") {
+		t.Errorf("late source: %+v", s)
+	}
+	p.Replica = "r1"
+	p.Running = func() map[string]poller.Health { return nil }
+	if s := p.Snapshot(t.Context()).Sources[1]; s.Health != "elsewhere" || s.Here {
+		t.Errorf("source of another replica: %+v", s)
+	}
+}
