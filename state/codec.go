@@ -770,26 +770,27 @@ func decodeOpen(b []byte) (time.Time, diff.State, error) {
 	return t, st, d.end()
 }
 
-// Retained entry (an acknowledged outbox entry kept for re-publishing), version 2,
-// written since the retained entries are bounded in size:
+// Retained entry (an acknowledged outbox entry kept for re-publishing), version 3:
 //
-//	version=2  flags(duplicate=1)  acked time  stream seq  zstd frame of the encoded OutboxEntry
+//	version=3  flags(duplicate=1)  acked time  stream seq  zstd frame of the encoded OutboxEntry, compressed with entryDict
 //
-// Version 1 (still read, and kept as it is when an entry takes a new acknowledgement)
-// held the encoded OutboxEntry uncompressed:
+// Versions 2 (the frame compressed without a dictionary) and 1 (the encoded
+// OutboxEntry uncompressed) are still read, and kept as they are when an entry takes a
+// new acknowledgement:
 //
 //	version=1  flags(duplicate=1)  acked time  stream seq  encoded OutboxEntry
 const (
 	ackedV1       = 1
 	ackedV2       = 2
+	ackedV3       = 3
 	ackDuplicate  = 1 // the acknowledgement said duplicate: the store time is unknown
 	ackFlagsValid = ackDuplicate
 )
 
-// encodeAcked returns a version 2 retained value: the acknowledgement of a, then
+// encodeAcked returns a version 3 retained value: the acknowledgement of a, then
 // entry compressed.
 func encodeAcked(a Ack, entry []byte) ([]byte, error) {
-	b, err := appendAckHeader(make([]byte, 0, 2+2*binary.MaxVarintLen64+len(entry)/2), ackedV2, a)
+	b, err := appendAckHeader(make([]byte, 0, 2+2*binary.MaxVarintLen64+len(entry)/4), ackedV3, a)
 	if err != nil {
 		return nil, err
 	}
@@ -812,14 +813,14 @@ func appendAckHeader(b []byte, version byte, a Ack) ([]byte, error) {
 
 // ackedHeader decodes the acknowledgement of a retained value of either version and
 // returns its version and the payload that follows (sharing memory with v): the
-// encoded OutboxEntry, compressed in version 2.
+// encoded OutboxEntry, compressed in versions 2 and 3.
 func ackedHeader(v []byte) (AckedEntry, byte, []byte, error) {
 	var version byte
 	if len(v) > 0 {
 		version = v[0]
 	}
 	d := decoder{b: v}
-	if version != ackedV2 {
+	if version != ackedV2 && version != ackedV3 {
 		d.version(ackedV1)
 	} else {
 		d.b = d.b[1:]
@@ -836,13 +837,13 @@ func ackedHeader(v []byte) (AckedEntry, byte, []byte, error) {
 
 // splitAcked decodes the acknowledgement of a retained value and returns the encoded
 // outbox entry that follows it: sharing memory with v in version 1, decompressed into
-// memory of its own in version 2.
+// memory of its own in versions 2 and 3.
 func splitAcked(v []byte) (AckedEntry, []byte, error) {
 	e, version, payload, err := ackedHeader(v)
 	if err != nil || version == ackedV1 {
 		return e, payload, err
 	}
-	entry, err := decompressEntry(payload)
+	entry, err := decompressEntry(payload, version == ackedV3)
 	if err != nil {
 		return AckedEntry{}, nil, err
 	}

@@ -2,9 +2,13 @@ package state
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/payments-watcher/watcher/event"
 )
@@ -43,7 +47,7 @@ func TestAckedCompressed(t *testing.T) {
 			t.Errorf("%s: header %+v, %v", name, h, err)
 		}
 	}
-	check("version 2", v, a)
+	check("version 3", v, a)
 
 	b := Ack{Seq: 3, At: at.Add(time.Hour), StreamSeq: 77}
 	re, err := RestampAcked(b, v)
@@ -51,6 +55,23 @@ func TestAckedCompressed(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("restamped", re, b)
+
+	// Version 2: the entry compressed without the dictionary.
+	plain, err := zstd.NewWriter(nil, zstd.WithEncoderCRC(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := appendAckHeader(nil, ackedV2, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 = plain.EncodeAll(entry, v2)
+	check("version 2", v2, a)
+	if re2, err := RestampAcked(b, v2); err != nil || re2[0] != ackedV2 {
+		t.Fatalf("restamped version 2: %v", err)
+	} else {
+		check("restamped version 2", re2, b)
+	}
 
 	// Version 1: the entry as it is after the header.
 	v1, err := appendAckHeader(nil, ackedV1, a)
@@ -73,5 +94,15 @@ func TestAckedCompressed(t *testing.T) {
 	}
 	if _, err := DecodeAcked(3, []byte{9, 0}); err == nil {
 		t.Error("an unknown version decoded")
+	}
+}
+
+// TestEntryDictFrozen: version 3 values decode only with the dictionary they were
+// written with, so it must never change.
+func TestEntryDictFrozen(t *testing.T) {
+	const want = "0f35be49d8d64f9b6a2391052be17822e4025e297736577c0fab660fba288dd6"
+	sum := sha256.Sum256(entryDict)
+	if got := hex.EncodeToString(sum[:]); got != want {
+		t.Fatalf("retained.dict has sha256 %s, want %s: it is part of the file format; a new dictionary needs a new retained value version", got, want)
 	}
 }
