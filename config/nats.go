@@ -62,15 +62,15 @@ const DefaultRetainAckedMaxBytes = 64 << 20
 func (v *validator) unboundedRetention(n publish.Config) {
 	if n.RetainAcked > 0 && n.RetainAckedMaxBytes == 0 {
 		v.warnings = append(v.warnings, fmt.Sprintf("nats.retain_acked_max_bytes: 0 leaves the acknowledged events retained for nats.retain_acked (%s) unbounded: "+
-			"about 850 bytes each in the state file, so %s at 3,000 events/s; bbolt does not give the space back without watcher state compact",
+			"about 400 bytes each in the state file, so %s at 3,000 events/s; bbolt does not give the space back without watcher state compact",
 			n.RetainAcked, unboundedExample(n.RetainAcked)))
 	}
 }
 
-// unboundedExample is what retain's worth of events at 3,000 events/s of 850 bytes
+// unboundedExample is what retain's worth of events at 3,000 events/s of 400 bytes
 // takes, rounded to MB.
 func unboundedExample(retain time.Duration) string {
-	return fmt.Sprintf("%.0f MB", retain.Seconds()*3000*850/1e6)
+	return fmt.Sprintf("%.0f MB", retain.Seconds()*3000*400/1e6)
 }
 
 // sizeOr parses a byte size as size does, def when val is "" (an explicit 0 stays 0).

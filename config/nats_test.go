@@ -141,7 +141,7 @@ func TestUnboundedRetentionWarns(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !slices.ContainsFunc(cfg.Warnings, func(w string) bool {
-		return strings.Contains(w, "nats.retain_acked_max_bytes: 0 leaves") && strings.Contains(w, "765 MB")
+		return strings.Contains(w, "nats.retain_acked_max_bytes: 0 leaves") && strings.Contains(w, "360 MB")
 	}) {
 		t.Errorf("warnings %q lack the unbounded retention", cfg.Warnings)
 	}
