@@ -90,7 +90,7 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool), stderr i
 	fs.StringVar(&o.webhook, "webhook", env("ALERT_WEBHOOK_URL", ""), "webhook `url` to POST alerts to (env ALERT_WEBHOOK_URL)")
 	fs.BoolVar(&o.slack, "slack", false, "send a Slack-compatible body {\"text\": ...} to the webhook instead of the JSON alert")
 	fs.StringVar(&o.deadLetter, "dead-letter-subject", "", "NATS `subject` of alerts refused for good (default {prefix}.deadletter.{consumer})")
-	fs.StringVar(&o.httpListen, "http", "127.0.0.1:9465", "`address` serving /metrics and /healthz; \"\" disables")
+	fs.StringVar(&o.httpListen, "http", "127.0.0.1:9467", "`address` serving /metrics and /healthz; \"\" disables")
 	fs.DurationVar(&o.maxRetryAfter, "max-retry-after", 10*time.Minute, "longest wait a Retry-After answer is granted")
 	fs.StringVar(&o.statePath, "state", "alert-failed.db", "bbolt `file` recording the event ids already delivered")
 	fs.DurationVar(&o.retention, "retention", 7*24*time.Hour, "how long delivered event ids are remembered")
