@@ -13,73 +13,11 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/state/codectest"
 )
 
-var t0 = time.Date(2026, 11, 22, 10, 0, 3, 120_000_000, time.UTC)
-
-// richRecord has every field set, nested items of several kinds and a state outside
-// the normalized set.
-func richRecord() diff.Record {
-	return diff.Record{
-		Kind:        "payment",
-		ID:          "c4d1da72-111e-4d52-bdbf-2e74a2d803d5",
-		Status:      diff.Status{Raw: "FAILED", State: diff.Failed, Addendum: "IN_MANUAL_REVIEW", Terminal: true},
-		Sequence:    7,
-		CreatedAt:   time.Date(2023, 1, 1, 12, 4, 5, 0, time.UTC),
-		SettleUntil: t0.Add(24 * time.Hour),
-		Stalled:     true,
-		Nested: []diff.NestedRecord{
-			{Kind: "payment_refund", ID: "b8627ae8-732b-4d25-b947-1df8f4007a29", Status: diff.Status{Raw: "CREATED", State: diff.Pending}, Sequence: 1},
-			{Kind: "payment_refund", ID: "r2", Status: diff.Status{Raw: "COMPLETED", State: diff.Completed, Terminal: true}, Sequence: 2},
-			{Kind: "payment_onchain_transaction", ID: "0x4a2b", Status: diff.Status{Raw: "BROADCASTED", State: diff.Processing}, Sequence: 4294967295},
-			{Kind: "payment_rfi", ID: "", Status: diff.Status{Raw: "", State: "not-a-state", Addendum: "x"}, Sequence: 1},
-			{Kind: "payment_refund", ID: "r3", Status: diff.Status{Raw: "FAILED", State: diff.Failed, Terminal: true}, Sequence: 1},
-		},
-	}
-}
-
-// plainRecord is a typical top-level item without nested items.
-func plainRecord(id string, created time.Time, raw string, state diff.State, terminal bool) diff.Record {
-	return diff.Record{
-		Kind: "payment", ID: id, Sequence: 1, CreatedAt: created,
-		Status: diff.Status{Raw: raw, State: state, Terminal: terminal},
-	}
-}
-
-func sampleRecords() []diff.Record {
-	return []diff.Record{
-		richRecord(),
-		plainRecord("p1", t0, "CREATED", diff.Pending, false),
-		{ID: "zero", Sequence: 1}, // every other field zero: empty strings, zero times, no nested items
-		{Kind: "onramp_session", ID: "cos_1", Status: diff.Status{Raw: "weird", State: diff.Unknown}, Sequence: 2,
-			CreatedAt: time.Date(1960, 5, 1, 0, 0, 0, 1, time.UTC)}, // before the Unix epoch
-		idFormsRecord(),
-	}
-}
-
-// idFormsRecord has a nested id of every form, and times of every precision.
-func idFormsRecord() diff.Record {
-	nested := func(id string) diff.NestedRecord {
-		return diff.NestedRecord{Kind: "payment_transaction", ID: id, Status: diff.Status{Raw: "CONFIRMED", State: diff.Completed, Terminal: true}, Sequence: 1}
-	}
-	return diff.Record{
-		Kind: "payment", ID: "forms", Sequence: 3, Status: diff.Status{Raw: "COMPLETE", State: diff.Completed, Terminal: true},
-		CreatedAt:   time.Date(2026, 11, 3, 23, 6, 25, 163_000_000, time.UTC), // milliseconds
-		SettleUntil: time.Date(2026, 11, 4, 23, 6, 25, 0, time.UTC),           // seconds
-		Nested: []diff.NestedRecord{
-			nested("b8627ae8-732b-4d25-b947-1df8f4007a29"),                               // UUID
-			nested("B8627AE8-732B-4D25-B947-1DF8F4007A29"),                               // upper-case UUID: as it is
-			nested("4a6c7fa5edb46976dd1c9241feb3aa50ff37f76e66996087f61215967982a2c6"),   // hex
-			nested("4A6C7FA5EDB46976DD1C9241FEB3AA50FF37F76E66996087F61215967982A2C6"),   // upper-case hex
-			nested("0x52cea0b5ec8a027434878f9e8f019b56e1d2f947607d110fd1f4032ed97082e6"), // 0x hex
-			nested("0xABCDEF"), // 0x upper-case hex
-			nested("0123"),     // digits only
-			nested("abc"), nested("0x"), nested("0xabc"), nested("aBcD"), nested("0Xab"), nested("xyz"), nested(""),
-			nested("b8627ae8-732b-4d25-b947-1df8f4007a2"), // one digit short of a UUID
-			nested("b8627ae8x732b-4d25-b947-1df8f4007a29"),
-		},
-	}
-}
+// t0 is the time codectest's records are built around.
+var t0 = codectest.T0
 
 // encodeRecordV1 is the version 1 encoder, which files written before version 2
 // hold records of.
@@ -146,14 +84,14 @@ func TestVersion1RecordsDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rich := richRecord()
+	rich := codectest.Rich()
 	if got, err := decodeRecord(rich.ID, golden); err != nil || !reflect.DeepEqual(got, rich) {
 		t.Errorf("first release's record: %v\n got %+v\nwant %+v", err, got, rich)
 	}
 	if b, _ := encodeRecordV1(nil, &rich); !bytes.Equal(b, golden) {
 		t.Fatalf("encodeRecordV1 does not write what the first release wrote:\n%x", b)
 	}
-	for _, r := range sampleRecords() {
+	for _, r := range codectest.Samples() {
 		b, err := encodeRecordV1(nil, &r)
 		if err != nil {
 			t.Fatal(err)
@@ -178,7 +116,7 @@ func mustEncode(t testing.TB, r *diff.Record) []byte {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	for _, r := range sampleRecords() {
+	for _, r := range codectest.Samples() {
 		b := mustEncode(t, &r)
 		got, err := decodeRecord(r.ID, b)
 		if err != nil {
@@ -191,7 +129,7 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestRecordEncodingIsCompact(t *testing.T) {
-	r := plainRecord("c4d1da72-111e-4d52-bdbf-2e74a2d803d5", t0.Truncate(time.Second), "FIAT_PAYMENT_INITIATED", diff.Processing, false)
+	r := codectest.Plain("c4d1da72-111e-4d52-bdbf-2e74a2d803d5", t0.Truncate(time.Second), "FIAT_PAYMENT_INITIATED", diff.Processing, false)
 	r.Nested = []diff.NestedRecord{{Kind: "payment_refund", ID: "b8627ae8-732b-4d25-b947-1df8f4007a29",
 		Status: diff.Status{Raw: "COMPLETED", State: diff.Completed, Terminal: true}, Sequence: 1}}
 	b := mustEncode(t, &r)
@@ -220,7 +158,7 @@ func TestRecordEncodingIsCompact(t *testing.T) {
 		}
 	}
 	// A nested item repeating its predecessor's kind does not store it again.
-	rich := richRecord()
+	rich := codectest.Rich()
 	withRepeat := len(mustEncode(t, &rich))
 	rich.Nested[1].Kind = "payment_refunX"
 	if withoutRepeat := len(mustEncode(t, &rich)); withoutRepeat-withRepeat != 1+len("payment_refunX") {
@@ -229,7 +167,7 @@ func TestRecordEncodingIsCompact(t *testing.T) {
 }
 
 func TestEncodeRecordRejectsUnstorableTime(t *testing.T) {
-	r := plainRecord("p", time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), "CREATED", diff.Pending, false)
+	r := codectest.Plain("p", time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), "CREATED", diff.Pending, false)
 	if _, err := encodeRecord(nil, &r); err == nil || !strings.Contains(err.Error(), "created_at") {
 		t.Errorf("created_at in 2300: err = %v, want an error naming created_at", err)
 	}
@@ -240,7 +178,7 @@ func TestEncodeRecordRejectsUnstorableTime(t *testing.T) {
 }
 
 func TestDecodeRecordRejectsDamage(t *testing.T) {
-	r := richRecord()
+	r := codectest.Rich()
 	good := mustEncode(t, &r)
 	for n := range len(good) {
 		if _, err := decodeRecord("x", good[:n]); err == nil {
@@ -302,7 +240,7 @@ func TestDecodeRecordRejectsDamage(t *testing.T) {
 }
 
 func TestDecodedRecordSharesNoMemory(t *testing.T) {
-	r := richRecord()
+	r := codectest.Rich()
 	b := mustEncode(t, &r)
 	got, err := decodeRecord(r.ID, b)
 	if err != nil {
@@ -358,7 +296,7 @@ func TestEntryRoundTrip(t *testing.T) {
 // FuzzDecodeRecord checks that decoding never panics and that whatever decodes
 // survives a round trip unchanged, with a deterministic encoding.
 func FuzzDecodeRecord(f *testing.F) {
-	for _, r := range sampleRecords() {
+	for _, r := range codectest.Samples() {
 		f.Add(mustEncode(f, &r))
 		v1, err := encodeRecordV1(nil, &r)
 		if err != nil {
@@ -421,7 +359,7 @@ func TestOpenIndexValues(t *testing.T) {
 }
 
 func BenchmarkDecodeRecord(b *testing.B) {
-	r := idFormsRecord()
+	r := codectest.IDForms()
 	enc := mustEncode(b, &r)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(enc)))
@@ -433,7 +371,7 @@ func BenchmarkDecodeRecord(b *testing.B) {
 }
 
 func BenchmarkEncodeRecord(b *testing.B) {
-	r := richRecord()
+	r := codectest.Rich()
 	buf := make([]byte, 0, 512)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/codectest"
 )
 
 // bloated returns the path of a closed state file that holds some records and a few
@@ -27,7 +28,7 @@ func bloated(t *testing.T) string {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := s.Commit(ctx, "src", state.Batch{Now: t0, Records: sampleRecords()}); err != nil {
+	if err := s.Commit(ctx, "src", state.Batch{Now: t0, Records: codectest.Samples()}); err != nil {
 		t.Fatal(err)
 	}
 	body := bytes.Repeat([]byte("x"), 2000)

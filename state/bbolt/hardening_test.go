@@ -22,6 +22,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/codectest"
 )
 
 func TestOpenFileModes(t *testing.T) {
@@ -209,7 +210,7 @@ func TestRandomDamageNeverPanics(t *testing.T) {
 		}
 		opened++
 		errs := exercise(s)
-		errs = append(errs, s.Commit(t.Context(), "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("new", t0, "CREATED", diff.Pending, false)}, Messages: []event.Message{msg(9999)}}))
+		errs = append(errs, s.Commit(t.Context(), "cpn", state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("new", t0, "CREATED", diff.Pending, false)}, Messages: []event.Message{msg(9999)}}))
 		for _, err := range errs {
 			if err != nil && !strings.Contains(err.Error(), "state file "+path) {
 				t.Errorf("seed %d: error does not name the file: %v", seed, err)
@@ -288,7 +289,7 @@ func TestDamageUnderAnOpenStore(t *testing.T) {
 
 func TestPanicInCallbackIsNotCorruption(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "watcher.db"))
-	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("a", t0, "CREATED", diff.Pending, false)}})
 	defer func() {
 		if r := recover(); r != "callback bug" {
 			t.Fatalf("recovered %v; want the callback's own panic", r)
@@ -311,7 +312,7 @@ func TestCommitFailsWhenFull(t *testing.T) {
 		b := state.Batch{Now: t0}
 		for i := range 10 {
 			id := fmt.Sprintf("%03d-%02d-%s", n, i, strings.Repeat("x", 100))
-			b.Records = append(b.Records, plainRecord(id, t0, "CREATED", diff.Pending, false))
+			b.Records = append(b.Records, codectest.Plain(id, t0, "CREATED", diff.Pending, false))
 			b.Messages = append(b.Messages, msg(n*100+i))
 		}
 		return b
@@ -400,7 +401,7 @@ func TestHelperWriteUntilFull(t *testing.T) {
 	for n := range 1000 {
 		b := state.Batch{Now: t0}
 		for i := range 20 {
-			b.Records = append(b.Records, plainRecord(fmt.Sprintf("full-%04d-%02d", n, i), t0, "CREATED", diff.Pending, false))
+			b.Records = append(b.Records, codectest.Plain(fmt.Sprintf("full-%04d-%02d", n, i), t0, "CREATED", diff.Pending, false))
 			b.Messages = append(b.Messages, msg(100000+n*100+i))
 		}
 		if err := s.Commit(t.Context(), "cpn", b); err != nil {

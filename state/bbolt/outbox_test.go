@@ -14,6 +14,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/codectest"
 )
 
 func TestOutbox(t *testing.T) {
@@ -281,7 +282,7 @@ func TestChangedSignalsCommitsWithMessages(t *testing.T) {
 		t.Fatal("Changed signalled before any commit")
 	}
 
-	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("a", t0, "CREATED", diff.Pending, false)}})
 	if signalled() {
 		t.Error("Changed signalled by a commit without messages")
 	}
@@ -318,7 +319,7 @@ func BenchmarkCommitPage(b *testing.B) {
 				for i := range 100 {
 					n := page*100 + i
 					id := fmt.Sprintf("%08x-111e-4d52-bdbf-2e74a2d803d5", n*2654435761%(1<<32)) // spread, as uuids are
-					batch.Records = append(batch.Records, plainRecord(id, t0.Add(-time.Duration(n)*time.Second), "CREATED", diff.Pending, false))
+					batch.Records = append(batch.Records, codectest.Plain(id, t0.Add(-time.Duration(n)*time.Second), "CREATED", diff.Pending, false))
 					batch.Messages = append(batch.Messages, event.Message{ID: id, Subject: "payments.cpn.payment.pending", Body: body})
 				}
 				if err := s.Commit(b.Context(), "cpn", batch); err != nil {

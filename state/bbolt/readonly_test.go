@@ -18,6 +18,7 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/codectest"
 )
 
 func openReadOnly(t *testing.T, path string) *Store {
@@ -34,7 +35,7 @@ func TestOpenReadOnlyWaitsForTheWriter(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "watcher.db")
 	w := openStore(t, path)
 	meta := state.Meta{BaselineDone: true, HighWater: t0, LastPoll: t0, Rebaseline: true}
-	commit(t, w, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}, Meta: &meta})
+	commit(t, w, "cpn", state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("a", t0, "CREATED", diff.Pending, false)}, Meta: &meta})
 
 	start := time.Now()
 	_, err := OpenReadOnly(path, testLockTimeout)
@@ -160,15 +161,15 @@ func TestStats(t *testing.T) {
 	if st, err := s.Stats("cpn"); err != nil || !reflect.DeepEqual(st, SourceStats{}) {
 		t.Errorf("Stats of an unknown source = %+v, %v; want zero", st, err)
 	}
-	stalled := plainRecord("c", t0.Add(-2*time.Hour), "CREATED", diff.Pending, false)
+	stalled := codectest.Plain("c", t0.Add(-2*time.Hour), "CREATED", diff.Pending, false)
 	stalled.Stalled = true
 	meta := state.Meta{BaselineDone: true, HighWater: t0, LastPoll: t0}
 	commit(t, s, "cpn", state.Batch{Now: t0, Meta: &meta, Records: []diff.Record{
-		plainRecord("a", t0, "CREATED", diff.Pending, false),
-		plainRecord("b", t0.Add(-time.Hour), "COMPLETED", diff.Completed, true),
+		codectest.Plain("a", t0, "CREATED", diff.Pending, false),
+		codectest.Plain("b", t0.Add(-time.Hour), "COMPLETED", diff.Completed, true),
 		stalled,
 	}})
-	commit(t, s, "ramp", state.Batch{Now: t0, Records: []diff.Record{plainRecord("x", t0, "PENDING", diff.Pending, false)}})
+	commit(t, s, "ramp", state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("x", t0, "PENDING", diff.Pending, false)}})
 
 	st, err := s.Stats("cpn")
 	if err != nil {
@@ -183,7 +184,7 @@ func TestRecordsPages(t *testing.T) {
 	s := newStore(t)
 	var want []diff.Record
 	for i := range 7 {
-		r := plainRecord(fmt.Sprintf("id-%02d", i), t0.Add(-time.Duration(i)*time.Minute), "CREATED", diff.Pending, false)
+		r := codectest.Plain(fmt.Sprintf("id-%02d", i), t0.Add(-time.Duration(i)*time.Minute), "CREATED", diff.Pending, false)
 		want = append(want, r)
 	}
 	commit(t, s, "cpn", state.Batch{Now: t0, Records: want})
@@ -279,7 +280,7 @@ func TestCheckPagesAcceptsWrittenFiles(t *testing.T) {
 		b.Now = t0
 		for range rng.IntN(200) {
 			n++
-			b.Records = append(b.Records, plainRecord(fmt.Sprintf("%x", rng.Uint64()), t0.Add(-time.Duration(n)*time.Second), "CREATED", diff.Pending, n%3 == 0))
+			b.Records = append(b.Records, codectest.Plain(fmt.Sprintf("%x", rng.Uint64()), t0.Add(-time.Duration(n)*time.Second), "CREATED", diff.Pending, n%3 == 0))
 			m := msg(n)
 			if n%17 == 0 {
 				m.Body = big
@@ -287,7 +288,7 @@ func TestCheckPagesAcceptsWrittenFiles(t *testing.T) {
 			b.Messages = append(b.Messages, m)
 		}
 		commit(t, s, fmt.Sprintf("src-%d", round%4), b)
-		commit(t, s, fmt.Sprintf("tiny-%d", round), state.Batch{Now: t0, Records: []diff.Record{plainRecord("only", t0, "CREATED", diff.Pending, false)}})
+		commit(t, s, fmt.Sprintf("tiny-%d", round), state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("only", t0, "CREATED", diff.Pending, false)}})
 		if pending, err := s.Pending(t.Context(), 0, 1+rng.IntN(300)); err != nil {
 			t.Fatal(err)
 		} else {

@@ -14,6 +14,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/codectest"
 )
 
 func newStore(t *testing.T) *Store {
@@ -22,7 +23,7 @@ func newStore(t *testing.T) *Store {
 
 func TestCommitLoadRoundTrip(t *testing.T) {
 	s := newStore(t)
-	records := sampleRecords()
+	records := codectest.Samples()
 	commit(t, s, "cpn", state.Batch{Now: t0, Records: records})
 
 	ids := []string{"missing", "", "zero"}
@@ -46,7 +47,7 @@ func TestCommitLoadRoundTrip(t *testing.T) {
 	}
 
 	// An upsert replaces the record, nested items included.
-	upd := richRecord()
+	upd := codectest.Rich()
 	upd.Sequence++
 	upd.Nested = upd.Nested[:1]
 	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{upd}})
@@ -107,7 +108,7 @@ func take(t *testing.T, s *Store, ids []string) snapshot {
 
 func TestFailedCommitWritesNothing(t *testing.T) {
 	s := newStore(t)
-	first := plainRecord("a", t0.Add(-time.Hour), "CREATED", diff.Pending, false)
+	first := codectest.Plain("a", t0.Add(-time.Hour), "CREATED", diff.Pending, false)
 	meta := state.Meta{HighWater: t0.Add(-time.Hour), LastPoll: t0}
 	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{first}, Messages: []event.Message{msg(1)}, Meta: &meta})
 	<-s.Changed()
@@ -117,10 +118,10 @@ func TestFailedCommitWritesNothing(t *testing.T) {
 	later := t0.Add(time.Minute)
 	done := first
 	done.Status, done.Sequence = diff.Status{Raw: "COMPLETED", State: diff.Completed, Terminal: true}, 2
-	fresh := plainRecord("b", later, "CREATED", diff.Pending, false)
+	fresh := codectest.Plain("b", later, "CREATED", diff.Pending, false)
 	newMeta := state.Meta{BaselineDone: true, HighWater: later, LastPoll: later}
-	unstorable := plainRecord("c", time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC), "CREATED", diff.Pending, false)
-	noSeq := plainRecord("c", later, "CREATED", diff.Pending, false)
+	unstorable := codectest.Plain("c", time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC), "CREATED", diff.Pending, false)
+	noSeq := codectest.Plain("c", later, "CREATED", diff.Pending, false)
 	noSeq.Sequence = 0
 
 	cases := []struct {
@@ -185,7 +186,7 @@ func TestCommitIsVisibleWhole(t *testing.T) {
 			b := state.Batch{Now: t0}
 			for j := range 3 {
 				n := i*3 + j
-				b.Records = append(b.Records, plainRecord(fmt.Sprint(n), t0, "CREATED", diff.Pending, false))
+				b.Records = append(b.Records, codectest.Plain(fmt.Sprint(n), t0, "CREATED", diff.Pending, false))
 				b.Messages = append(b.Messages, msg(n))
 			}
 			if err := s.Commit(t.Context(), "cpn", b); err != nil {
@@ -226,7 +227,7 @@ func TestCommitIsVisibleWhole(t *testing.T) {
 func TestOpenIndex(t *testing.T) {
 	s := newStore(t)
 	pending := func(id string, age time.Duration) diff.Record {
-		return plainRecord(id, t0.Add(-age), "CREATED", diff.Pending, false)
+		return codectest.Plain(id, t0.Add(-age), "CREATED", diff.Pending, false)
 	}
 	final := func(r diff.Record) diff.Record {
 		r.Status = diff.Status{Raw: "COMPLETED", State: diff.Completed, Terminal: true}
@@ -488,5 +489,5 @@ func TestPanickingWriterReleasesTheQueue(t *testing.T) {
 	if err := <-other; err == nil || !strings.Contains(err.Error(), "panicked") {
 		t.Errorf("writer queued with the panicking one: %v", err)
 	}
-	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("after", t0, "CREATED", diff.Pending, false)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("after", t0, "CREATED", diff.Pending, false)}})
 }

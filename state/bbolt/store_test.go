@@ -18,6 +18,7 @@ import (
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
+	"github.com/payments-watcher/watcher/state/codectest"
 )
 
 const testLockTimeout = 200 * time.Millisecond
@@ -80,16 +81,16 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rich := richRecord()
+	rich := codectest.Rich()
 	rich.Stalled = false
 	records := []diff.Record{
 		rich, // final but settling until t0+24h: open
-		plainRecord("p1", t0.Add(-time.Hour), "CREATED", diff.Pending, false),
-		plainRecord("p2", t0.Add(-2*time.Hour), "COMPLETED", diff.Completed, true),
+		codectest.Plain("p1", t0.Add(-time.Hour), "CREATED", diff.Pending, false),
+		codectest.Plain("p2", t0.Add(-2*time.Hour), "COMPLETED", diff.Completed, true),
 	}
 	meta := state.Meta{BaselineDone: true, HighWater: t0.Add(-time.Minute), LastPoll: t0}
 	commit(t, s, "cpn", state.Batch{Now: t0, Records: records, Messages: []event.Message{msg(1), msg(2), msg(3)}, Meta: &meta})
-	commit(t, s, "stripe", state.Batch{Now: t0, Records: []diff.Record{plainRecord("cos_1", t0, "initialized", diff.Pending, false)}})
+	commit(t, s, "stripe", state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("cos_1", t0, "initialized", diff.Pending, false)}})
 	if err := s.Delete(t.Context(), []uint64{1}); err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestSecondOpenFailsFast(t *testing.T) {
 	}
 
 	// The first store is unaffected.
-	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{plainRecord("a", t0, "CREATED", diff.Pending, false)}})
+	commit(t, s, "cpn", state.Batch{Now: t0, Records: []diff.Record{codectest.Plain("a", t0, "CREATED", diff.Pending, false)}})
 	if got, err := s.Load(t.Context(), "cpn", []string{"a"}); err != nil || got["a"] == nil {
 		t.Errorf("first store after the second Open: %v, %v", got, err)
 	}
@@ -248,7 +249,7 @@ func writeFullFile(t *testing.T, path string) []byte {
 		b := state.Batch{Now: t0}
 		for i := range 100 {
 			id := fmt.Sprintf("%08d-4d52-bdbf-2e74a2d803d5", page*100+i)
-			b.Records = append(b.Records, plainRecord(id, t0.Add(-time.Duration(i)*time.Minute), "CREATED", diff.Pending, false))
+			b.Records = append(b.Records, codectest.Plain(id, t0.Add(-time.Duration(i)*time.Minute), "CREATED", diff.Pending, false))
 			b.Messages = append(b.Messages, msg(page*100+i))
 		}
 		if err := s.Commit(t.Context(), "cpn", b); err != nil {
