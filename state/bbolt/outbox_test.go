@@ -141,19 +141,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pendingSeqs := func() []uint64 {
-		t.Helper()
-		es, err := s.Pending(t.Context(), 0, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []uint64
-		for _, e := range es {
-			out = append(out, e.Seq)
-		}
-		return out
-	}
-	if got := pendingSeqs(); !slices.Equal(got, []uint64{3, 5, 6}) {
+	if got := pendingSeqs(t, s); !slices.Equal(got, []uint64{3, 5, 6}) {
 		t.Errorf("pending after Ack = %v, want [3 5 6]", got)
 	}
 	if n, oldest, err := s.OutboxStats(t.Context()); err != nil || n != 3 || !oldest.Equal(t0) {
@@ -237,7 +225,7 @@ func TestOutboxRetainsAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRetained(retained(1, at3, 201, false), retained(3, at3, 103, true))
-	if got := pendingSeqs(); !slices.Equal(got, []uint64{6}) {
+	if got := pendingSeqs(t, s); !slices.Equal(got, []uint64{6}) {
 		t.Errorf("pending after Delete = %v, want [6]", got)
 	}
 	if n, next, err := s.Prune(t.Context(), at3.Add(time.Nanosecond)); err != nil || n != 2 || !next.IsZero() {

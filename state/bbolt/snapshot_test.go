@@ -315,20 +315,7 @@ func checkOpen(t *testing.T, s *Store, want []string, items int) {
 // writer's failure there fails neither the others nor their writes.
 func TestConcurrentCommitsShareTransactions(t *testing.T) {
 	s := newStore(t)
-	release := make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		first <- s.update(func(tx *bolt.Tx) error {
-			<-release
-			return nil
-		})
-	}()
-	// Wait until the first writer runs its transaction: it has taken the queue.
-	waitFor(t, "the first writer to start", func() bool {
-		s.group.mu.Lock()
-		defer s.group.mu.Unlock()
-		return s.group.busy && len(s.group.queue) == 0
-	})
+	release := holdWriter(t, s)
 
 	const writers = 6
 	errs := make(chan error, writers)
@@ -352,13 +339,8 @@ func TestConcurrentCommitsShareTransactions(t *testing.T) {
 			})
 		}()
 	}
-	waitFor(t, "every writer to queue", func() bool {
-		s.group.mu.Lock()
-		defer s.group.mu.Unlock()
-		return len(s.group.queue) == writers
-	})
-	close(release)
-	if err := <-first; err != nil {
+	waitQueued(t, s, "every writer to queue", writers)
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	failed := 0
@@ -386,19 +368,7 @@ func TestConcurrentCommitsShareTransactions(t *testing.T) {
 // share the next one when none of them fails.
 func TestConcurrentCommitsGroup(t *testing.T) {
 	s := newStore(t)
-	release := make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		first <- s.update(func(tx *bolt.Tx) error {
-			<-release
-			return nil
-		})
-	}()
-	waitFor(t, "the first writer to start", func() bool {
-		s.group.mu.Lock()
-		defer s.group.mu.Unlock()
-		return s.group.busy && len(s.group.queue) == 0
-	})
+	release := holdWriter(t, s)
 	const writers = 5
 	errs := make(chan error, writers)
 	var txIDs [writers]int
@@ -410,13 +380,8 @@ func TestConcurrentCommitsGroup(t *testing.T) {
 			})
 		}()
 	}
-	waitFor(t, "every writer to queue", func() bool {
-		s.group.mu.Lock()
-		defer s.group.mu.Unlock()
-		return len(s.group.queue) == writers
-	})
-	close(release)
-	if err := <-first; err != nil {
+	waitQueued(t, s, "every writer to queue", writers)
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	for range writers {
@@ -429,6 +394,36 @@ func TestConcurrentCommitsGroup(t *testing.T) {
 			t.Fatalf("queued writers ran in transactions %v, want one shared transaction", txIDs)
 		}
 	}
+}
+
+// holdWriter starts a writer whose transaction lasts until release is called, and
+// waits until that transaction runs: the writers that come next queue behind it.
+// release returns what the writer's update returned.
+func holdWriter(t *testing.T, s *Store) (release func() error) {
+	t.Helper()
+	hold := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.update(func(tx *bolt.Tx) error {
+			<-hold
+			return nil
+		})
+	}()
+	waitQueued(t, s, "the first writer to start", 0)
+	return func() error {
+		close(hold)
+		return <-done
+	}
+}
+
+// waitQueued waits until a transaction runs with n writers queued behind it.
+func waitQueued(t *testing.T, s *Store, what string, n int) {
+	t.Helper()
+	waitFor(t, what, func() bool {
+		s.group.mu.Lock()
+		defer s.group.mu.Unlock()
+		return s.group.busy && len(s.group.queue) == n
+	})
 }
 
 // waitFor polls cond until it holds, failing the test after 10s.
@@ -457,28 +452,16 @@ func TestPanickingWriterReleasesTheQueue(t *testing.T) {
 			return nil
 		})
 	}()
-	waitFor(t, "the first writer to start", func() bool {
-		s.group.mu.Lock()
-		defer s.group.mu.Unlock()
-		return s.group.busy && len(s.group.queue) == 0
-	})
+	waitQueued(t, s, "the first writer to start", 0)
 	panicked := make(chan any, 1)
 	other := make(chan error, 1)
 	go func() {
 		defer func() { panicked <- recover() }()
 		_ = s.update(func(*bolt.Tx) error { panic("boom") })
 	}()
-	waitFor(t, "the panicking writer to queue", func() bool {
-		s.group.mu.Lock()
-		defer s.group.mu.Unlock()
-		return len(s.group.queue) == 1
-	})
+	waitQueued(t, s, "the panicking writer to queue", 1)
 	go func() { other <- s.update(func(*bolt.Tx) error { return nil }) }()
-	waitFor(t, "the second writer to queue", func() bool {
-		s.group.mu.Lock()
-		defer s.group.mu.Unlock()
-		return len(s.group.queue) == 2
-	})
+	waitQueued(t, s, "the second writer to queue", 2)
 	close(release)
 	if r := <-first; r != nil {
 		t.Fatalf("first writer panicked: %v", r)
