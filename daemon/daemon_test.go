@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/payments-watcher/watcher/config"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"github.com/payments-watcher/watcher/publish"
 	"github.com/payments-watcher/watcher/state"
 	"github.com/payments-watcher/watcher/state/bbolt"
@@ -114,23 +114,6 @@ func runNATS(t *testing.T) *server.Server {
 	return srv
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // env is what a test of one mode runs against: NATS, the provider, a directory.
 type env struct {
 	t    *testing.T
@@ -176,12 +159,12 @@ type running struct {
 	t      *testing.T
 	cancel context.CancelFunc
 	done   chan error
-	logs   *lockedBuffer
+	logs   *logtest.Buffer
 }
 
 func (e *env) start(cfg *config.Config) *running {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: e.t, cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
+	r := &running{t: e.t, cancel: cancel, done: make(chan error, 1), logs: &logtest.Buffer{}}
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	go func() { r.done <- Run(ctx, cfg, log, Options{Version: "test", Commit: "test"}) }()
 	e.t.Cleanup(func() {

@@ -1,7 +1,6 @@
 package poller
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"github.com/payments-watcher/watcher/poller/provider"
 )
 
@@ -82,30 +82,6 @@ func TestIdentifiedCauseIsPermanent(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log destination shared by the poller's goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// take returns the lines logged since the last call.
-func (l *lockedBuffer) take() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := strings.TrimSpace(l.b.String())
-	l.b.Reset()
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}
-
 // resultRecorder records Observer.Poll results and Anomaly calls.
 type resultRecorder struct {
 	nopObserver
@@ -171,7 +147,7 @@ func TestFailureLoggedOncePerCause(t *testing.T) {
 		cfg := testConfig()
 		cfg.Provider = "coindirect_payments"
 		tp := newTestPoller(t, cfg, src)
-		var logs lockedBuffer
+		var logs logtest.Buffer
 		tp.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		obs := &resultRecorder{}
 		tp.Observe(obs)
@@ -189,7 +165,7 @@ func TestFailureLoggedOncePerCause(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		lines := logs.take()
+		lines := logs.Take()
 		for _, l := range lines {
 			if field(l, "cause") != "" || strings.Contains(l, "poll") {
 				got = append(got, l)
@@ -245,7 +221,7 @@ func TestAdapterAnomalies(t *testing.T) {
 		src.add(fmt.Sprint("p", i), "NEW", now0.Add(-time.Duration(i+1)*time.Minute))
 	}
 	tp := newTestPoller(t, testConfig(), src)
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	tp.log = slog.New(slog.NewTextHandler(&logs, nil))
 	obs := &resultRecorder{}
 	tp.Observe(obs)
@@ -258,7 +234,7 @@ func TestAdapterAnomalies(t *testing.T) {
 		t.Errorf("%d clock_skew anomalies counted in 2 cycles, want 2", n)
 	}
 	var warns []string
-	for _, l := range logs.take() {
+	for _, l := range logs.Take() {
 		if field(l, "anomaly") != "" {
 			warns = append(warns, l)
 		}

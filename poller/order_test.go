@@ -12,6 +12,7 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"github.com/payments-watcher/watcher/poller/provider"
 )
 
@@ -90,7 +91,7 @@ func TestWalkCopesWithQuirkyLists(t *testing.T) {
 			tp := newTestPoller(t, cfg, list)
 			obs := &resultRecorder{}
 			tp.Observe(obs)
-			var logs lockedBuffer
+			var logs logtest.Buffer
 			tp.log = slog.New(slog.NewTextHandler(&logs, nil))
 			if err := tp.Poll(t.Context()); err != nil {
 				t.Fatal(err)
@@ -123,7 +124,7 @@ func TestWalkCopesWithQuirkyLists(t *testing.T) {
 			if got != want {
 				t.Errorf("events %s\nwant   %s", got, want)
 			}
-			lines := logs.take()
+			lines := logs.Take()
 			for _, k := range Anomalies {
 				obs.mu.Lock()
 				n := obs.anomalies[k]

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"github.com/payments-watcher/watcher/publish"
 	"github.com/payments-watcher/watcher/state"
 	"github.com/payments-watcher/watcher/state/natskv"
@@ -27,7 +28,7 @@ func TestRunRefusesAnOpenAdminListener(t *testing.T) {
 		"  - name: cpn\n    provider: circle_cpn_payments\n    api_key: k\n")
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	var out lockedBuffer
+	var out logtest.Buffer
 	err := run(ctx, []string{"run", "--config", cfgPath}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), `admin.listen: "0.0.0.0:9465" can be reached from other hosts, but admin.token_file is not set`) {
 		t.Fatalf("run with an open admin listener: %v", err)

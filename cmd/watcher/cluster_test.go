@@ -22,6 +22,7 @@ import (
 	"github.com/payments-watcher/watcher/config"
 	"github.com/payments-watcher/watcher/daemon"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/sim"
 )
@@ -178,7 +179,7 @@ func TestClusterFailover(t *testing.T) {
 	sourceCount := 2 * len(names)
 
 	rec := &spans{all: map[string][]*span{}}
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	defer func() {
 		if t.Failed() {
 			t.Logf("replica logs:\n%s", logs)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"os"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ func TestDemoShowsEveryKind(t *testing.T) {
 		kinds[k] = false
 	}
 	out := &lineWriter{lines: make(chan string, 4096)}
-	errOut := &lockedBuffer{}
+	errOut := &logtest.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 )
 
 const cpnKey = "TEST_API_KEY:e2e-id:e2e-very-secret"
@@ -180,24 +181,6 @@ func TestCPNFakeRefusesUnknownCursor(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func runNATS(t *testing.T) *server.Server {
 	t.Helper()
 	opts := natsserver.DefaultTestOptions
@@ -210,13 +193,13 @@ func runNATS(t *testing.T) *server.Server {
 type runningDaemon struct {
 	cancel context.CancelFunc
 	done   chan error
-	logs   *lockedBuffer
+	logs   *logtest.Buffer
 }
 
 func startDaemon(t *testing.T, cfgPath string) *runningDaemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &runningDaemon{cancel: cancel, done: make(chan error, 1), logs: &lockedBuffer{}}
+	d := &runningDaemon{cancel: cancel, done: make(chan error, 1), logs: &logtest.Buffer{}}
 	go func() {
 		d.done <- run(ctx, []string{"run", "-config", cfgPath, "--log-level", "debug"}, d.logs, d.logs)
 	}()

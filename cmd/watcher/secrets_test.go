@@ -16,6 +16,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/test"
 
 	"github.com/payments-watcher/watcher/config"
+	"github.com/payments-watcher/watcher/internal/logtest"
 )
 
 // Credentials distinctive enough that any copy of them, whole or in part, is found.
@@ -159,7 +160,7 @@ sources:
 			}
 
 			var outputs []string // every text a user or a scraper can see
-			var logs lockedBuffer
+			var logs logtest.Buffer
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() {

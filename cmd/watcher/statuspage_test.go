@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/payments-watcher/watcher/config"
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"github.com/payments-watcher/watcher/statuspage"
 )
 
@@ -51,12 +52,12 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Fatalf("chromium not found; install it: %s", chromiumInstall)
 	}
 	t.Setenv("TMPDIR", t.TempDir())
-	errOut := &lockedBuffer{}
+	errOut := &logtest.Buffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"demo", "--seed", "5", "--rate", "2", "--nats-listen", "127.0.0.1:0",
-			"--http-listen", "", "--admin-listen", "127.0.0.1:0", "--color", "never"}, &lockedBuffer{}, errOut)
+			"--http-listen", "", "--admin-listen", "127.0.0.1:0", "--color", "never"}, &logtest.Buffer{}, errOut)
 	}()
 	defer func() {
 		cancel()
@@ -108,7 +109,7 @@ func TestStatusPageInChromium(t *testing.T) {
 }
 
 // waitStatusPage returns the status page's address the demo prints.
-func waitStatusPage(t *testing.T, errOut *lockedBuffer, done <-chan error) string {
+func waitStatusPage(t *testing.T, errOut *logtest.Buffer, done <-chan error) string {
 	t.Helper()
 	re := regexp.MustCompile(`status page on (http://\S+)`)
 	deadline := time.Now().Add(30 * time.Second)

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"github.com/payments-watcher/watcher/publish"
 )
 
@@ -108,7 +109,7 @@ func (s *secureNATS) writeConfig(t *testing.T, natsBlock string) string {
 func tailFirstLine(t *testing.T, args ...string) string {
 	t.Helper()
 	out := &lineWriter{lines: make(chan string, 16)}
-	var errOut lockedBuffer
+	var errOut logtest.Buffer
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)

@@ -12,17 +12,18 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 	"github.com/payments-watcher/watcher/publish"
 )
 
 // lineWriter signals every complete line written to it.
 type lineWriter struct {
-	lockedBuffer
+	logtest.Buffer
 	lines chan string
 }
 
 func (l *lineWriter) Write(p []byte) (int, error) {
-	n, err := l.lockedBuffer.Write(p)
+	n, err := l.Buffer.Write(p)
 	for _, line := range strings.SplitAfter(string(p), "\n") {
 		if strings.HasSuffix(line, "\n") {
 			l.lines <- strings.TrimSuffix(line, "\n")

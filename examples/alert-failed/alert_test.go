@@ -22,6 +22,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 )
 
 func runNATS(t *testing.T) (*server.Server, jetstream.JetStream) {
@@ -125,23 +126,6 @@ func (r *receiver) accepted() map[string]int {
 		}
 	}
 	return n
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // consumer is one running alerter.
@@ -297,7 +281,7 @@ func TestRetriesFailingWebhook(t *testing.T) {
 	})
 	failed := ev("cpn", "payment", "p1", 2, "CREATED", "FAILED", "failed")
 	publish(t, js, failed)
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	c := start(t, js, rcv, filepath.Join(t.TempDir(), "a.db"), logs, nil)
 	waitDrained(t, js, "alert-failed")
 	c.stop(t)
@@ -343,7 +327,7 @@ func TestRestartBetweenPostAndAckDoesNotRealert(t *testing.T) {
 		t.Fatalf("before the restart accepted %v, want p1 and p2", got)
 	}
 
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	c = start(t, js, rcv, statePath, logs, nil)
 	waitDrained(t, js, "alert-failed")
 	c.stop(t)
@@ -399,7 +383,7 @@ func TestTerminatesNonWatcherMessages(t *testing.T) {
 	}
 	e := ev("cpn", "payment", "p1", 2, "CREATED", "FAILED", "failed")
 	publish(t, js, e)
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	c := start(t, js, rcv, filepath.Join(t.TempDir(), "a.db"), logs, nil)
 	ci := waitDrained(t, js, "alert-failed")
 	c.stop(t)

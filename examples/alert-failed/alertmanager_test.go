@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 )
 
 const alertmanagerHint = "install it with: apt-get update && apt-get install -y --no-install-recommends prometheus-alertmanager"
@@ -138,7 +139,7 @@ receivers:
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	cmd := exec.Command(bin, "--config.file="+configPath, "--storage.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--cluster.listen-address=", "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = logs, logs
