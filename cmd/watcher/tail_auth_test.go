@@ -2,15 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,6 +18,7 @@ import (
 
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/internal/logtest"
+	"github.com/payments-watcher/watcher/internal/testcert"
 	"github.com/payments-watcher/watcher/publish"
 )
 
@@ -44,8 +38,8 @@ type secureNATS struct {
 func startSecureNATS(t *testing.T) *secureNATS {
 	t.Helper()
 	dir := t.TempDir()
-	ca := newTestCA(t)
-	certFile, keyFile := ca.issueServer(t, dir)
+	ca := testcert.NewCA(t, "watcher tail test CA")
+	certFile, keyFile := ca.Issue(t, dir, "server", true)
 	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: certFile, KeyFile: keyFile})
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +52,7 @@ func startSecureNATS(t *testing.T) *secureNATS {
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 
 	s := &secureNATS{srv: srv, url: fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port),
-		caFile: ca.writeCert(t, dir), tokenFile: filepath.Join(dir, "token"), dir: dir}
+		caFile: ca.Write(t, dir, "ca.pem"), tokenFile: filepath.Join(dir, "token"), dir: dir}
 	if err := os.WriteFile(s.tokenFile, []byte(tailTestToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -290,82 +284,4 @@ func TestTailConnectionSettings(t *testing.T) {
 	if _, err := (natsFlags{config: random}).resolve(nil, noEnv); err == nil || !strings.Contains(err.Error(), "give --nats") {
 		t.Errorf("embedded listen port 0: %v", err)
 	}
-}
-
-// testCA is a certificate authority made for a test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "watcher tail test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key}
-}
-
-// writeCert stores the CA's certificate in dir/ca.pem and returns the path.
-func (ca *testCA) writeCert(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// issueServer makes a server certificate for 127.0.0.1 and localhost and writes it
-// and its key in dir as server.pem and server.key.
-func (ca *testCA) issueServer(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "server"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
