@@ -19,12 +19,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	natsserver "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/config"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/internal/logtest"
+	"github.com/payments-watcher/watcher/internal/natstest"
 	"github.com/payments-watcher/watcher/publish"
 	"github.com/payments-watcher/watcher/state"
 	"github.com/payments-watcher/watcher/state/bbolt"
@@ -105,15 +105,6 @@ var modes = []mode{
 	}},
 }
 
-func runNATS(t *testing.T) *server.Server {
-	t.Helper()
-	opts := natsserver.DefaultTestOptions
-	opts.Port, opts.JetStream, opts.StoreDir = -1, true, t.TempDir()
-	srv := natsserver.RunServer(&opts)
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	return srv
-}
-
 // env is what a test of one mode runs against: NATS, the provider, a directory.
 type env struct {
 	t    *testing.T
@@ -128,7 +119,7 @@ func newEnv(t *testing.T, m mode, payments int) *env {
 	prov := newFakeCPN(payments)
 	srv := httptest.NewServer(prov)
 	t.Cleanup(srv.Close)
-	return &env{t: t, mode: m, nats: runNATS(t), prov: prov, url: srv.URL, dir: t.TempDir()}
+	return &env{t: t, mode: m, nats: natstest.JetStream(t), prov: prov, url: srv.URL, dir: t.TempDir()}
 }
 
 // config returns the configuration of the mode with admin as the admin block.

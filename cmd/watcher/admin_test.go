@@ -15,6 +15,7 @@ import (
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/internal/logtest"
+	"github.com/payments-watcher/watcher/internal/natstest"
 	"github.com/payments-watcher/watcher/publish"
 	"github.com/payments-watcher/watcher/state"
 	"github.com/payments-watcher/watcher/state/natskv"
@@ -41,7 +42,7 @@ func TestRunRefusesAnOpenAdminListener(t *testing.T) {
 // The state commands read nats_kv state straight from NATS KV, and ask a running
 // replica over its admin socket with --addr.
 func TestStateCommandsNATSKV(t *testing.T) {
-	ns := runNATS(t)
+	ns := natstest.JetStream(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "admin.sock")
 	prov := httptest.NewServer(&cpnServer{served: make(chan struct{}, 1)})

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/natstest"
 	"github.com/payments-watcher/watcher/sim"
 )
 
@@ -74,7 +75,7 @@ func credentialLines(provider string) []string {
 // missed, nothing outside the truth, no sequence twice) or, where watcher cannot go on,
 // logs an error that names the cause and publishes nothing.
 func TestRunAgainstQuirkyProviders(t *testing.T) {
-	ns := runNATS(t)
+	ns := natstest.JetStream(t)
 	dir := t.TempDir()
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "state:\n  path: %q\nnats:\n  url: %q\nhttp:\n  listen: \"\"\nadmin:\n  listen: \"\"\nsources:\n", filepath.Join(dir, "w.db"), ns.ClientURL())

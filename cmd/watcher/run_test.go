@@ -17,13 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	natsserver "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/internal/logtest"
+	"github.com/payments-watcher/watcher/internal/natstest"
 )
 
 const cpnKey = "TEST_API_KEY:e2e-id:e2e-very-secret"
@@ -181,15 +180,6 @@ func TestCPNFakeRefusesUnknownCursor(t *testing.T) {
 	}
 }
 
-func runNATS(t *testing.T) *server.Server {
-	t.Helper()
-	opts := natsserver.DefaultTestOptions
-	opts.Port, opts.JetStream, opts.StoreDir = -1, true, t.TempDir()
-	srv := natsserver.RunServer(&opts)
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	return srv
-}
-
 type runningDaemon struct {
 	cancel context.CancelFunc
 	done   chan error
@@ -309,7 +299,7 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	provider := httptest.NewServer(cpn)
 	defer provider.Close()
-	ns := runNATS(t)
+	ns := natstest.JetStream(t)
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "watcher.yaml")

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/internal/natstest"
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/poller/provider"
 	"github.com/payments-watcher/watcher/sim"
@@ -90,7 +91,7 @@ func TestRunAllProvidersAgainstSimulator(t *testing.T) {
 	}
 	provSrv := httptest.NewServer(simulator.Handler())
 	defer provSrv.Close()
-	ns := runNATS(t)
+	ns := natstest.JetStream(t)
 
 	dir := t.TempDir()
 	raw, names := demoConfig(dir, ns.ClientURL(), provSrv.URL, "", "")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/internal/logtest"
+	"github.com/payments-watcher/watcher/internal/natstest"
 	"github.com/payments-watcher/watcher/publish"
 )
 
@@ -33,7 +34,7 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 }
 
 func TestTailFilters(t *testing.T) {
-	ns := runNATS(t)
+	ns := natstest.JetStream(t)
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

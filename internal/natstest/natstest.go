@@ -1,0 +1,20 @@
+// Package natstest runs NATS servers for tests.
+package natstest
+
+import (
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsserver "github.com/nats-io/nats-server/v2/test"
+)
+
+// JetStream runs a JetStream server on a free port, storing in a directory of the
+// test's; it is shut down when the test ends.
+func JetStream(t testing.TB) *server.Server {
+	t.Helper()
+	opts := natsserver.DefaultTestOptions
+	opts.Port, opts.JetStream, opts.StoreDir = -1, true, t.TempDir()
+	srv := natsserver.RunServer(&opts)
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
+}
