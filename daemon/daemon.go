@@ -188,6 +188,24 @@ func (d *daemon) publicHandler() http.Handler {
 	return mux
 }
 
+// serveAll starts the listeners of serve and serveWebhooks; the function returned
+// stops the webhook listener, then the others.
+func (d *daemon) serveAll(rd stateapi.Reader, page *statuspage.Page) (func(), error) {
+	stopHTTP, err := d.serve(rd, page)
+	if err != nil {
+		return nil, err
+	}
+	stopWebhooks, err := d.serveWebhooks()
+	if err != nil {
+		stopHTTP()
+		return nil, err
+	}
+	return func() {
+		stopWebhooks()
+		stopHTTP()
+	}, nil
+}
+
 // serve starts the public listener (http.listen) and the admin listener
 // (admin.listen) serving rd and the status page; the function returned stops both.
 func (d *daemon) serve(rd stateapi.Reader, page *statuspage.Page) (func(), error) {

@@ -118,16 +118,11 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, opt O
 		}
 		return fmt.Sprintf("replica %s holds %s", cfg.Cluster.ReplicaID, strings.Join(held, ", "))
 	}
-	stopHTTP, err := d.serve(stateapi.NewView(d.state, d.running.order), d.statusPage(nc))
+	stopServing, err := d.serveAll(stateapi.NewView(d.state, d.running.order), d.statusPage(nc))
 	if err != nil {
 		return err
 	}
-	defer stopHTTP()
-	stopWebhooks, err := d.serveWebhooks()
-	if err != nil {
-		return err
-	}
-	defer stopWebhooks()
+	defer stopServing()
 
 	log.Info("watcher replica running", "sources", len(cfg.Sources), "lease_ttl", cfg.Cluster.LeaseTTL.String(),
 		"state_buckets", cfg.State.NATSKV.BucketPrefix, "stream", cfg.NATS.Stream)

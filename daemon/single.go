@@ -68,16 +68,11 @@ func runSingle(ctx context.Context, cfg *config.Config, log *slog.Logger, opt Op
 		d.running.add(s.Name, s.Interval, pollers[s.Name], started)
 	}
 	view := stateapi.NewView(d.state, d.running.order).WithRebaseline(d.requestRebaseline)
-	stopHTTP, err := d.serve(view, d.statusPage(nc))
+	stopServing, err := d.serveAll(view, d.statusPage(nc))
 	if err != nil {
 		return err
 	}
-	defer stopHTTP()
-	stopWebhooks, err := d.serveWebhooks()
-	if err != nil {
-		return err
-	}
-	defer stopWebhooks()
+	defer stopServing()
 
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	var pubDone sync.WaitGroup
