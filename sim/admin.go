@@ -36,6 +36,21 @@ func (s *Sim) adminProv(w http.ResponseWriter, r *http.Request) *prov {
 	return p
 }
 
+// decodeAdminBody decodes a JSON request body into v; when it cannot, it answers 400
+// and returns false.
+func decodeAdminBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody))
+	if err != nil {
+		adminError(w, http.StatusBadRequest, "read body: "+err.Error())
+		return false
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		adminError(w, http.StatusBadRequest, "body: "+err.Error())
+		return false
+	}
+	return true
+}
+
 // readStatus decodes an optional {"status":"..."} body and resolves the status among
 // the provider's documented ones; -1 when the body names none.
 func readStatus(w http.ResponseWriter, r *http.Request, p *prov, required bool) (int, bool) {
@@ -127,14 +142,8 @@ func (s *Sim) adminSetFaults(w http.ResponseWriter, r *http.Request) {
 	if p == nil {
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody))
-	if err != nil {
-		adminError(w, http.StatusBadRequest, "read body: "+err.Error())
-		return
-	}
 	var f Faults
-	if err := json.Unmarshal(body, &f); err != nil {
-		adminError(w, http.StatusBadRequest, "body: "+err.Error())
+	if !decodeAdminBody(w, r, &f) {
 		return
 	}
 	if err := f.validate(); err != nil {

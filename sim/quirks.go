@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -260,14 +259,8 @@ func (s *Sim) adminSetQuirks(w http.ResponseWriter, r *http.Request) {
 	if p == nil {
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody))
-	if err != nil {
-		adminError(w, http.StatusBadRequest, "read body: "+err.Error())
-		return
-	}
 	var q Quirks
-	if err := json.Unmarshal(body, &q); err != nil {
-		adminError(w, http.StatusBadRequest, "body: "+err.Error())
+	if !decodeAdminBody(w, r, &q) {
 		return
 	}
 	if err := q.validate(p.id); err != nil {

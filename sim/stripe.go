@@ -401,23 +401,29 @@ func (a *stripeAPI) list(w http.ResponseWriter, r *http.Request) {
 	lo, hi := a.p.st.span(from, to)
 	win := window{lo: lo, hi: hi, match: a.p.listable(s.now().UnixMilli(), match), oldestFirst: quirks.OldestFirst}
 	limit = servedSize(limit, quirks)
+	// cursor finds the session a cursor parameter names; when there is none it
+	// unlocks and answers Stripe's error.
+	cursor := func(param, id string) (int, bool) {
+		cur, ok := a.p.lookup(id)
+		if !ok {
+			s.mu.RUnlock()
+			invalidRequest(w, "resource_missing", param, "No such crypto.onramp_session: '"+id+"'")
+		}
+		return cur, ok
+	}
 	var idx []int
 	hasMore := false
 	switch {
 	case before != "":
-		cur, ok := a.p.lookup(before)
+		cur, ok := cursor("ending_before", before)
 		if !ok {
-			s.mu.RUnlock()
-			invalidRequest(w, "resource_missing", "ending_before", "No such crypto.onramp_session: '"+before+"'")
 			return
 		}
 		idx = win.preceding(cur, limit)
 		hasMore = len(idx) > 0 && win.anyPreceding(idx[0])
 	case after != "":
-		cur, ok := a.p.lookup(after)
+		cur, ok := cursor("starting_after", after)
 		if !ok {
-			s.mu.RUnlock()
-			invalidRequest(w, "resource_missing", "starting_after", "No such crypto.onramp_session: '"+after+"'")
 			return
 		}
 		idx = win.following(cur, limit)
