@@ -449,15 +449,8 @@ func (h *harness) stopReplica(id string, p *proc, t *tally) error {
 // it is healthy again, so that the stream and the buckets keep their quorum.
 func (h *harness) nodeOutages(ctx context.Context, nc *natsCluster, rng *rand.Rand, loopDone <-chan struct{}, cr *ClusterReport) error {
 	for i := 0; ; i++ {
-		wait := time.NewTimer(uniform(rng, [2]time.Duration{h.opt.NATSEvery / 2, h.opt.NATSEvery * 3 / 2}))
-		select {
-		case <-loopDone:
-			wait.Stop()
+		if !h.awaitOutage(ctx, rng, loopDone) {
 			return nil
-		case <-ctx.Done():
-			wait.Stop()
-			return nil
-		case <-wait.C:
 		}
 		leader, err := nc.awaitLeader(ctx, time.Minute)
 		if err != nil {
@@ -488,13 +481,11 @@ func (h *harness) nodeOutages(ctx context.Context, nc *natsCluster, rng *rand.Ra
 		if err := nc.awaitHealthy(context.WithoutCancel(ctx), target, 2*time.Minute); err != nil {
 			return err
 		}
-		n, _ := h.natsRestarts.LoadOrStore(sigName(ended), new(atomic.Int64))
-		n.(*atomic.Int64).Add(1)
+		h.countRestart(ended)
 		cr.NodeRestarts[nc.names[target]]++
 		if target == leader {
 			cr.LeaderRestarts++
 		}
-		h.natsTotal.Add(1)
 	}
 }
 

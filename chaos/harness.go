@@ -415,15 +415,8 @@ func (h *harness) chaos(ctx context.Context, rep *Report) error {
 // SIGTERM and SIGKILL. It returns with the server running.
 func (h *harness) natsOutages(ctx context.Context, rng *rand.Rand, loopDone <-chan struct{}) error {
 	for i := 0; ; i++ {
-		t := time.NewTimer(uniform(rng, [2]time.Duration{h.opt.NATSEvery / 2, h.opt.NATSEvery * 3 / 2}))
-		select {
-		case <-loopDone:
-			t.Stop()
+		if !h.awaitOutage(ctx, rng, loopDone) {
 			return nil
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
 		}
 		sig := syscall.SIGTERM
 		if i%2 == 1 {
@@ -443,10 +436,30 @@ func (h *harness) natsOutages(ctx context.Context, rng *rand.Rand, loopDone <-ch
 		if err := h.nats.start(context.WithoutCancel(ctx)); err != nil {
 			return err
 		}
-		n, _ := h.natsRestarts.LoadOrStore(sigName(sig), new(atomic.Int64))
-		n.(*atomic.Int64).Add(1)
-		h.natsTotal.Add(1)
+		h.countRestart(sig)
 	}
+}
+
+// awaitOutage waits a random time around Options.NATSEvery for the next NATS
+// outage; false when loopDone is closed or ctx is done first.
+func (h *harness) awaitOutage(ctx context.Context, rng *rand.Rand, loopDone <-chan struct{}) bool {
+	t := time.NewTimer(uniform(rng, [2]time.Duration{h.opt.NATSEvery / 2, h.opt.NATSEvery * 3 / 2}))
+	defer t.Stop()
+	select {
+	case <-loopDone:
+		return false
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// countRestart counts a NATS restart after a stop that ended with sig.
+func (h *harness) countRestart(sig syscall.Signal) {
+	n, _ := h.natsRestarts.LoadOrStore(sigName(sig), new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
+	h.natsTotal.Add(1)
 }
 
 // catchUp runs one last watcher until every item's final status is in the stream (or
