@@ -123,6 +123,7 @@ func (a *alerter) Run(ctx context.Context, js jetstream.JetStream) error {
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
 	// The start position belongs to the consumer's creation and cannot change later.
+	// examples/audit-trail does the same; each example program stands alone.
 	if existing, err := stream.Consumer(ctx, a.o.consumer); err == nil {
 		info := existing.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.DeliverPolicy, info.OptStartSeq, info.OptStartTime
@@ -407,7 +408,8 @@ func (a *alerter) deadLetter(ctx context.Context, s sink, e event.Event, msg jet
 
 // keepInProgress tells JetStream that msg is being worked on every third of the ack
 // wait, so that a sink being retried does not get the event redelivered, until the
-// returned stop is called; stop may be called more than once.
+// returned stop is called; stop may be called more than once. examples/audit-trail
+// has its own, for a batch: each example program stands alone.
 func keepInProgress(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -476,14 +478,8 @@ var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "
 func slackText(e event.Event) string {
 	d := e.Data
 	var b strings.Builder
-	fmt.Fprintf(&b, ":rotating_light: *%s*: %s %s %s", d.Current.State, d.Source, d.Kind, d.ID)
-	if d.ParentID != nil {
-		fmt.Fprintf(&b, " (of %s)", *d.ParentID)
-	}
-	fmt.Fprintf(&b, " %s", d.Current.Status)
-	if d.Previous != nil {
-		fmt.Fprintf(&b, " (was %s)", d.Previous.Status)
-	}
+	fmt.Fprintf(&b, ":rotating_light: *%s*: ", d.Current.State)
+	writeItem(&b, e)
 	if d.Amount != nil {
 		fmt.Fprintf(&b, ", %s %s", d.Amount.Text(), d.Amount.Currency)
 	}

@@ -164,14 +164,7 @@ func amAlertOf(e event.Event, name, link string, now time.Time, duration time.Du
 func summary(e event.Event) string {
 	d := e.Data
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s %s", d.Source, d.Kind, d.ID)
-	if d.ParentID != nil {
-		fmt.Fprintf(&b, " (of %s)", *d.ParentID)
-	}
-	fmt.Fprintf(&b, " %s", d.Current.Status)
-	if d.Previous != nil {
-		fmt.Fprintf(&b, " (was %s)", d.Previous.Status)
-	}
+	writeItem(&b, e)
 	if d.Amount != nil {
 		fmt.Fprintf(&b, ": %s %s", d.Amount.Text(), d.Amount.Currency)
 	}
@@ -179,6 +172,20 @@ func summary(e event.Event) string {
 		fmt.Fprintf(&b, ", %s", strings.TrimSpace(d.Failure.Reason+" "+d.Failure.Code))
 	}
 	return b.String()
+}
+
+// writeItem writes what e is about and its change: "cpn payment p1 (of p0) FAILED
+// (was CREATED)", the parent and previous status only when there are.
+func writeItem(b *strings.Builder, e event.Event) {
+	d := e.Data
+	fmt.Fprintf(b, "%s %s %s", d.Source, d.Kind, d.ID)
+	if d.ParentID != nil {
+		fmt.Fprintf(b, " (of %s)", *d.ParentID)
+	}
+	fmt.Fprintf(b, " %s", d.Current.Status)
+	if d.Previous != nil {
+		fmt.Fprintf(b, " (was %s)", d.Previous.Status)
+	}
 }
 
 // expandLink replaces {source}, {kind}, {id}, {parent_id} and {event_id} in tmpl

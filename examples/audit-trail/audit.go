@@ -57,6 +57,7 @@ func (a *auditor) Run(ctx context.Context, js jetstream.JetStream) error {
 		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
 	// The start position belongs to the consumer's creation and cannot change later.
+	// examples/alert-failed does the same; each example program stands alone.
 	if existing, err := stream.Consumer(ctx, a.o.consumer); err == nil {
 		info := existing.CachedInfo().Config
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.DeliverPolicy, info.OptStartSeq, info.OptStartTime
@@ -187,7 +188,8 @@ func (a *auditor) storeRetrying(ctx context.Context, recs []received) (events, d
 
 // keepInProgress tells JetStream that msgs are being worked on every third of the
 // ack wait, so that a slow or retried insert does not get them redelivered, until
-// the returned stop is called.
+// the returned stop is called. examples/alert-failed has its own, for one message:
+// each example program stands alone.
 func keepInProgress(msgs []jetstream.Msg, ackWait time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
