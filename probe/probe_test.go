@@ -112,6 +112,18 @@ func logReport(t *testing.T, r Report) {
 	t.Logf("%s: %d requests", r.Source, r.Requests)
 }
 
+// probeWith probes provider id on a fresh simulator of cfg, with the setting key
+// changed to value.
+func probeWith(t *testing.T, cfg sim.Config, id, key, value string) Report {
+	t.Helper()
+	srv, _ := newSim(t, cfg)
+	tg := simTarget(id, srv.URL)
+	tg.Settings = tg.Settings.With(key, value)
+	r := Run(context.Background(), tg)
+	logReport(t, r)
+	return r
+}
+
 func TestProbeWellBehavedSimulator(t *testing.T) {
 	srv, served := newSim(t, sim.Config{})
 	for _, id := range sim.ProviderIDs() {
@@ -144,11 +156,7 @@ func TestProbeWellBehavedSimulator(t *testing.T) {
 }
 
 func TestProbeWrongCredentials(t *testing.T) {
-	srv, _ := newSim(t, sim.Config{})
-	tg := simTarget(sim.ProviderCPN, srv.URL)
-	tg.Settings = tg.Settings.With("api_key", "TEST_API_KEY:wrong:key")
-	r := Run(context.Background(), tg)
-	logReport(t, r)
+	r := probeWith(t, sim.Config{}, sim.ProviderCPN, "api_key", "TEST_API_KEY:wrong:key")
 	c := checkOf(r, CheckCredentials)
 	if c.Result != Fail || !strings.Contains(c.Detail, "401") || !strings.Contains(c.Detail, "api_key") ||
 		!strings.Contains(c.Detail, "Malformed authorization") {
@@ -168,11 +176,7 @@ func TestProbeWrongCredentials(t *testing.T) {
 }
 
 func TestProbeHawkKeyNeitherSigning(t *testing.T) {
-	srv, _ := newSim(t, sim.Config{})
-	tg := simTarget(sim.ProviderCoindirect, srv.URL)
-	tg.Settings = tg.Settings.With("hawk_key", "not-the-key")
-	r := Run(context.Background(), tg)
-	logReport(t, r)
+	r := probeWith(t, sim.Config{}, sim.ProviderCoindirect, "hawk_key", "not-the-key")
 	if c := checkOf(r, CheckSignQuery); c.Result != Fail || !strings.Contains(c.Detail, "neither") {
 		t.Errorf("sign_query: %s %s; want a fail saying neither value is accepted", c.Result, c.Detail)
 	}
@@ -185,11 +189,7 @@ func TestProbeHawkKeyNeitherSigning(t *testing.T) {
 }
 
 func TestProbeSignQueryNotSigningTheQuery(t *testing.T) {
-	srv, _ := newSim(t, sim.Config{HawkQuery: sim.HawkQueryIncluded})
-	tg := simTarget(sim.ProviderCoindirect, srv.URL)
-	tg.Settings = tg.Settings.With("sign_query", "false")
-	r := Run(context.Background(), tg)
-	logReport(t, r)
+	r := probeWith(t, sim.Config{HawkQuery: sim.HawkQueryIncluded}, sim.ProviderCoindirect, "sign_query", "false")
 	if c := checkOf(r, CheckSignQuery); c.Result != Fail || !strings.Contains(c.Detail, "set sign_query: true") {
 		t.Errorf("sign_query: %s %s; want a fail naming true", c.Result, c.Detail)
 	}
