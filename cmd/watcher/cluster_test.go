@@ -23,6 +23,7 @@ import (
 	"github.com/payments-watcher/watcher/daemon"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/internal/logtest"
+	"github.com/payments-watcher/watcher/internal/natstest"
 	"github.com/payments-watcher/watcher/poller"
 	"github.com/payments-watcher/watcher/sim"
 )
@@ -63,12 +64,7 @@ func natsCluster(t *testing.T) []*server.Server {
 		}
 		srvs = append(srvs, srv)
 	}
-	nc, err := nats.Connect(srvs[0].ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.Connect(t, srvs[0].ClientURL())
 	eventually(t, func() string {
 		leaders := 0
 		for _, s := range srvs {
@@ -273,12 +269,7 @@ func TestClusterFailover(t *testing.T) {
 	// Let the survivors catch up with the simulator's truth, then stop everything.
 	stopSim()
 	<-simDone
-	nc, err := nats.Connect(srvs[1].ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.Connect(t, srvs[1].ClientURL())
 	final := map[string]string{} // provider/id -> last raw status of a top-level item
 	for _, tr := range simulator.Truth() {
 		if tr.ParentID == "" && tr.Kind == poller.Providers[tr.Provider].Kind {

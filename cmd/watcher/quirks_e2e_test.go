@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
@@ -173,12 +172,7 @@ func TestRunAgainstQuirkyProviders(t *testing.T) {
 		t.Fatalf("the simulators made only %d changes", len(final))
 	}
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.Connect(t, ns.ClientURL())
 	col := newCollector(t, js)
 	last := map[key]event.Data{}
 	seqs := map[string]bool{}

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
@@ -328,15 +327,7 @@ sources:
 	}
 
 	d := startDaemon(t, cfgPath)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Connect(t, ns.ClientURL())
 	col := newCollector(t, js)
 
 	first := col.await(4)
@@ -386,7 +377,7 @@ sources:
 	}
 
 	// A second process on the same state file is refused with a clear message.
-	err = run(context.Background(), []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &bytes.Buffer{})
+	err := run(context.Background(), []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "state", "watcher.db")) || !strings.Contains(err.Error(), "another process") {
 		t.Fatalf("second process: %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/diff"
@@ -139,12 +138,7 @@ func TestRunAllProvidersAgainstSimulator(t *testing.T) {
 		want[it.ID] = fmt.Sprintf("payments.%s.%s.%s", s.name, poller.Providers[s.provider].Kind, f.state)
 	}
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.Connect(t, ns.ClientURL())
 	col := newCollector(t, js)
 	evs := col.await(len(want))
 	got := map[string]string{}

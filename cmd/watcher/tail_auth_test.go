@@ -14,10 +14,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	natsserver "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/internal/logtest"
+	"github.com/payments-watcher/watcher/internal/natstest"
 	"github.com/payments-watcher/watcher/internal/testcert"
 	"github.com/payments-watcher/watcher/publish"
 )
@@ -63,16 +63,8 @@ func startSecureNATS(t *testing.T) *secureNATS {
 // publishEvent stores one failed cpn payment, p7, in PAYMENT_EVENTS.
 func (s *secureNATS) publishEvent(t *testing.T) {
 	t.Helper()
-	nc, err := nats.Connect(s.url, nats.RootCAs(s.caFile), nats.Token(tailTestToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	cfg := publish.Config{Stream: "PAYMENT_EVENTS", SubjectPrefix: "payments", DuplicateWindow: time.Minute, Replicas: 1}
-	if _, err := publish.EnsureStream(t.Context(), js, cfg); err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Connect(t, s.url, nats.RootCAs(s.caFile), nats.Token(tailTestToken))
+	ensurePaymentEvents(t, js)
 	e := event.Event{SpecVersion: event.SpecVersion, Type: event.Type, ID: "e7", Time: time.Date(2026, 11, 22, 10, 0, 3, 0, time.UTC),
 		Data: event.Data{Source: "cpn", Kind: "payment", ID: "p7", Current: event.Status{Status: "FAILED", State: "failed"}}}
 	body, _ := json.Marshal(e)

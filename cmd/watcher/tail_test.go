@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/shopspring/decimal"
 
@@ -33,18 +32,19 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func TestTailFilters(t *testing.T) {
-	ns := natstest.JetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+// ensurePaymentEvents makes the stream PAYMENT_EVENTS of subjects payments.>.
+func ensurePaymentEvents(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
 	cfg := publish.Config{Stream: "PAYMENT_EVENTS", SubjectPrefix: "payments", DuplicateWindow: time.Minute, Replicas: 1}
 	if _, err := publish.EnsureStream(t.Context(), js, cfg); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestTailFilters(t *testing.T) {
+	ns := natstest.JetStream(t)
+	js := natstest.Connect(t, ns.ClientURL())
+	ensurePaymentEvents(t, js)
 	observed := time.Date(2026, 11, 22, 10, 0, 3, 0, time.UTC)
 	for i, st := range []string{"pending", "failed", "completed", "failed"} {
 		raw := map[string]string{"pending": "CREATED", "failed": "FAILED", "completed": "COMPLETED"}[st]
