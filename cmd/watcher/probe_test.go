@@ -137,14 +137,7 @@ func TestProbeCommandBadInvocations(t *testing.T) {
 }
 
 func TestProbeCommandNoSecretInOutput(t *testing.T) {
-	prov := &hostileProvider{calls: map[string]int{}}
-	srv := httptest.NewServer(prov)
-	defer srv.Close()
-	dir := t.TempDir()
-	t.Setenv("LEAK_CPN_KEY", secretCPN)
-	if err := os.WriteFile(filepath.Join(dir, "hawk.key"), []byte(secretHawk+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	_, provURL, dir := hostileSetup(t)
 	cfg := fmt.Sprintf(`state:
   path: %[1]s/watcher.db
 nats:
@@ -174,7 +167,7 @@ sources:
     hawk_id: hawk-id-1
     hawk_key_file: %[1]s/hawk.key
     merchant_id: 6f0b4c1e-2d3a-4b5c-8d9e-0a1b2c3d4e5f
-`, dir, srv.URL, secretRamp, secretSettlements, secretStripe, secretNATSPass)
+`, dir, provURL, secretRamp, secretSettlements, secretStripe, secretNATSPass)
 	cfgPath := filepath.Join(dir, "watcher.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -42,6 +42,21 @@ type hostileProvider struct {
 	calls map[string]int
 }
 
+// hostileSetup starts a hostileProvider, puts secretCPN in LEAK_CPN_KEY and writes
+// secretHawk in hawk.key of the directory it returns.
+func hostileSetup(t *testing.T) (prov *hostileProvider, url, dir string) {
+	t.Helper()
+	prov = &hostileProvider{calls: map[string]int{}}
+	srv := httptest.NewServer(prov)
+	t.Cleanup(srv.Close)
+	dir = t.TempDir()
+	t.Setenv("LEAK_CPN_KEY", secretCPN)
+	if err := os.WriteFile(filepath.Join(dir, "hawk.key"), []byte(secretHawk+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return prov, srv.URL, dir
+}
+
 func (h *hostileProvider) count(path string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -104,20 +119,13 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			prov := &hostileProvider{calls: map[string]int{}}
-			provSrv := httptest.NewServer(prov)
-			defer provSrv.Close()
+			prov, provURL, dir := hostileSetup(t)
 			opts := natsserver.DefaultTestOptions
 			opts.Port, opts.JetStream, opts.StoreDir = -1, true, t.TempDir()
 			opts.Username, opts.Password, opts.Authorization = tc.serverUser, tc.serverPass, tc.serverToken
 			ns := natsserver.RunServer(&opts)
 			defer stopNATS(ns)
 
-			dir := t.TempDir()
-			t.Setenv("LEAK_CPN_KEY", secretCPN)
-			if err := os.WriteFile(filepath.Join(dir, "hawk.key"), []byte(secretHawk+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
 			cfg := fmt.Sprintf(`state:
   path: %[1]s/watcher.db
 nats:
@@ -153,7 +161,7 @@ sources:
     hawk_key_file: %[1]s/hawk.key
     merchant_id: 6f0b4c1e-2d3a-4b5c-8d9e-0a1b2c3d4e5f
     interval: 200ms
-`, dir, tc.natsYAML(portOf(ns.Addr().String())), provSrv.URL, secretRamp, secretSettlements, secretStripe)
+`, dir, tc.natsYAML(portOf(ns.Addr().String())), provURL, secretRamp, secretSettlements, secretStripe)
 			cfgPath := filepath.Join(dir, "watcher.yaml")
 			if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)

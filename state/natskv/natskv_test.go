@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/test"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/natstest"
 	"github.com/payments-watcher/watcher/state"
 	"github.com/payments-watcher/watcher/state/natskv"
 	"github.com/payments-watcher/watcher/state/statetest"
@@ -22,22 +21,7 @@ import (
 // on a connection to it.
 func jetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	opts := natsserver.DefaultTestOptions
-	opts.Port = -1
-	opts.JetStream = true
-	opts.StoreDir = t.TempDir()
-	srv := natsserver.RunServer(&opts)
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return natstest.Connect(t, natstest.JetStream(t).ClientURL())
 }
 
 func open(t *testing.T, js jetstream.JetStream, prefix string, fence func(string) error) *natskv.Store {
