@@ -1,22 +1,12 @@
 package publish
 
 import (
-	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/payments-watcher/watcher/internal/logtest"
+	"github.com/payments-watcher/watcher/internal/testcert"
 )
 
 func TestStartEmbedded(t *testing.T) {
@@ -100,7 +93,7 @@ func TestConnectNameAndQuietLogs(t *testing.T) {
 	srv := natsserver.RunServer(&opts)
 	t.Cleanup(func() { stopServer(srv) })
 
-	var logs syncBuffer
+	var logs logtest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c := testConfig()
 	c.User, c.Password = "watcher-user", "pa55-secret"
@@ -181,12 +174,12 @@ func TestConnectAuth(t *testing.T) {
 	badCreds, badCredsSeed := userCreds(t, newKey(t, nkeys.CreateAccount))
 
 	// TLS: a CA the server trusts for clients and its own certificate, and another CA.
-	ca := newCA(t, "watcher test CA")
-	other := newCA(t, "other CA")
-	serverCert, serverKey := ca.issue(t, dir, "server", true)
-	clientCert, clientKey := ca.issue(t, dir, "client", false)
-	strangerCert, strangerKey := other.issue(t, dir, "stranger", false)
-	caFile, otherCAFile := ca.write(t, dir, "ca.pem"), other.write(t, dir, "other-ca.pem")
+	ca := testcert.NewCA(t, "watcher test CA")
+	other := testcert.NewCA(t, "other CA")
+	serverCert, serverKey := ca.Issue(t, dir, "server", true)
+	clientCert, clientKey := ca.Issue(t, dir, "client", false)
+	strangerCert, strangerKey := other.Issue(t, dir, "stranger", false)
+	caFile, otherCAFile := ca.Write(t, dir, "ca.pem"), other.Write(t, dir, "other-ca.pem")
 
 	for _, tt := range []struct {
 		name    string
@@ -302,7 +295,7 @@ func TestConnectAuth(t *testing.T) {
 					if a.url != nil {
 						url = a.url(base)
 					}
-					var logs syncBuffer
+					var logs logtest.Buffer
 					nc, err := Connect(url, a.c, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 					if err != nil {
 						t.Fatalf("Connect: %v; a refused connection is retried in the background, not an error", err)
@@ -414,90 +407,6 @@ func userCreds(t testing.TB, account nkeys.KeyPair) (creds, seed string) {
 	return string(b), string(s)
 }
 
-// testCA is a certificate authority made for a test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-var serial atomic.Int64
-
-func newCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial.Add(1)),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key}
-}
-
-// write stores the CA's certificate in dir/name, PEM encoded, and returns the path.
-func (ca *testCA) write(t testing.TB, dir, name string) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// issue makes a certificate for 127.0.0.1 and localhost, for a server or a client,
-// and writes it and its key in dir as name.pem and name.key.
-func (ca *testCA) issue(t testing.TB, dir, name string, isServer bool) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	usage := x509.ExtKeyUsageClientAuth
-	if isServer {
-		usage = x509.ExtKeyUsageServerAuth
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 func TestConnectBadFiles(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing")
 	for _, tt := range []struct {
@@ -532,21 +441,4 @@ func TestRedactURL(t *testing.T) {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

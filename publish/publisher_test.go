@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payments-watcher/watcher/event"
+	"github.com/payments-watcher/watcher/internal/logtest"
 )
 
 func TestEnsureStream(t *testing.T) {
@@ -150,7 +151,7 @@ func TestEnsureStreamLimits(t *testing.T) {
 	}
 
 	// The Publisher logs them, once.
-	var logs syncBuffer
+	var logs logtest.Buffer
 	p := New(js, newOutbox(t), c, Options{}, slog.New(slog.NewTextHandler(&logs, nil)))
 	for range 2 {
 		p.needStream = true

@@ -120,22 +120,11 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstReport, error) {
 	ncfg.StreamMaxBytes = 0
 	r := &BurstReport{Machine: machine(), NATS: ncfg, Items: o.Items}
 
-	emb := ncfg.Embedded
-	emb.Listen, emb.StoreDir = "127.0.0.1:0", filepath.Join(o.Dir, "nats")
-	srv, err := publish.StartEmbedded(emb, log)
+	_, js, stop, err := startNATS(ncfg, filepath.Join(o.Dir, "nats"), log)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := publish.Connect(srv.ClientURL(), ncfg, log)
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("nats: %w", err)
-	}
+	defer stop()
 
 	path := filepath.Join(o.Dir, "burst.db")
 	progress("burst: %d first-sight events, %d a page, retain_acked %s, retain_acked_max_bytes %d", o.Items, o.PageSize, ncfg.RetainAcked, ncfg.RetainAckedMaxBytes)

@@ -219,22 +219,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	r.NATS = ncfg
 
-	emb := ncfg.Embedded
-	emb.Listen, emb.StoreDir = "127.0.0.1:0", filepath.Join(o.Dir, "nats")
-	srv, err := publish.StartEmbedded(emb, log)
+	nc, js, stop, err := startNATS(ncfg, filepath.Join(o.Dir, "nats"), log)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := publish.Connect(srv.ClientURL(), ncfg, log)
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("nats: %w", err)
-	}
+	defer stop()
 
 	if !o.SkipRaw || !o.SkipPipeline {
 		if err := r.steps12(ctx, o, nc, ncfg, log, progress); err != nil {
@@ -361,4 +350,33 @@ func (r *Report) steps12(ctx context.Context, o Options, nc *nats.Conn, ncfg pub
 		}
 	}
 	return nil
+}
+
+// startNATS starts the embedded NATS server of ncfg with its store in dir, on a free
+// loopback port, and connects to it as the daemon does. stop closes the connection
+// and shuts the server down.
+func startNATS(ncfg publish.Config, dir string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, func(), error) {
+	emb := ncfg.Embedded
+	emb.Listen, emb.StoreDir = "127.0.0.1:0", dir
+	srv, err := publish.StartEmbedded(emb, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nc, err := publish.Connect(srv.ClientURL(), ncfg, log)
+	if err != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, nil, nil, err
+	}
+	stop := func() {
+		nc.Close()
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		stop()
+		return nil, nil, nil, fmt.Errorf("nats: %w", err)
+	}
+	return nc, js, stop, nil
 }

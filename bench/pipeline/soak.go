@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/publish"
 )
@@ -81,22 +79,11 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	}
 	ncfg = withStream(ncfg, "SOAK", "soak")
 	r := &SoakReport{Machine: machine(), NATS: ncfg, Options: o}
-	emb := ncfg.Embedded
-	emb.Listen, emb.StoreDir = "127.0.0.1:0", filepath.Join(o.Dir, "nats")
-	srv, err := publish.StartEmbedded(emb, log)
+	_, js, stop, err := startNATS(ncfg, filepath.Join(o.Dir, "nats"), log)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := publish.Connect(srv.ClientURL(), ncfg, log)
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("nats: %w", err)
-	}
+	defer stop()
 	f, err := startFlow(ctx, filepath.Join(o.Dir, "soak.db"), js, ncfg, o.PageSize, log)
 	if err != nil {
 		return nil, err
