@@ -20,6 +20,8 @@ func (s *Sim) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_sim/quirks/{provider}", s.adminGetQuirks)
 	mux.HandleFunc("POST /_sim/quirks/{provider}", s.adminSetQuirks)
 	mux.HandleFunc("GET /_sim/truth", s.adminTruth)
+	mux.HandleFunc("GET /_sim/webhooks/{provider}", s.adminWebhookFaults)
+	mux.HandleFunc("POST /_sim/webhooks/{provider}", s.adminWebhookFaults)
 }
 
 func adminError(w http.ResponseWriter, code int, msg string) {
@@ -97,6 +99,7 @@ func (s *Sim) adminCreate(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	seq := s.createItem(p, s.now().UnixMilli(), status)
 	obj := p.render(seq)
+	s.flushHooks()
 	s.mu.Unlock()
 	writeJSON(w, http.StatusCreated, obj)
 }
@@ -127,6 +130,7 @@ func (s *Sim) adminForce(w http.ResponseWriter, r *http.Request) {
 	})
 	s.schedule(p, seq, at, e.after(at, 1))
 	obj := p.render(seq)
+	s.flushHooks()
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, obj)
 }

@@ -55,6 +55,8 @@ type prov struct {
 	render func(seq int) any
 	faults faultState
 	quirks quirkState
+	// hook sends the provider's webhooks; nil when it has no target.
+	hook *hookSender
 }
 
 func newProv(s *Sim, idx int, id string) *prov {
@@ -228,6 +230,9 @@ func (e *env) change(seq int, at int64, f func(it *item)) {
 	if to, toAdd := it.status, e.p.m.addendum(it); to != from || toAdd != fromAdd {
 		st := e.p.m.statuses()
 		e.transition(e.p.m.kind(), e.p.itemID(seq), "", st[from], st[to], fromAdd, toAdd, at)
+		if !e.buffer && e.p.hook != nil {
+			e.p.hook.touch(seq)
+		}
 	}
 }
 

@@ -241,6 +241,10 @@ type Config struct {
 	// Quirks per provider id; see Quirks. Changeable later with SetQuirks or the admin
 	// API. A provider id that is not simulated is ignored.
 	Quirks map[string]Quirks
+	// Webhooks per provider id: where circle_cpn_payments, stripe_crypto_onramp_sessions
+	// and coindirect_payments deliver their webhooks, and the delivery faults; see
+	// WebhookTarget. A provider that is not simulated is ignored. Close stops delivery.
+	Webhooks map[string]WebhookTarget
 	// Now is the simulated clock, used for the start time, request-time defaults ("to"),
 	// Hawk timestamps and Run's steps. Default time.Now.
 	Now func() time.Time
@@ -301,6 +305,11 @@ type Sim struct {
 	truth truthLog
 	nonce nonceCache
 	reqID requestIDs
+
+	circleKeyOnce sync.Once
+	circleSigning circleSigningKey
+	stopHooks     context.CancelFunc
+	hooksDone     sync.WaitGroup
 }
 
 // New builds a simulator and its history. It reports every invalid setting.
@@ -348,6 +357,9 @@ func New(cfg Config) (*Sim, error) {
 		p := newProv(s, i, id)
 		p.faults.set(cfg.Faults[id])
 		p.quirks.set(cfg.Quirks[id])
+		if t, ok := cfg.Webhooks[id]; ok {
+			p.hook = newHookSender(s, p, t)
+		}
 		s.provs = append(s.provs, p)
 		s.byID[id] = p
 		s.byIdx[i] = p
@@ -359,6 +371,7 @@ func New(cfg Config) (*Sim, error) {
 			s.heap.push(event{due: p.arrival, prov: uint8(p.idx), seq: -1})
 		}
 	}
+	s.startHooks()
 	return s, nil
 }
 
@@ -408,6 +421,11 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("quirks[%s]: %w", id, err))
 		}
 	}
+	for _, id := range slices.Sorted(maps.Keys(c.Webhooks)) {
+		if err := c.Webhooks[id].validate(id); err != nil {
+			errs = append(errs, fmt.Errorf("webhooks[%s]: %w", id, err))
+		}
+	}
 	if k := c.Credentials.CircleRampKey; k != "" {
 		parts := strings.Split(k, ":")
 		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
@@ -450,6 +468,9 @@ func (s *Sim) Handler() http.Handler {
 		p.api.routes(mux)
 	}
 	s.adminRoutes(mux)
+	if p := s.byID[ProviderCPN]; p != nil {
+		mux.HandleFunc("GET /v2/notifications/publicKey/{keyId}", s.servePublicKey)
+	}
 	return mux
 }
 
@@ -460,6 +481,7 @@ func (s *Sim) Step(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advance(now.UnixMilli())
+	s.flushHooks()
 }
 
 // Run steps the simulation to the clock every Tick until ctx ends, and returns
@@ -540,6 +562,7 @@ func ListenAndServe(ctx context.Context, addr string, cfg Config, log *slog.Logg
 	defer cancel()
 	err = srv.Shutdown(shutCtx)
 	<-runDone
+	s.Close()
 	if err != nil {
 		return fmt.Errorf("simulator: shutdown %s: %w", ln.Addr(), err)
 	}
