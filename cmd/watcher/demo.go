@@ -46,11 +46,26 @@ var demoSources = func() []demoSource {
 // adminListen is the admin listener's address (the status page and /state/; ""
 // disables it).
 func demoConfig(dataDir, natsURL, simURL, httpListen, adminListen string) ([]byte, []string) {
+	return demoConfigHooks(dataDir, natsURL, simURL, httpListen, adminListen, "")
+}
+
+// demoWebhookSecrets are the simulator's default webhook secrets by provider.
+var demoWebhookSecrets = map[string]string{
+	sim.ProviderStripe:     sim.DefaultStripeWebhookSecret,
+	sim.ProviderCoindirect: sim.DefaultCoindirectWebhookSecret,
+}
+
+// demoConfigHooks is demoConfig with the webhook listener on webhooksListen ("" leaves
+// it off) and every source given the simulator's webhook secret.
+func demoConfigHooks(dataDir, natsURL, simURL, httpListen, adminListen, webhooksListen string) ([]byte, []string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state:\n  path: %q\n", filepath.Join(dataDir, "watcher.db"))
 	fmt.Fprintf(&b, "nats:\n  url: %q\n", natsURL)
 	fmt.Fprintf(&b, "http:\n  listen: %q\n", httpListen)
 	fmt.Fprintf(&b, "admin:\n  listen: %q\n", adminListen)
+	if webhooksListen != "" {
+		fmt.Fprintf(&b, "webhooks:\n  listen: %q\n", webhooksListen)
+	}
 	b.WriteString("sources:\n")
 	var names []string
 	for _, s := range demoSources {
@@ -62,6 +77,9 @@ func demoConfig(dataDir, natsURL, simURL, httpListen, adminListen string) ([]byt
 		fmt.Fprintf(&b, "    interval: 2s\n    open_refresh: 2s\n    rate_limit: 20\n    baseline: emit\n")
 		for _, k := range slices.Sorted(maps.Keys(s.keys)) {
 			fmt.Fprintf(&b, "    %s: %q\n", k, s.keys[k])
+		}
+		if secret := demoWebhookSecrets[s.provider]; webhooksListen != "" && secret != "" {
+			fmt.Fprintf(&b, "    webhook_secret: %q\n", secret)
 		}
 	}
 	return []byte(b.String()), names
@@ -79,6 +97,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	adminListen := fs.String("admin-listen", config.DefaultAdminListen, "loopback `address` of the status page and the /state/ API (\"\" disables)")
 	colorFlag := fs.String("color", "auto", "colour: auto, always or never")
 	logLevel := fs.String("log-level", "warn", "log level of watcher's own messages (on stderr)")
+	hooksListen := fs.String("webhooks-listen", "127.0.0.1:0", "loopback `address` of the webhook listener the simulator delivers to (port 0: any free port; \"\" turns webhooks off)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -104,11 +123,22 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 
+	var hooks map[string]sim.WebhookTarget
+	if *hooksListen != "" {
+		if !config.IsLoopback(*hooksListen) {
+			return fmt.Errorf("--webhooks-listen %s: the demo listens on a loopback address only", *hooksListen)
+		}
+		if *hooksListen, err = freeLoopback(*hooksListen); err != nil {
+			return fmt.Errorf("--webhooks-listen: %w", err)
+		}
+		hooks = demoWebhooks(*hooksListen, demoWebhookFaults)
+	}
 	simulator, err := sim.New(sim.Config{Seed: *seed, Rate: *rate, History: *history, HistorySpan: time.Hour, OpenShare: 0.6,
-		FailureRate: 0.3, Delays: sim.Delays{Min: time.Second, Mean: 4 * time.Second, Max: 20 * time.Second}})
+		FailureRate: 0.3, Delays: sim.Delays{Min: time.Second, Mean: 4 * time.Second, Max: 20 * time.Second}, Webhooks: hooks})
 	if err != nil {
 		return fmt.Errorf("demo simulator: %w", err)
 	}
+	defer simulator.Close()
 	ln, err := net.Listen("tcp", *simListen)
 	if err != nil {
 		return fmt.Errorf("--sim-listen %s: %w", *simListen, err)
@@ -144,7 +174,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 	}
-	raw, names := demoConfig(dir, srv.ClientURL(), simURL, *httpListen, *adminListen)
+	raw, names := demoConfigHooks(dir, srv.ClientURL(), simURL, *httpListen, *adminListen, *hooksListen)
 	cfg, err := config.Parse(raw, os.LookupEnv, os.ReadFile)
 	if err != nil {
 		return fmt.Errorf("demo configuration: %w", err)
@@ -154,6 +184,10 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stderr, "watcher demo: in another terminal: go run ./cmd/watcher tail --nats %s --state failed\n", srv.ClientURL())
 	if *adminListen != "" {
 		fmt.Fprintf(stderr, "watcher demo: status page on http://%s/\n", *adminListen)
+	}
+	if *hooksListen != "" {
+		fmt.Fprintf(stderr, "watcher demo: webhooks on: the simulator delivers Stripe, Coindirect and Circle CPN webhooks to http://%s/webhooks/{source} (%.0f%% dropped, some duplicated or forged; polling catches up)\n",
+			*hooksListen, demoWebhookFaults.DropRate*100)
 	}
 	fmt.Fprintln(stderr, "watcher demo: press Ctrl-C to stop")
 
@@ -169,6 +203,35 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	stopSim()
 	wg.Wait()
 	return err
+}
+
+// demoWebhooks points each simulated provider that sends webhooks at the source of
+// the demo polling it, on the webhook listener at addr, with faults.
+func demoWebhooks(addr string, faults sim.WebhookFaults) map[string]sim.WebhookTarget {
+	out := map[string]sim.WebhookTarget{}
+	for _, s := range demoSources {
+		if s.provider == sim.ProviderStripe || s.provider == sim.ProviderCoindirect || s.provider == sim.ProviderCPN {
+			out[s.provider] = sim.WebhookTarget{URL: "http://" + addr + "/webhooks/" + s.name, Faults: faults}
+		}
+	}
+	return out
+}
+
+// demoWebhookFaults are the demo's default delivery faults: enough lost and bad
+// deliveries that polling visibly catches up.
+var demoWebhookFaults = sim.WebhookFaults{DropRate: 0.2, DuplicateRate: 0.1, ForgeRate: 0.05, MaxDelay: 500 * time.Millisecond}
+
+// freeLoopback replaces a port of 0 in listen by a free one.
+func freeLoopback(listen string) (string, error) {
+	if _, port, _ := net.SplitHostPort(listen); port != "0" {
+		return listen, nil
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // demoAdminAddress checks that listen, the demo's admin listener, is a loopback
