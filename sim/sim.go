@@ -116,6 +116,13 @@
 //	GET  /_sim/quirks/{provider}              the provider's Quirks as JSON (every field)
 //	POST /_sim/quirks/{provider}              replace them (body: Quirks as JSON, unknown fields refused; {} clears) -> 200, the quirks
 //	GET  /_sim/truth[?after=N]                the retained transitions with seq > N, as JSON lines
+//	GET  /_sim/webhooks/{provider}            the provider's webhook faults and delivery counts (sim.WebhookTarget)
+//	POST /_sim/webhooks/{provider}            replace its webhook faults (body: WebhookFaults as JSON)
+//
+// With Config.Webhooks, the simulator POSTs each status change of a Stripe onramp
+// session, Coindirect payment or Circle CPN payment to the configured URL, signed as
+// the provider signs (Circle's public key is served at
+// GET /v2/notifications/publicKey/{keyId}); see webhooks.go.
 //
 // A forced status is recorded in the truth like any other change, whether or not the
 // provider documents that transition; the engine then continues from it. Ramp sessions

@@ -62,13 +62,57 @@ type WebhookTarget struct {
 // a forged signature (ForgeRate), a second identical POST (DuplicateRate) and, after
 // it, a POST of an earlier delivery again (ReplayRate). Reorder > 1 makes the sender
 // take up to that many queued deliveries at once and send them shuffled.
+//
+// In JSON (admin API, scenario files) the fields are snake_case and MaxDelay is a Go
+// duration string, as in Faults: {"drop_rate":0.2,"duplicate_rate":0.1,
+// "max_delay":"500ms","reorder":3,"forge_rate":0.05,"replay_rate":0.05}; unknown fields
+// are refused.
 type WebhookFaults struct {
-	DropRate      float64       `json:"drop_rate"`
-	DuplicateRate float64       `json:"duplicate_rate"`
-	MaxDelay      time.Duration `json:"max_delay"`
-	Reorder       int           `json:"reorder"`
-	ForgeRate     float64       `json:"forge_rate"`
-	ReplayRate    float64       `json:"replay_rate"`
+	DropRate      float64
+	DuplicateRate float64
+	MaxDelay      time.Duration
+	Reorder       int
+	ForgeRate     float64
+	ReplayRate    float64
+}
+
+type webhookFaultsJSON struct {
+	DropRate      float64 `json:"drop_rate"`
+	DuplicateRate float64 `json:"duplicate_rate"`
+	MaxDelay      string  `json:"max_delay,omitempty"`
+	Reorder       int     `json:"reorder"`
+	ForgeRate     float64 `json:"forge_rate"`
+	ReplayRate    float64 `json:"replay_rate"`
+}
+
+// MarshalJSON writes f in the admin API's form.
+func (f WebhookFaults) MarshalJSON() ([]byte, error) {
+	j := webhookFaultsJSON{DropRate: f.DropRate, DuplicateRate: f.DuplicateRate, Reorder: f.Reorder,
+		ForgeRate: f.ForgeRate, ReplayRate: f.ReplayRate}
+	if f.MaxDelay != 0 {
+		j.MaxDelay = f.MaxDelay.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads the admin API's form; unknown fields and a bad duration are errors.
+func (f *WebhookFaults) UnmarshalJSON(b []byte) error {
+	var j webhookFaultsJSON
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return err
+	}
+	*f = WebhookFaults{DropRate: j.DropRate, DuplicateRate: j.DuplicateRate, Reorder: j.Reorder,
+		ForgeRate: j.ForgeRate, ReplayRate: j.ReplayRate}
+	if j.MaxDelay != "" {
+		d, err := time.ParseDuration(j.MaxDelay)
+		if err != nil {
+			return fmt.Errorf("max_delay: %q is not a duration", j.MaxDelay)
+		}
+		f.MaxDelay = d
+	}
+	return nil
 }
 
 // WebhookCounts are what one provider's sender did.

@@ -42,6 +42,9 @@ type scenarioFile struct {
 	Quirks map[string]map[string]any `yaml:"quirks"`
 	// HawkQuery is the Coindirect Hawk resource forms accepted: either, query or path.
 	HawkQuery string `yaml:"hawk_query"`
+	// Webhooks per provider id, in the admin API's JSON field names (sim.WebhookTarget:
+	// url, secret, faults).
+	Webhooks map[string]map[string]any `yaml:"webhooks"`
 }
 
 // applyScenario reads path into cfg; fields the file leaves out keep cfg's values.
@@ -114,6 +117,16 @@ func applyScenario(path string, cfg *sim.Config) error {
 		}
 		cfg.Quirks[prov] = q
 	}
+	for prov, raw := range sf.Webhooks {
+		var wt sim.WebhookTarget
+		if err := fromJSONMap(raw, &wt); err != nil {
+			return fmt.Errorf("scenario %s: webhooks.%s: %w", path, prov, err)
+		}
+		if cfg.Webhooks == nil {
+			cfg.Webhooks = map[string]sim.WebhookTarget{}
+		}
+		cfg.Webhooks[prov] = wt
+	}
 	if sf.HawkQuery != "" {
 		mode, err := parseHawkQuery(sf.HawkQuery)
 		if err != nil {
@@ -145,12 +158,20 @@ func parseHawkQuery(v string) (sim.HawkQueryMode, error) {
 // names and values of the wrong type are errors.
 func quirksFromMap(m map[string]any) (sim.Quirks, error) {
 	var q sim.Quirks
+	err := fromJSONMap(m, &q)
+	return q, err
+}
+
+// fromJSONMap decodes a YAML mapping into v by v's JSON field names; unknown names are
+// errors.
+func fromJSONMap(m map[string]any, v any) error {
 	b, err := json.Marshal(m)
 	if err != nil {
-		return q, err
+		return err
 	}
-	err = json.Unmarshal(b, &q)
-	return q, err
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 // quirkNames returns each quirk's JSON name with its zero value, which gives its type.
@@ -259,6 +280,7 @@ func (f quirkFlags) apply(cfg *sim.Config) error {
 
 const simUsage = `Usage: watcher sim [--listen 127.0.0.1:8089] [--scenario FILE] [--truth FILE] [--seed S] [--rate R]
                  [--history N] [--quirk PROVIDER:NAME[=VALUE]]... [--hawk-query either|query|path]
+                 [--webhook PROVIDER=URL]...
 
 Serves the simulated provider APIs (and the admin API under /_sim/) until interrupted.
 
@@ -276,6 +298,11 @@ quirks: {PROVIDER: {NAME: VALUE}} or POST /_sim/quirks/PROVIDER. --quirk wins ov
 Providers: circle_cpn_payments, circle_ramp_sessions, circle_exchange_settlements,
 stripe_crypto_onramp_sessions, coindirect_payments.
 Example: watcher sim --quirk coindirect_payments:oldest_first --quirk circle_cpn_payments:page_cap=3
+
+Webhooks: --webhook PROVIDER=URL (or the scenario file's webhooks: {PROVIDER: {url, secret,
+faults: {drop_rate, duplicate_rate, max_delay, reorder, forge_rate, replay_rate}}}) makes
+the simulator POST that provider's signed webhook to URL for every status change
+(stripe_crypto_onramp_sessions, coindirect_payments, circle_cpn_payments).
 
 Flags:
 `
@@ -305,6 +332,15 @@ func parseSimArgs(args []string, stdout, stderr io.Writer) (simArgs, error) {
 	fs.IntVar(&a.cfg.History, "history", a.cfg.History, "items per provider that exist at start")
 	var quirks quirkFlags
 	fs.Var(&quirks, "quirk", "set one provider quirk, `PROVIDER:NAME[=VALUE]` (repeatable; see above), e.g. circle_cpn_payments:page_cap=3")
+	webhooks := map[string]string{}
+	fs.Func("webhook", "deliver a provider's webhooks to a URL, `PROVIDER=URL` (repeatable; stripe_crypto_onramp_sessions, coindirect_payments, circle_cpn_payments), signed with the simulator's default secrets", func(v string) error {
+		prov, u, ok := strings.Cut(v, "=")
+		if !ok || prov == "" || u == "" {
+			return fmt.Errorf("%q is not PROVIDER=URL", v)
+		}
+		webhooks[prov] = u
+		return nil
+	})
 	var hawkQuery *sim.HawkQueryMode
 	fs.Func("hawk-query", "Coindirect Hawk `mode`: either (mac over the path with or without its query), query (only with it) or path (only without it)", func(v string) error {
 		m, err := parseHawkQuery(v)
@@ -332,6 +368,14 @@ func parseSimArgs(args []string, stdout, stderr io.Writer) (simArgs, error) {
 	}
 	if hawkQuery != nil {
 		a.cfg.HawkQuery = *hawkQuery
+	}
+	for prov, u := range webhooks {
+		if a.cfg.Webhooks == nil {
+			a.cfg.Webhooks = map[string]sim.WebhookTarget{}
+		}
+		wt := a.cfg.Webhooks[prov]
+		wt.URL = u
+		a.cfg.Webhooks[prov] = wt
 	}
 	return a, nil
 }

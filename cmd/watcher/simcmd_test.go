@@ -172,3 +172,36 @@ func TestSimUsageListsQuirks(t *testing.T) {
 		}
 	}
 }
+
+func TestScenarioAndFlagWebhooks(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "scenario.yaml")
+	doc := `webhooks:
+  coindirect_payments:
+    url: http://127.0.0.1:9466/webhooks/coindirect
+    faults: {drop_rate: 0.2, max_delay: 250ms}
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := parseSimArgs([]string{"--scenario", path, "--webhook", "stripe_crypto_onramp_sessions=http://127.0.0.1:9466/webhooks/onramp"}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd := a.cfg.Webhooks["coindirect_payments"]
+	if cd.URL != "http://127.0.0.1:9466/webhooks/coindirect" || cd.Faults.DropRate != 0.2 || cd.Faults.MaxDelay != 250*time.Millisecond {
+		t.Errorf("coindirect webhook from the scenario: %+v", cd)
+	}
+	if st := a.cfg.Webhooks["stripe_crypto_onramp_sessions"]; st.URL != "http://127.0.0.1:9466/webhooks/onramp" {
+		t.Errorf("stripe webhook from --webhook: %+v", st)
+	}
+	if err := os.WriteFile(path, []byte("webhooks:\n  coindirect_payments: {url: x, faults: {max_delay: soon}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseSimArgs([]string{"--scenario", path}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `webhooks.coindirect_payments: max_delay: "soon" is not a duration`) {
+		t.Errorf("bad max_delay: %v", err)
+	}
+	if _, err := parseSimArgs([]string{"--webhook", "nourl"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `"nourl" is not PROVIDER=URL`) {
+		t.Errorf("bad --webhook: %v", err)
+	}
+}
