@@ -169,3 +169,54 @@ func TestDiscoveryThatFindsNothingKnownFails(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// scriptedList answers each page request with the next of its pages.
+type scriptedList struct{ pages []provider.Page }
+
+func (s *scriptedList) Page(_ context.Context, req provider.Request) (provider.Page, error) {
+	if len(s.pages) == 0 {
+		return provider.Page{}, nil
+	}
+	p := s.pages[0]
+	s.pages = s.pages[1:]
+	return p, nil
+}
+
+// TestShortPageFollowedByRepeatsIsNoAnomaly: items created during a walk shift offset
+// pages, so the page after a short last page may repeat its end; only an item not seen
+// before shows a page cap.
+func TestShortPageFollowedByRepeatsIsNoAnomaly(t *testing.T) {
+	item := func(id string, ago time.Duration) diff.Item {
+		st, _ := statuses.Status("NEW", "")
+		return diff.Item{Kind: "payment", ID: id, Status: st, CreatedAt: now0.Add(-ago), Raw: []byte(`{}`)}
+	}
+	for _, tc := range []struct {
+		name string
+		next []diff.Item
+		want int
+	}{
+		{"repeat", []diff.Item{item("b", 2*time.Minute)}, 0},
+		{"new item", []diff.Item{item("c", 3*time.Minute)}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &scriptedList{pages: []provider.Page{
+				{Items: []diff.Item{item("a", time.Minute), item("b", 2*time.Minute)}, Next: "2"},
+				{Items: tc.next, Next: "3"},
+				{},
+			}}
+			cfg := testConfig()
+			cfg.PageSize = 3
+			tp := newTestPoller(t, cfg, src)
+			obs := &resultRecorder{}
+			tp.Observe(obs)
+			if err := tp.Poll(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			obs.mu.Lock()
+			defer obs.mu.Unlock()
+			if n := obs.anomalies[AnomalyShortPage]; n != tc.want {
+				t.Errorf("short_page counted %d times, want %d", n, tc.want)
+			}
+		})
+	}
+}

@@ -455,7 +455,9 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 			p.log.Warn("skipped malformed item", "id", s.ID, "reason", s.Reason)
 		}
 		held := len(page.Items) + len(page.Skipped)
-		if shortBefore && held > 0 {
+		// Repeats do not count: items created during a walk shift offset pages, so the
+		// page after the list's short last page can repeat its end.
+		if shortBefore && anyUnseen(page.Items, seen) {
 			p.anomaly(AnomalyShortPage, "a page held fewer items than asked for and was not the last; the provider caps pages below page_size",
 				"page_size", p.cfg.PageSize, "page", pages+1)
 		}
@@ -501,6 +503,16 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 		cursors[page.Next] = struct{}{}
 		cursor = page.Next
 	}
+}
+
+// anyUnseen reports whether items holds one whose id is not in seen.
+func anyUnseen(items []diff.Item, seen map[string]struct{}) bool {
+	for i := range items {
+		if _, ok := seen[items[i].ID]; !ok {
+			return true
+		}
+	}
+	return false
 }
 
 // orderCheck follows the creation times of one walk's items in the order they are
