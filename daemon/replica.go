@@ -60,7 +60,9 @@ func runReplica(ctx context.Context, cfg *config.Config, log *slog.Logger, opt O
 	}
 	// The state API and the metrics read through a Store of their own: reads
 	// remember revisions, which must stay the pollers' (see stateapi.KV).
-	shared, err := natskv.Open(ctx, js, kvOpt)
+	readOpt := kvOpt
+	readOpt.Reader = true
+	shared, err := natskv.Open(ctx, js, readOpt)
 	if err != nil {
 		return setupErr(ctx, err)
 	}

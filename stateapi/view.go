@@ -165,7 +165,16 @@ const kvRebaselineTries = 5
 // request is not lost and needs no lease.
 func (k kvStore) Rebaseline(ctx context.Context, source string) error {
 	var err error
-	for range kvRebaselineTries {
+	for try := range kvRebaselineTries {
+		if try > 0 { // the poller's commit in progress ends within milliseconds
+			t := time.NewTimer(time.Duration(try) * 50 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
 		var meta state.Meta
 		if meta, err = k.s.Meta(ctx, source); err != nil {
 			return err

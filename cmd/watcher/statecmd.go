@@ -258,7 +258,7 @@ func openKV(ctx context.Context, o *stateOptions, stderr io.Writer) (stateapi.Re
 	}
 	store, err := natskv.Open(ctx, js, natskv.Options{
 		Prefix: cfg.State.NATSKV.BucketPrefix, Replicas: cfg.State.NATSKV.Replicas,
-		DuplicateWindow: cfg.NATS.DuplicateWindow,
+		DuplicateWindow: cfg.NATS.DuplicateWindow, Reader: true,
 	})
 	if err != nil {
 		nc.Close()

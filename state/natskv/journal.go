@@ -208,12 +208,36 @@ func (s *Store) recoverSource(ctx context.Context, source string) error {
 	return nil
 }
 
+// readJournal begins a view of source for a Commit that no Meta or Load began: a
+// poller's Store completes a pending commit first (recoverSource); a Reader's fails
+// with ErrConflict while one is pending, since it belongs to the source's poller.
+func (s *Store) readJournal(ctx context.Context, source string) error {
+	if !s.opt.Reader {
+		return s.recoverSource(ctx, source)
+	}
+	e, err := s.journal.Get(ctx, sourceKey(source))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		s.rememberJournal(source, 0)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	if b, err := decodeJournal(e.Value()); err != nil {
+		return err
+	} else if b != nil {
+		return fmt.Errorf("%w: a commit of the source's poller is in progress; try again", ErrConflict)
+	}
+	s.rememberJournal(source, e.Revision())
+	return nil
+}
+
 // writeJournal makes b take effect for source: it stores b in the journal if the
 // journal still has the revision this Store's view began at, and returns the new
 // revision.
 func (s *Store) writeJournal(ctx context.Context, source string, b *batch) (uint64, error) {
 	if _, known := s.journalRev(source); !known {
-		if err := s.recoverSource(ctx, source); err != nil {
+		if err := s.readJournal(ctx, source); err != nil {
 			return 0, err
 		}
 	}

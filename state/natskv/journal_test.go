@@ -122,3 +122,54 @@ func TestCommitCutShortIsCompletedByTheNextView(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A Reader (the state API, `watcher state`) never completes a poller's pending
+// commit: its reads see the source as it stands, and its own commit waits its turn.
+func TestReaderLeavesAPendingCommitToThePoller(t *testing.T) {
+	js := jetStream(t)
+	a := open(t, js, "w", nil)
+	if _, err := a.Load(t.Context(), "src", []string{"y"}); err != nil {
+		t.Fatal(err)
+	}
+	records, err := js.KeyValue(t.Context(), "w_records")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yKey := base64.RawURLEncoding.EncodeToString([]byte("src")) + "." + base64.RawURLEncoding.EncodeToString([]byte("y"))
+	yOld, err := state.EncodeRecord(ptr(rec("y", 7)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := records.Put(t.Context(), yKey, yOld); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("y", 1)},
+		Messages: []event.Message{msg("y1")}, Meta: &state.Meta{BaselineDone: true}}); !errors.Is(err, natskv.ErrConflict) {
+		t.Fatalf("commit left pending: %v", err)
+	}
+
+	r, err := natskv.Open(t.Context(), js, natskv.Options{Prefix: "w", Reader: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := r.Meta(t.Context(), "src")
+	if err != nil || meta.BaselineDone {
+		t.Fatalf("reader's Meta = %+v, %v; want the metadata before the pending commit", meta, err)
+	}
+	if got, err := r.Load(t.Context(), "src", []string{"y"}); err != nil || got["y"].Sequence != 7 {
+		t.Fatalf("reader's Load = %+v, %v; want the record as it stands", got["y"], err)
+	}
+	if err := r.Commit(t.Context(), "src", state.Batch{Meta: &state.Meta{Rebaseline: true}}); !errors.Is(err, natskv.ErrConflict) {
+		t.Fatalf("reader's commit while one is pending: %v, want ErrConflict", err)
+	}
+	// The poller's next view completes it; the reader then commits.
+	if _, err := open(t, js, "w", nil).Meta(t.Context(), "src"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Meta(t.Context(), "src"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Commit(t.Context(), "src", state.Batch{Meta: &state.Meta{BaselineDone: true, Rebaseline: true}}); err != nil {
+		t.Fatalf("reader's commit after the poller's: %v", err)
+	}
+}

@@ -119,6 +119,11 @@ type Options struct {
 	// Fence, when not nil, is called with the source before a Commit writes anything;
 	// an error makes Commit fail with ErrFenced and write nothing.
 	Fence func(source string) error
+	// Reader marks a Store that does not poll (the state API, `watcher state`): its Meta
+	// and Load read without completing a commit left pending in a source's journal,
+	// which belongs to the source's poller, and its Commit fails with ErrConflict while
+	// one is pending.
+	Reader bool
 }
 
 // Store is the JetStream back end. It is safe for concurrent use.
@@ -434,7 +439,7 @@ func (s *Store) put(ctx context.Context, kv jetstream.KeyValue, key string, v []
 func (s *Store) Load(ctx context.Context, source string, ids []string) (map[string]*diff.Record, error) {
 	ctx, cancel := s.bound(ctx, 1+len(ids)/64)
 	defer cancel()
-	if _, known := s.journalRev(source); !known {
+	if _, known := s.journalRev(source); !known && !s.opt.Reader {
 		if err := s.recoverSource(ctx, source); err != nil {
 			return nil, fmt.Errorf("state nats_kv: load from source %q: %w", source, err)
 		}
@@ -522,10 +527,12 @@ func (s *Store) ForEach(ctx context.Context, source string, fn func(diff.Record)
 func (s *Store) Meta(ctx context.Context, source string) (state.Meta, error) {
 	ctx, cancel := s.bound(ctx, 4)
 	defer cancel()
-	// A view of the source begins here: a commit left pending by a crash is applied
-	// first, and the journal revision read is the one this view's commits check.
-	if err := s.recoverSource(ctx, source); err != nil {
-		return state.Meta{}, fmt.Errorf("state nats_kv: meta of source %q: %w", source, err)
+	// A poller's view of the source begins here: a commit left pending by a crash is
+	// applied first, and the journal revision read is the one this view's commits check.
+	if !s.opt.Reader {
+		if err := s.recoverSource(ctx, source); err != nil {
+			return state.Meta{}, fmt.Errorf("state nats_kv: meta of source %q: %w", source, err)
+		}
 	}
 	key := sourceKey(source)
 	e, err := s.meta.Get(ctx, key)
