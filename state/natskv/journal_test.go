@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/event"
 	"github.com/payments-watcher/watcher/state"
@@ -70,19 +72,8 @@ func TestCommitCutShortIsCompletedByTheNextView(t *testing.T) {
 	}
 	// y appears behind a's back: a's revision-checked creation of y fails, after the
 	// outbox entries and x are written.
-	records, err := js.KeyValue(t.Context(), "w_records")
-	if err != nil {
-		t.Fatal(err)
-	}
-	yKey := base64.RawURLEncoding.EncodeToString([]byte("src")) + "." + base64.RawURLEncoding.EncodeToString([]byte("y"))
-	yOld, err := state.EncodeRecord(ptr(rec("y", 7)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := records.Put(t.Context(), yKey, yOld); err != nil {
-		t.Fatal(err)
-	}
-	err = a.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 1), rec("y", 1)},
+	putBehind(t, js, "w", "src", rec("y", 7))
+	err := a.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("x", 1), rec("y", 1)},
 		Messages: []event.Message{msg("x1"), msg("y1")}, Meta: &state.Meta{BaselineDone: true}})
 	if !errors.Is(err, natskv.ErrConflict) {
 		t.Fatalf("commit over a record written behind its back: %v, want ErrConflict", err)
@@ -121,7 +112,23 @@ func TestCommitCutShortIsCompletedByTheNextView(t *testing.T) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
+// putBehind writes r into the records bucket of prefix directly, as a writer that
+// bypasses the Store would.
+func putBehind(t *testing.T, js jetstream.JetStream, prefix, source string, r diff.Record) {
+	t.Helper()
+	records, err := js.KeyValue(t.Context(), prefix+"_records")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := base64.RawURLEncoding.EncodeToString([]byte(source)) + "." + base64.RawURLEncoding.EncodeToString([]byte(r.ID))
+	v, err := state.EncodeRecord(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := records.Put(t.Context(), key, v); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // A Reader (the state API, `watcher state`) never completes a poller's pending
 // commit: its reads see the source as it stands, and its own commit waits its turn.
@@ -131,18 +138,7 @@ func TestReaderLeavesAPendingCommitToThePoller(t *testing.T) {
 	if _, err := a.Load(t.Context(), "src", []string{"y"}); err != nil {
 		t.Fatal(err)
 	}
-	records, err := js.KeyValue(t.Context(), "w_records")
-	if err != nil {
-		t.Fatal(err)
-	}
-	yKey := base64.RawURLEncoding.EncodeToString([]byte("src")) + "." + base64.RawURLEncoding.EncodeToString([]byte("y"))
-	yOld, err := state.EncodeRecord(ptr(rec("y", 7)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := records.Put(t.Context(), yKey, yOld); err != nil {
-		t.Fatal(err)
-	}
+	putBehind(t, js, "w", "src", rec("y", 7))
 	if err := a.Commit(t.Context(), "src", state.Batch{Now: t0, Records: []diff.Record{rec("y", 1)},
 		Messages: []event.Message{msg("y1")}, Meta: &state.Meta{BaselineDone: true}}); !errors.Is(err, natskv.ErrConflict) {
 		t.Fatalf("commit left pending: %v", err)
