@@ -30,6 +30,12 @@ type Batch struct {
 	Messages []event.Message
 	// Meta, when not nil, replaces the source's metadata.
 	Meta *Meta
+	// Reads are open items read without their record changing, with when each was
+	// read: an id whose open index entry exists gets that entry's LastRead set (never
+	// moved back); an id not in the open index is ignored (the item closed or stalled
+	// meanwhile), and a read time never brings an entry back. A record in Records was
+	// read at Now: its open index entry carries LastRead = Now without being listed here.
+	Reads map[string]time.Time
 }
 
 // Meta is per-source metadata.
@@ -53,6 +59,10 @@ type OpenItem struct {
 	// State is the record's OpenState when it was stored: the state that sets how often
 	// the item is re-read; "" for a final item kept open by its settle window.
 	State diff.State
+	// LastRead is when the item was last read (by a walk or by id), kept so that a
+	// restarted poller resumes each item's re-read schedule; zero when unknown (an
+	// entry written before read times were kept).
+	LastRead time.Time
 }
 
 // OutboxEntry is one message waiting for its JetStream acknowledgement.
