@@ -177,6 +177,7 @@ var sourceDefaults = rawSource{
 	DiscoveryOverlap: "10m",
 	Lookback:         "720h",
 	OpenRefresh:      "5m",
+	OpenRefreshMax:   "1h",
 	OpenMaxAge:       "720h",
 	SettleWindow:     "24h",
 	RequestTimeout:   "30s",
@@ -296,6 +297,7 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 	s.DiscoveryOverlap = d("discovery_overlap", rs.DiscoveryOverlap, sourceDefaults.DiscoveryOverlap)
 	s.Lookback = d("lookback", rs.Lookback, sourceDefaults.Lookback)
 	s.OpenRefresh = d("open_refresh", rs.OpenRefresh, sourceDefaults.OpenRefresh)
+	s.OpenRefreshMax = d("open_refresh_max", rs.OpenRefreshMax, sourceDefaults.OpenRefreshMax)
 	s.OpenMaxAge = d("open_max_age", rs.OpenMaxAge, sourceDefaults.OpenMaxAge)
 	s.SettleWindow = d("settle_window", rs.SettleWindow, sourceDefaults.SettleWindow)
 	s.RequestTimeout = d("request_timeout", rs.RequestTimeout, sourceDefaults.RequestTimeout)
@@ -314,6 +316,9 @@ func (v *validator) source(key string, rs rawSource) (Source, bool) {
 	}
 	if s.SettleWindow < 0 {
 		v.addf(key+".settle_window", "%q must not be negative", rs.SettleWindow)
+	}
+	if s.OpenRefreshMax < 0 {
+		v.addf(key+".open_refresh_max", "%q must not be negative (0 turns the growth of periods with age off)", rs.OpenRefreshMax)
 	}
 	if len(rs.OpenRefreshByState) > 0 {
 		s.OpenRefreshByState = map[diff.State]time.Duration{}

@@ -222,6 +222,27 @@ sources[0].open_refresh_by_state.processing: "0s" must be positive`
 	}
 }
 
+func TestOpenRefreshMax(t *testing.T) {
+	src := "sources:\n- name: a\n  provider: circle_cpn_payments\n  api_key: k\n"
+	for _, c := range []struct {
+		line string
+		want time.Duration
+	}{{"", time.Hour}, {"  open_refresh_max: 0s\n", 0}, {"  open_refresh_max: 1m\n", time.Minute}, {"  open_refresh_max: 6h\n", 6 * time.Hour}} {
+		cfg, err := Parse([]byte(src+c.line), testEnv(nil), readTestdata)
+		if err != nil {
+			t.Fatalf("%q: %v", c.line, err)
+		}
+		if got := cfg.Sources[0].OpenRefreshMax; got != c.want {
+			t.Fatalf("%q: open_refresh_max = %v, want %v", c.line, got, c.want)
+		}
+	}
+	_, err := Parse([]byte(src+"  open_refresh_max: -30m\n"), testEnv(nil), readTestdata)
+	want := `sources[0].open_refresh_max: "-30m" must not be negative (0 turns the growth of periods with age off)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+}
+
 func TestEffectiveHidesNATSURLCredentials(t *testing.T) {
 	doc := "nats:\n  url: nats://alice:hunter2-pass@10.0.0.1:4222,nats://tok3n-secret@10.0.0.2:4222\nsources:\n- name: a\n  provider: circle_cpn_payments\n  api_key: k\n"
 	cfg, err := Parse([]byte(doc), testEnv(nil), readTestdata)

@@ -86,6 +86,7 @@ type rawSource struct {
 	Lookback           string            `yaml:"lookback"`
 	OpenRefresh        string            `yaml:"open_refresh"`
 	OpenRefreshByState map[string]string `yaml:"open_refresh_by_state"`
+	OpenRefreshMax     string            `yaml:"open_refresh_max"`
 	RateLimit          float64           `yaml:"rate_limit"`
 	Baseline           string            `yaml:"baseline"`
 	OpenMaxAge         string            `yaml:"open_max_age"`

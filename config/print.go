@@ -63,6 +63,7 @@ func (c *Config) Effective() ([]byte, error) {
 		Lookback           string            `yaml:"lookback"`
 		OpenRefresh        string            `yaml:"open_refresh"`
 		OpenRefreshByState map[string]string `yaml:"open_refresh_by_state,omitempty"`
+		OpenRefreshMax     string            `yaml:"open_refresh_max"`
 		RateLimit          float64           `yaml:"rate_limit"`
 		Baseline           string            `yaml:"baseline"`
 		OpenMaxAge         string            `yaml:"open_max_age"`
@@ -108,7 +109,7 @@ func (c *Config) Effective() ([]byte, error) {
 		so := sourceOut{
 			Name: s.Name, Provider: s.Config.Provider, BaseURL: s.Settings.BaseURL, CAFile: s.CAFile,
 			Interval: dur(s.Interval), PageSize: s.Settings.PageSize, DiscoveryOverlap: dur(s.DiscoveryOverlap),
-			Lookback: dur(s.Lookback), OpenRefresh: dur(s.OpenRefresh), RateLimit: s.RateLimit, Baseline: s.Baseline,
+			Lookback: dur(s.Lookback), OpenRefresh: dur(s.OpenRefresh), OpenRefreshMax: dur(s.OpenRefreshMax), RateLimit: s.RateLimit, Baseline: s.Baseline,
 			OpenMaxAge: dur(s.OpenMaxAge), SettleWindow: dur(s.SettleWindow), RequestTimeout: dur(s.RequestTimeout),
 			MaxPages: s.MaxPages, TerminalStatuses: s.Settings.TerminalStatuses,
 		}

@@ -135,7 +135,7 @@ func (p *Poller) readHints(ctx context.Context) error {
 			p.log.Warn("hinted item not stored; polling reads it again", "id", id, "err", err)
 			continue
 		}
-		p.refreshed[it.ID] = p.now()
+		p.markRead(it.ID, p.now())
 	}
 	return ctx.Err()
 }

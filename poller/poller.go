@@ -43,6 +43,9 @@ type Config struct {
 	// per state (key Settling for final items kept open by their settle window).
 	OpenRefresh        time.Duration
 	OpenRefreshByState map[diff.State]time.Duration
+	// OpenRefreshMax bounds how far an item's period grows with its age (AgedPeriod);
+	// 0 turns growth off.
+	OpenRefreshMax time.Duration
 	// PageSize is the source's page size, for estimating what a window list costs.
 	PageSize int
 	// OpenMaxAge: open items created longer ago are no longer re-read (stalled).
@@ -117,9 +120,12 @@ type Poller struct {
 	now     func() time.Time
 
 	refreshed map[string]time.Time // open item id -> last re-read; owned by the Run goroutine
-	ages      ageIndex             // creation times of tracked items; owned by the Run goroutine
-	obs       Observer
-	rebase    atomic.Bool // a rebaseline was requested
+	// unsaved holds the read times of refreshed not yet committed to the store
+	// (state.Batch.Reads); owned by the Run goroutine.
+	unsaved map[string]time.Time
+	ages    ageIndex // creation times of tracked items; owned by the Run goroutine
+	obs     Observer
+	rebase  atomic.Bool // a rebaseline was requested
 
 	// unordered records that the provider's list was seen out of newest-first order:
 	// walks then read every page down to the list's end instead of stopping at their
@@ -172,6 +178,7 @@ func New(cfg Config, src provider.Source, store Store, prefix string, log *slog.
 		limiter:   rate.NewLimiter(rate.Limit(cfg.RateLimit), burst),
 		now:       func() time.Time { return time.Now().UTC() },
 		refreshed: map[string]time.Time{},
+		unsaved:   map[string]time.Time{},
 		obs:       nopObserver{},
 		hints:     newHintQueue(cmp.Or(cfg.HintQueue, DefaultHintQueue)),
 
@@ -302,7 +309,25 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 		return err
 	}
 	meta.LastPoll = p.now()
-	return p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: meta.LastPoll, Meta: &meta})
+	// The cycle's read times go with its last commit; a failed one leaves them for the
+	// next cycle's.
+	var reads map[string]time.Time
+	if len(p.unsaved) > 0 {
+		reads = p.unsaved
+	}
+	if err := p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: meta.LastPoll, Meta: &meta, Reads: reads}); err != nil {
+		return err
+	}
+	clear(p.unsaved)
+	return nil
+}
+
+// markRead records that open item id was read at t, for the schedule (refreshed) and
+// for the store (unsaved, committed with the cycle's end). A record committed by apply
+// needs no call: the store counts it read at its batch's time.
+func (p *Poller) markRead(id string, t time.Time) {
+	p.refreshed[id] = t
+	p.unsaved[id] = t
 }
 
 // cycle is what one Poll's discovery and refresh share.
@@ -331,7 +356,7 @@ func (p *Poller) rediscover(ctx context.Context, c *cycle) error {
 	for id := range fresh {
 		c.seen[id] = struct{}{}
 		if _, open := p.refreshed[id]; open {
-			p.refreshed[id] = now
+			p.markRead(id, now)
 		}
 	}
 	return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -21,9 +22,16 @@ const Settling diff.State = "settling"
 // refresh may spend; the rest is left to discovery, which is never starved.
 const refreshShare = 0.8
 
-// period returns how often an open item in state st is re-read: open_refresh_by_state
-// when it names st, else DefaultPeriod.
-func (p *Poller) period(st diff.State) time.Duration {
+// period returns how often an open item in state st, created age ago, is re-read: its
+// state's base period (open_refresh_by_state when it names st, else DefaultPeriod)
+// grown with the item's age by AgedPeriod up to open_refresh_max.
+func (p *Poller) period(st diff.State, age time.Duration) time.Duration {
+	return AgedPeriod(p.basePeriod(st), age, p.cfg.OpenRefreshMax)
+}
+
+// basePeriod returns the re-read period of an open item in state st before its age is
+// counted: open_refresh_by_state when it names st, else DefaultPeriod.
+func (p *Poller) basePeriod(st diff.State) time.Duration {
 	if st == "" {
 		st = Settling
 	}
@@ -33,10 +41,10 @@ func (p *Poller) period(st diff.State) time.Duration {
 	return DefaultPeriod(st, p.cfg.OpenRefresh)
 }
 
-// DefaultPeriod is the re-read period of an open item in state st when
+// DefaultPeriod is the re-read period of a young open item in state st when
 // open_refresh_by_state does not name it: openRefresh, halved for processing items
 // (they are about to finish), six times longer for settling items (they are final, and
-// only a late nested item can change them).
+// only a late nested item can change them). AgedPeriod grows it with the item's age.
 func DefaultPeriod(st diff.State, openRefresh time.Duration) time.Duration {
 	switch st {
 	case diff.Processing:
@@ -46,6 +54,22 @@ func DefaultPeriod(st diff.State, openRefresh time.Duration) time.Duration {
 	default:
 		return openRefresh
 	}
+}
+
+// ageDivisor sets how a period grows with age: an item is re-read every twelfth of its
+// age once that exceeds its base period.
+const ageDivisor = 12
+
+// AgedPeriod is the re-read period of an open item created age ago whose state's
+// period is base: min(max(base, age/12), max(base, maxPeriod)). An item is re-read at
+// base while young, then every twelfth of its age, never less often than every
+// maxPeriod (nor more often than base, when maxPeriod is below it). maxPeriod 0 (or
+// negative) turns growth off: base at every age.
+func AgedPeriod(base, age, maxPeriod time.Duration) time.Duration {
+	if maxPeriod <= 0 {
+		return base
+	}
+	return min(max(base, age/ageDivisor), max(base, maxPeriod))
 }
 
 // refreshBudget is how many requests refresh may make in a cycle whose discovery made
@@ -61,11 +85,19 @@ type dueItem struct {
 	dueAt time.Time
 }
 
+// dueOrder orders due items most overdue first; among equals (never read since start)
+// the oldest first.
+func dueOrder(a, b dueItem) int {
+	return cmp.Or(a.dueAt.Compare(b.dueAt), a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
+}
+
 // refresh re-reads the open items that discovery did not see and whose period has
-// passed, most overdue first, within budget requests. It chooses per cycle the cheaper
-// of a single-item read per due item and one list of the creation window that holds
-// them all; a due item missing from that window is read by id once before anything is
-// concluded. Open items older than open_max_age are marked stalled instead.
+// passed, within budget requests. Per cycle it chooses (planRefresh) how many of the
+// newest due items one list of their creation window reads, the others being read by
+// id, most overdue first; a due item missing from its window is read by id once before
+// anything is concluded. Open items older than open_max_age are marked stalled
+// instead. An item not read since this poller started is due by the read time the
+// store kept (state.OpenItem.LastRead), at once when there is none.
 func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 	now := p.now()
 	seen := c.seen
@@ -80,15 +112,19 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 	for _, o := range open {
 		if _, ok := seen[o.ID]; ok {
 			live[o.ID] = now
+			p.unsaved[o.ID] = now
 		} else if p.cfg.OpenMaxAge > 0 && o.CreatedAt.Before(now.Add(-p.cfg.OpenMaxAge)) {
 			stalled = append(stalled, o)
 			continue
 		} else {
-			last := p.refreshed[o.ID]
+			last, ok := p.refreshed[o.ID]
+			if !ok {
+				last = o.LastRead
+			}
 			live[o.ID] = last
 			// Due one interval early: cycles come every interval, so waiting for the
 			// exact moment would add up to an interval to every re-read.
-			if at := last.Add(p.period(o.State)); !now.Add(p.cfg.Interval).Before(at) {
+			if at := last.Add(p.period(o.State, now.Sub(o.CreatedAt))); !now.Add(p.cfg.Interval).Before(at) {
 				due = append(due, dueItem{o, at})
 			}
 		}
@@ -97,6 +133,12 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 		}
 	}
 	p.refreshed = live
+	// Read times of items no longer open are of no use to the store: it ignores them.
+	for id := range p.unsaved {
+		if _, ok := live[id]; !ok {
+			delete(p.unsaved, id)
+		}
+	}
 	p.obs.Open(p.cfg.Name, len(open)-len(stalled), len(stalled), oldest)
 	if err := p.stall(ctx, stalled, now); err != nil {
 		return err
@@ -104,45 +146,88 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 	if len(due) == 0 {
 		return nil
 	}
-	// Most overdue first; among equals (never read since start) the oldest first.
-	slices.SortFunc(due, func(a, b dueItem) int {
-		return cmp.Or(a.dueAt.Compare(b.dueAt), a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
-	})
+	slices.SortFunc(due, dueOrder)
 
 	g, canGet := p.src.(provider.Getter)
-	windowFrom := due[0].CreatedAt
-	for _, d := range due {
-		if d.CreatedAt.Before(windowFrom) {
-			windowFrom = d.CreatedAt
-		}
-	}
-	windowCost, err := p.windowCost(ctx, windowFrom)
+	plan, err := p.planRefresh(ctx, due, budget, canGet)
 	if err != nil {
 		return err
 	}
-	switch {
-	case canGet && (len(due) <= windowCost || windowCost > budget):
-		return p.refreshByID(ctx, c, g, due[:min(len(due), budget)])
-	default:
-		return p.refreshByWindow(ctx, c, g, canGet, windowFrom, due)
+	if plan.from.IsZero() {
+		return p.refreshByID(ctx, c, g, plan.byID[:min(len(plan.byID), budget)])
 	}
+	return p.refreshByWindow(ctx, c, g, canGet, plan, budget)
 }
 
-// windowCost estimates the pages of a list from `from` to now.
-func (p *Poller) windowCost(ctx context.Context, from time.Time) (int, error) {
+// refreshPlan is how one cycle reads its due items: a list of the creation window from
+// `from` to now holding the due items in window (no list when from is zero), and a read
+// by id of each of the others, byID, most overdue first.
+type refreshPlan struct {
+	from   time.Time
+	window []dueItem
+	byID   []dueItem
+}
+
+// planRefresh chooses how to read due (sorted most overdue first). Plan k lists the
+// window of the k newest due items, from the creation time of the k-th newest, and
+// reads the other len(due)-k by id; its cost is the window's estimated pages plus those
+// reads. The cheapest plan whose window fits budget wins; on a tie plan 0 (every item by
+// id, always allowed) goes first, then the longer window, which reads more open items
+// for the same requests. Without a Getter the only plan is the
+// window of them all, whatever its cost. So one old due item among many young ones
+// costs one read by id and a short window, not a list of everything since it was
+// created.
+func (p *Poller) planRefresh(ctx context.Context, due []dueItem, budget int, canGet bool) (refreshPlan, error) {
+	newest := slices.Clone(due)
+	slices.SortFunc(newest, func(a, b dueItem) int {
+		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), cmp.Compare(a.ID, b.ID))
+	})
 	if err := p.ages.load(ctx, p.store, p.cfg.Name); err != nil {
-		return 0, err
+		return refreshPlan{}, err
 	}
+	times := make([]time.Time, len(newest))
+	for i := range newest {
+		times[i] = newest[i].CreatedAt
+	}
+	held := p.ages.sinceEach(times)
 	size := max(1, p.cfg.PageSize)
-	return p.ages.since(from)/size + 1, nil
+	pages := func(k int) int { return held[k-1]/size + 1 } // the window of the k newest
+	n := len(newest)
+	best := n
+	if canGet {
+		best = 0
+		bestCost := n
+		for k := n; k >= 1; k-- {
+			if k < n && newest[k].CreatedAt.Equal(newest[k-1].CreatedAt) {
+				continue // this window holds the next item too: plan k+1 reads it for free
+			}
+			if w := pages(k); w <= budget && w+n-k < bestCost {
+				best, bestCost = k, w+n-k
+			}
+		}
+	}
+	if best == 0 {
+		return refreshPlan{byID: due}, nil
+	}
+	plan := refreshPlan{from: newest[best-1].CreatedAt, window: newest[:best]}
+	for _, d := range due {
+		if d.CreatedAt.Before(plan.from) {
+			plan.byID = append(plan.byID, d)
+		}
+	}
+	return plan, nil
 }
 
-func (p *Poller) refreshByWindow(ctx context.Context, c *cycle, g provider.Getter, canGet bool, from time.Time, due []dueItem) error {
+// refreshByWindow lists plan's window, then reads by id the due items the window
+// should have held but did not (an absence is never concluded from), and as many of
+// plan.byID, most overdue first, as the budget left by the window's pages allows.
+func (p *Poller) refreshByWindow(ctx context.Context, c *cycle, g provider.Getter, canGet bool, plan refreshPlan, budget int) error {
 	seen := c.seen
 	// The walk's start is when its items count as read: an item read late in a long walk
 	// falls due a little early rather than a walk's length late.
 	now := p.now()
-	if _, err := p.walk(ctx, PurposeRefresh, from, seen, false, time.Time{}, func() error { return p.rediscover(ctx, c) }, nil); err != nil {
+	pages, err := p.walk(ctx, PurposeRefresh, plan.from, seen, false, time.Time{}, func() error { return p.rediscover(ctx, c) }, nil)
+	if err != nil {
 		return err
 	}
 	// Every open item the window held was read now, due or not: counting that keeps
@@ -150,17 +235,14 @@ func (p *Poller) refreshByWindow(ctx context.Context, c *cycle, g provider.Gette
 	// instead of a window every cycle for the few that fall due in it.
 	for id := range p.refreshed {
 		if _, ok := seen[id]; ok {
-			p.refreshed[id] = now
+			p.markRead(id, now)
 		}
 	}
 	var missing []dueItem
-	for _, d := range due {
+	for _, d := range plan.window {
 		if _, ok := seen[d.ID]; !ok {
 			missing = append(missing, d)
 		}
-	}
-	if len(missing) == 0 {
-		return nil
 	}
 	if !canGet {
 		for _, d := range missing {
@@ -168,8 +250,15 @@ func (p *Poller) refreshByWindow(ctx context.Context, c *cycle, g provider.Gette
 		}
 		return nil
 	}
-	// Never conclude from an absence: read each missing item by id once.
-	return p.refreshByID(ctx, c, g, missing)
+	// Never conclude from an absence: read each missing item by id once, whatever the
+	// budget; the items below the window share what its pages left.
+	left := max(0, budget-pages-len(missing))
+	reads := append(missing, plan.byID[:min(left, len(plan.byID))]...)
+	if len(reads) == 0 {
+		return nil
+	}
+	slices.SortFunc(reads, dueOrder)
+	return p.refreshByID(ctx, c, g, reads)
 }
 
 const refreshBatch = 50
@@ -217,7 +306,7 @@ func (p *Poller) refreshByID(ctx context.Context, c *cycle, g provider.Getter, d
 		switch {
 		case errors.Is(err, provider.ErrNotFound):
 			p.log.Warn("open item not found by id; keeping its record and trying again later", "id", d.ID)
-			p.refreshed[d.ID] = p.now()
+			p.markRead(d.ID, p.now())
 			continue
 		case err != nil:
 			if ferr := flush(); ferr != nil {
@@ -229,7 +318,7 @@ func (p *Poller) refreshByID(ctx context.Context, c *cycle, g provider.Getter, d
 			return fmt.Errorf("refresh %s: %w", d.ID, err)
 		}
 		p.obs.Items(p.cfg.Name, 1)
-		p.refreshed[d.ID] = p.now()
+		p.markRead(d.ID, p.now())
 		batch = append(batch, it)
 		if len(batch) == refreshBatch {
 			if err := flush(); err != nil {
@@ -267,6 +356,7 @@ func (p *Poller) stall(ctx context.Context, items []state.OpenItem, now time.Tim
 		out = append(out, *r)
 		p.log.Warn("open item exceeded open_max_age; no longer re-read", "id", id, "status", r.Status.Raw, "created_at", r.CreatedAt)
 		delete(p.refreshed, id)
+		delete(p.unsaved, id)
 	}
 	if len(out) == 0 {
 		return nil
@@ -304,14 +394,18 @@ func (a *ageIndex) add(t time.Time) {
 	}
 }
 
-// since returns how many tracked items were created in the hour of t or later.
-func (a *ageIndex) since(t time.Time) int {
-	from := t.Unix() / 3600
-	n := 0
-	for h, c := range a.hours {
-		if h >= from {
-			n += c
+// sinceEach returns, for each of times (newest first), how many tracked items were
+// created in its hour or later, in one pass over the index's hours.
+func (a *ageIndex) sinceEach(times []time.Time) []int {
+	hours := slices.Sorted(maps.Keys(a.hours))
+	out := make([]int, len(times))
+	j, n := len(hours)-1, 0
+	for i, t := range times {
+		from := t.Unix() / 3600
+		for ; j >= 0 && hours[j] >= from; j-- {
+			n += a.hours[hours[j]]
 		}
+		out[i] = n
 	}
-	return n
+	return out
 }
