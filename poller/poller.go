@@ -299,7 +299,7 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	c := &cycle{meta: &meta, seen: map[string]struct{}{}}
+	c := &cycle{meta: &meta, seen: map[string]struct{}{}, start: start}
 	pages, err := p.discover(ctx, &meta, c.seen)
 	if err != nil {
 		return err
@@ -337,6 +337,8 @@ type cycle struct {
 	seen map[string]struct{}
 	// discovered is when discovery last ended (wall clock).
 	discovered time.Time
+	// start is when the cycle began (the poller's clock).
+	start time.Time
 }
 
 // rediscover runs discovery again when an interval has passed since it last ended, so

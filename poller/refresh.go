@@ -112,7 +112,10 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 	for _, o := range open {
 		if _, ok := seen[o.ID]; ok {
 			live[o.ID] = now
-			p.unsaved[o.ID] = now
+			// A record this cycle committed carries its read time already.
+			if o.LastRead.Before(c.start) {
+				p.unsaved[o.ID] = now
+			}
 		} else if p.cfg.OpenMaxAge > 0 && o.CreatedAt.Before(now.Add(-p.cfg.OpenMaxAge)) {
 			stalled = append(stalled, o)
 			continue

@@ -1,13 +1,12 @@
 package poller
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"context"
 
 	"github.com/payments-watcher/watcher/diff"
 	"github.com/payments-watcher/watcher/poller/provider"
@@ -254,5 +253,208 @@ func TestDiscoveryComesRoundDuringALongWindow(t *testing.T) {
 	got := transitions(tp.drained(t))
 	if !strings.Contains(got, "fresh:nil>NEW#1") || !strings.Contains(got, "p0:NEW>DONE#2") {
 		t.Fatalf("events %s; want the item that arrived during the window and p0's change", got)
+	}
+}
+
+func TestPeriodGrowsWithAge(t *testing.T) {
+	const h = time.Hour
+	cases := []struct {
+		state   diff.State
+		age     time.Duration
+		byState map[diff.State]time.Duration
+		max     time.Duration
+		want    time.Duration
+	}{
+		// The defaults: open_refresh 5m, open_refresh_max 1h.
+		{diff.Pending, 0, nil, h, 5 * time.Minute},
+		{diff.Pending, 59 * time.Minute, nil, h, 5 * time.Minute},
+		{diff.Pending, 2 * h, nil, h, 10 * time.Minute},
+		{diff.Pending, 6 * h, nil, h, 30 * time.Minute},
+		{diff.Pending, 12 * h, nil, h, h},
+		{diff.Pending, 30 * 24 * h, nil, h, h},
+		{diff.Processing, 10 * time.Minute, nil, h, 150 * time.Second},
+		{diff.Processing, h, nil, h, 5 * time.Minute},
+		{diff.Processing, 12 * h, nil, h, h},
+		{Settling, 2 * h, nil, h, 30 * time.Minute},
+		{"", 9 * h, nil, h, 45 * time.Minute}, // "" is settling
+		{Settling, 24 * h, nil, h, h},
+		// A cap below open_refresh means no growth beyond the base; a base above the cap
+		// stays as it is.
+		{diff.Pending, 30 * 24 * h, nil, time.Minute, 5 * time.Minute},
+		{diff.Processing, 30 * 24 * h, map[diff.State]time.Duration{diff.Processing: 2 * h}, h, 2 * h},
+		{diff.Processing, 2 * h, map[diff.State]time.Duration{diff.Processing: time.Minute}, h, 10 * time.Minute},
+		// open_refresh_max 0: the state's period at every age.
+		{diff.Pending, 30 * 24 * h, nil, 0, 5 * time.Minute},
+		{Settling, 30 * 24 * h, nil, 0, 30 * time.Minute},
+	}
+	for _, c := range cases {
+		cfg := testConfig()
+		cfg.OpenRefresh, cfg.OpenRefreshMax, cfg.OpenRefreshByState = 5*time.Minute, c.max, c.byState
+		p := New(cfg, &fakeSource{}, nil, "payments", nil)
+		if got := p.period(c.state, c.age); got != c.want {
+			t.Errorf("%q aged %v (max %v, by state %v): period %v, want %v", c.state, c.age, c.max, c.byState, got, c.want)
+		}
+	}
+}
+
+// An old open item is re-read once its grown period has passed, a young one at its
+// state's period; open_refresh_max 0 re-reads both at the state's period.
+func TestOldItemsAreReadLessOften(t *testing.T) {
+	for _, c := range []struct {
+		max  time.Duration
+		want string
+	}{
+		{time.Hour, "[[young] [young] [young] [young] [young] [young] [young old]]"},
+		{0, "[[old young] [old young] [old young] [old young] [old young] [old young] [old young]]"},
+	} {
+		t.Run(fmt.Sprint("max ", c.max), func(t *testing.T) {
+			src := &fakeSource{pageSize: 100}
+			src.add("old", "NEW", now0.Add(-48*time.Hour))
+			src.add("young", "NEW", now0.Add(-15*time.Minute))
+			src.add("newest", "DONE", now0) // sets the high-water mark
+			g := &countingGetter{getterSource: getterSource{src}}
+			cfg := testConfig()
+			cfg.OpenRefresh, cfg.OpenRefreshMax = 5*time.Minute, c.max
+			cfg.PageSize = 1 // make window lists look expensive
+			tp := newTestPoller(t, cfg, g)
+			if err := tp.Poll(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, at := range []time.Duration{5, 10, 15, 20, 25, 30, 60} {
+				*tp.clock = now0.Add(at*time.Minute + time.Second)
+				if err := tp.Poll(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, fmt.Sprint(g.take()))
+			}
+			if fmt.Sprint(got) != c.want {
+				t.Fatalf("reads by id per cycle %v, want %s", got, c.want)
+			}
+		})
+	}
+}
+
+// refreshWith runs one cycle's discovery, then refresh with the given budget.
+func refreshWith(t *testing.T, tp testPoller, budget int) {
+	t.Helper()
+	meta := tp.meta(t)
+	c := &cycle{meta: &meta, seen: map[string]struct{}{}}
+	if _, err := tp.discover(t.Context(), &meta, c.seen); err != nil {
+		t.Fatal(err)
+	}
+	c.discovered = time.Now()
+	if err := tp.refresh(t.Context(), c, budget); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stragglerSource is thirty young processing items, a processing item per given age
+// and 200 final items spread over 30 days: listing from a straggler's creation is a
+// walk of much of the lookback.
+func stragglerSource(ages ...time.Duration) *fakeSource {
+	src := &fakeSource{pageSize: 10}
+	for i := range 200 {
+		src.add(fmt.Sprintf("f%03d", i), "DONE", now0.Add(-time.Duration(i)*215*time.Minute))
+	}
+	for i := range 30 {
+		src.add(fmt.Sprintf("y%02d", i), "WORK", now0.Add(-2*time.Hour-time.Duration(i)*time.Minute))
+	}
+	for i, age := range ages {
+		src.add(fmt.Sprintf("s%d", i), "WORK", now0.Add(-age))
+	}
+	return src
+}
+
+func TestStragglersAreReadByID(t *testing.T) {
+	const day = 24 * time.Hour
+	cfg := testConfig()
+	cfg.PageSize = 10
+	cfg.OpenRefresh = 10 * time.Minute // processing items every 5m
+	src := stragglerSource(20 * day)
+	g := &countingGetter{getterSource: getterSource{src}}
+	tp := newTestPoller(t, cfg, g)
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	src.set("s0", "DONE")
+	src.set("y07", "FAIL")
+	*tp.clock = now0.Add(5*time.Minute + time.Second)
+	before := src.pages.Load()
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Discovery is one page; the window of the thirty young items about four (they and
+	// the final items of their hours); listing down to the straggler would be 17.
+	if n := src.pages.Load() - before; n > 6 {
+		t.Fatalf("%d list requests; the straggler dragged a walk of the lookback", n)
+	}
+	if ids := g.take(); fmt.Sprint(ids) != "[s0]" {
+		t.Fatalf("read %v by id, want the straggler alone", ids)
+	}
+	if got := transitions(tp.drained(t)); got != "y07:WORK>FAIL#2 s0:WORK>DONE#2" {
+		t.Fatalf("events %s", got)
+	}
+}
+
+// Without reads by id the only plan is the window of every due item.
+func TestStragglersWithoutGetterAreListed(t *testing.T) {
+	cfg := testConfig()
+	cfg.PageSize = 10
+	cfg.OpenRefresh = 10 * time.Minute
+	src := stragglerSource(20 * 24 * time.Hour)
+	tp := newTestPoller(t, cfg, src)
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	src.set("s0", "DONE")
+	*tp.clock = now0.Add(5*time.Minute + time.Second)
+	before := src.pages.Load()
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := src.pages.Load() - before; n < 15 {
+		t.Fatalf("%d list requests, want discovery and a window down to the straggler", n)
+	}
+	if got := transitions(tp.drained(t)); got != "s0:WORK>DONE#2" {
+		t.Fatalf("events %s", got)
+	}
+}
+
+// The stragglers' reads by id share what the window's pages left of the budget, the
+// most overdue first (the oldest among equals); the rest wait for the next cycle.
+func TestStragglersWithinBudget(t *testing.T) {
+	const day = 24 * time.Hour
+	cfg := testConfig()
+	cfg.PageSize = 10
+	cfg.OpenRefresh = 10 * time.Minute
+	src := stragglerSource(10*day, 15*day, 20*day)
+	g := &countingGetter{getterSource: getterSource{src}}
+	tp := newTestPoller(t, cfg, g)
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	*tp.clock = now0.Add(5*time.Minute + time.Second)
+	before := src.pages.Load()
+	refreshWith(t, tp, 6)
+	window := int(src.pages.Load()-before) - 1 // less discovery's page
+	ids := g.take()
+	if window+len(ids) > 6 {
+		t.Fatalf("a window of %d pages and %d reads by id (%v) over a budget of 6", window, len(ids), ids)
+	}
+	// The young items' window is four pages: two reads by id are left, for the two
+	// oldest stragglers.
+	if window != 4 || fmt.Sprint(ids) != "[s2 s1]" {
+		t.Fatalf("a window of %d pages, then read %v by id; want 4 pages, then [s2 s1]", window, ids)
+	}
+	// A budget no window fits: reads by id alone, as many as it allows.
+	*tp.clock = now0.Add(10*time.Minute + 2*time.Second)
+	before = src.pages.Load()
+	refreshWith(t, tp, 2)
+	if n := src.pages.Load() - before; n != 1 {
+		t.Fatalf("%d list requests with a budget of 2, want discovery alone", n)
+	}
+	if ids := g.take(); len(ids) != 2 {
+		t.Fatalf("read %v by id with a budget of 2", ids)
 	}
 }
