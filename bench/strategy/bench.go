@@ -47,7 +47,9 @@ type options struct {
 	IdleCycles int
 	// Watcher's source settings (the naive poller walks every Interval too).
 	Interval, OpenRefresh, Lookback, OpenMaxAge time.Duration
-	RateLimit                                   float64
+	// OpenRefreshMax is watcher's open_refresh_max (0: periods do not grow with age).
+	OpenRefreshMax time.Duration
+	RateLimit      float64
 	// Naive runs the naive poller against its own simulator; without it, watcher
 	// has the machine to itself (a control for CPU contention).
 	Naive bool
@@ -77,6 +79,8 @@ func defaultOptions() options {
 		// The defaults' proportion (interval 15s, open_refresh 5m), 7.5 times faster.
 		Interval:    2 * time.Second,
 		OpenRefresh: 40 * time.Second,
+		// open_refresh_max's default 1h on the same scale.
+		OpenRefreshMax: 8 * time.Minute,
 		// A day beyond the history, so that no item reaches open_max_age during the run.
 		Lookback:   744 * time.Hour,
 		OpenMaxAge: 744 * time.Hour,
@@ -100,8 +104,8 @@ func watcherConfig(o options, statePath, baseURL string) []byte {
 	fmt.Fprintf(&b, "state:\n  path: %q\nhttp:\n  listen: \"\"\nsources:\n", statePath)
 	for _, s := range benchSources {
 		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.Name, s.Provider, baseURL)
-		fmt.Fprintf(&b, "    interval: %s\n    open_refresh: %s\n    lookback: %s\n    open_max_age: %s\n",
-			o.Interval, o.OpenRefresh, o.Lookback, o.OpenMaxAge)
+		fmt.Fprintf(&b, "    interval: %s\n    open_refresh: %s\n    open_refresh_max: %s\n    lookback: %s\n    open_max_age: %s\n",
+			o.Interval, o.OpenRefresh, o.OpenRefreshMax, o.Lookback, o.OpenMaxAge)
 		fmt.Fprintf(&b, "    rate_limit: %g\n    baseline: silent\n    page_size: %d\n", o.RateLimit, poller.Providers[s.Provider].MaxPageSize)
 		b.WriteString(s.KeyLines("    "))
 	}

@@ -55,6 +55,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&o.CatchUp, "catchup", o.CatchUp, "longest wait, after the engine stops, for every item's last status")
 	fs.DurationVar(&o.Interval, "interval", o.Interval, "watcher's interval, and the naive poller's walk period")
 	fs.DurationVar(&o.OpenRefresh, "open-refresh", o.OpenRefresh, "watcher's open_refresh")
+	fs.DurationVar(&o.OpenRefreshMax, "open-refresh-max", o.OpenRefreshMax, "watcher's open_refresh_max (0: periods do not grow with age)")
 	fs.DurationVar(&o.OpenResume, "resume-within", o.OpenResume, "open history items move on at random moments within this long of the start (0: within -duration)")
 	fs.Float64Var(&o.Rate, "rate", o.Rate, "new items per second per provider while the engine runs")
 	fs.Float64Var(&o.RateLimit, "rate-limit", o.RateLimit, "watcher's rate_limit (requests per second per source)")
@@ -69,8 +70,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if o.History < 0 || o.Rate < 0 || o.OpenResume < 0 || o.Duration <= 0 || o.CatchUp < 0 || o.Interval <= 0 || o.OpenRefresh <= 0 || o.IdleCycles < 1 || o.RateLimit <= 0 {
-		return errors.New("-history, -rate, -resume-within and -catchup must not be negative; -duration, -interval, -open-refresh and -rate-limit must be positive; -idle-cycles must be at least 1")
+	if o.History < 0 || o.Rate < 0 || o.OpenResume < 0 || o.Duration <= 0 || o.CatchUp < 0 || o.Interval <= 0 || o.OpenRefresh <= 0 || o.OpenRefreshMax < 0 || o.IdleCycles < 1 || o.RateLimit <= 0 {
+		return errors.New("-history, -rate, -resume-within, -catchup and -open-refresh-max must not be negative; -duration, -interval, -open-refresh and -rate-limit must be positive; -idle-cycles must be at least 1")
 	}
 	dir, err := os.MkdirTemp("", "watcher-strategy-")
 	if err != nil {

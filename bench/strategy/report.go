@@ -132,10 +132,10 @@ func (r *result) markdown(command string) string {
 		"The engine ran %s; then it stopped and the pollers had up to %s to catch up; then %d idle cycles of watcher alone.\n\n",
 		len(r.Sources), o.History, o.History*len(r.Sources), o.HistorySpan, o.OpenShare*100, cmp.Or(o.OpenResume, o.Duration), o.Rate,
 		o.Delays.Min, o.Delays.Mean, o.Delays.Max, o.FailureRate, o.Seed, o.Duration, o.CatchUp, o.IdleCycles)
-	w("watcher, every source: `interval: %s`, `open_refresh: %s` (so processing %s, settling %s), `discovery_overlap: 10m`, "+
+	w("watcher, every source: `interval: %s`, `open_refresh: %s` (so processing %s, settling %s), `open_refresh_max: %s`, `discovery_overlap: 10m`, "+
 		"`lookback: %s`, `open_max_age: %s`, `settle_window: 24h`, `rate_limit: %g` (refresh budget %d requests per cycle), "+
 		"`baseline: silent`, `page_size` at the adapter's maximum; state in bbolt with NoSync; the outbox is read and emptied in-process (no NATS). ",
-		o.Interval, o.OpenRefresh, poller.DefaultPeriod(diff.Processing, o.OpenRefresh), poller.DefaultPeriod(poller.Settling, o.OpenRefresh), o.Lookback, o.OpenMaxAge, o.RateLimit,
+		o.Interval, o.OpenRefresh, poller.DefaultPeriod(diff.Processing, o.OpenRefresh), poller.DefaultPeriod(poller.Settling, o.OpenRefresh), o.OpenRefreshMax, o.Lookback, o.OpenMaxAge, o.RateLimit,
 		int(o.RateLimit*o.Interval.Seconds()*0.8))
 	if o.Naive {
 		w("The naive poller walks the whole lookback with the same adapters every %s (at once again when a walk takes longer) "+
