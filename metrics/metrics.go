@@ -73,6 +73,7 @@ type Metrics struct {
 	requestSeconds *prometheus.HistogramVec
 	rateLimited    *prometheus.CounterVec
 	waitSeconds    *prometheus.CounterVec
+	pacedSeconds   *prometheus.CounterVec
 	items          *prometheus.CounterVec
 	skipped        *prometheus.CounterVec
 	transitions    *prometheus.CounterVec
@@ -136,6 +137,10 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 			Name: "watcher_backoff_wait_seconds_total",
 			Help: "Time spent waiting before retrying provider requests, by reason (rate_limited, backoff).",
 		}, []string{"source", "reason"}),
+		pacedSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "watcher_poll_paced_seconds_total",
+			Help: "Time walks spent waiting between pages for NATS to take events, the outbox holding nats.outbox_pace events or more.",
+		}, src),
 		items: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "watcher_items_seen_total",
 			Help: "Top-level items read from the provider (lists and single-item reads).",
@@ -182,7 +187,7 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 		publishing: true,
 	}
 	reg.MustRegister(
-		m.polls, m.requests, m.requestSeconds, m.rateLimited, m.waitSeconds, m.items, m.skipped,
+		m.polls, m.requests, m.requestSeconds, m.rateLimited, m.waitSeconds, m.pacedSeconds, m.items, m.skipped,
 		m.transitions, m.unknown, m.anomalies, m.lease, m.publisherLease, m.publishLatency,
 		m.published, m.publishErrors, stateCollector{m},
 		m.retention.retainedBytes, m.retention.pruned, m.retention.republished,
@@ -206,6 +211,7 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 			m.anomalies.WithLabelValues(s, k)
 		}
 		m.rateLimited.WithLabelValues(s)
+		m.pacedSeconds.WithLabelValues(s)
 		m.items.WithLabelValues(s)
 		m.skipped.WithLabelValues(s)
 		m.state[s] = &sourceState{held: true}
@@ -360,6 +366,13 @@ func (m *Metrics) Wait(source, reason string, d time.Duration) {
 		m.rateLimited.WithLabelValues(source).Inc()
 	}
 	m.waitSeconds.WithLabelValues(source, reason).Add(max(d, 0).Seconds())
+}
+
+// Paced adds a wait of a walk for NATS to take events (nats.outbox_pace).
+func (m *Metrics) Paced(source string, d time.Duration) {
+	if m.known(source) {
+		m.pacedSeconds.WithLabelValues(source).Add(max(d, 0).Seconds())
+	}
 }
 
 // Items counts items read.

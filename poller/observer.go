@@ -35,6 +35,9 @@ type Observer interface {
 	// watcher worked around or stopped at; kind is one of the Anomaly* constants. The
 	// poller reports each kind at most once per cycle.
 	Anomaly(source, kind string)
+	// Paced reports a wait between two pages of a walk while the outbox held
+	// Config.PaceOutbox events or more (see Poller.pace); d is how long it lasted.
+	Paced(source string, d time.Duration)
 }
 
 // Provider anomalies (Observer.Anomaly). Each is logged once per source and counted.
@@ -89,3 +92,4 @@ func (nopObserver) Transition(string, string, diff.State, bool) {}
 func (nopObserver) Open(string, int, int, time.Time)            {}
 func (nopObserver) Success(string, time.Time)                   {}
 func (nopObserver) Anomaly(string, string)                      {}
+func (nopObserver) Paced(string, time.Duration)                 {}

@@ -64,6 +64,10 @@ type Config struct {
 	// MaxOutbox pauses polling while the outbox holds this many events or more (NATS
 	// is away); 0 means no limit. Nothing is dropped: the cycle is only put off.
 	MaxOutbox int
+	// PaceOutbox makes a walk wait between pages while the outbox holds this many
+	// events or more and NATS is taking them, until fewer than half remain (see pace);
+	// 0 turns pacing off.
+	PaceOutbox int
 	// Lease, when not nil (cluster mode), is the replica and lease this poller runs
 	// under; every event carries it as data.poller.
 	Lease *event.Poller
@@ -142,6 +146,8 @@ type Poller struct {
 	// goroutine once the source's baseline is done (baselined, owned by it).
 	hints     *hintQueue
 	baselined bool
+	// paced is the pacing state of walks (pace); owned by the Run goroutine.
+	paced pacer
 
 	mu     sync.Mutex
 	health Health
@@ -458,6 +464,7 @@ func (p *Poller) walk(ctx context.Context, purpose string, floor time.Time, seen
 			if err := p.readHints(ctx); err != nil {
 				return pages, err
 			}
+			p.pace(ctx)
 		}
 		if pages > 0 && between != nil {
 			if err := between(); err != nil {

@@ -129,6 +129,7 @@ func (r *Recorder) Skipped(string)                     {}
 func (r *Recorder) Open(string, int, int, time.Time)   {}
 func (r *Recorder) Success(string, time.Time)          {}
 func (r *Recorder) Anomaly(string, string)             {}
+func (r *Recorder) Paced(string, time.Duration)        {}
 
 // Requests returns the requests of source in each of the last Minutes minutes,
 // oldest first (all 0 for an unknown source).
@@ -289,5 +290,10 @@ func (t tee) Success(s string, at time.Time) {
 func (t tee) Anomaly(s, kind string) {
 	for _, o := range t {
 		o.Anomaly(s, kind)
+	}
+}
+func (t tee) Paced(s string, d time.Duration) {
+	for _, o := range t {
+		o.Paced(s, d)
 	}
 }

@@ -207,7 +207,8 @@ func (o *observer) Open(source string, _, stalled int, _ time.Time) {
 		o.t.add(source, cntStalled, stalled)
 	}
 }
-func (o *observer) Anomaly(string, string) {}
+func (o *observer) Anomaly(string, string)      {}
+func (o *observer) Paced(string, time.Duration) {}
 
 func (o *observer) Success(string, time.Time) {}
 
