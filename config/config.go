@@ -168,6 +168,7 @@ const (
 	DefaultHTTPListen      = "127.0.0.1:9464"
 	DefaultAdminListen     = "127.0.0.1:9465"
 	DefaultMaxOutbox       = 1_000_000
+	DefaultOutboxPace      = 10_000
 	DefaultRetainAcked     = 5 * time.Minute
 )
 
@@ -231,6 +232,7 @@ func Parse(data []byte, env func(string) (string, bool), readFile func(string) (
 	if cfg.NATS.MaxOutbox == 0 {
 		cfg.NATS.MaxOutbox = DefaultMaxOutbox
 	}
+	cfg.NATS.OutboxPace = v.outboxPace(n.OutboxPace, cfg.NATS.MaxOutbox)
 	v.errs = append(v.errs, cfg.NATS.Validate()...)
 
 	cfg.HTTP.Listen = DefaultHTTPListen

@@ -48,6 +48,7 @@ type rawNATS struct {
 	StreamMaxBytes      string `yaml:"stream_max_bytes"` // bytes, or with a unit: 10GiB
 	Replicas            int    `yaml:"replicas"`
 	MaxOutbox           int    `yaml:"max_outbox"`
+	OutboxPace          *int   `yaml:"outbox_pace"` // nil: the default; 0 turns pacing off
 	CredsFile           string `yaml:"creds_file"`
 	Token               string `yaml:"token"`
 	TokenFile           string `yaml:"token_file"`

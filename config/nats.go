@@ -67,6 +67,26 @@ func (v *validator) unboundedRetention(n publish.Config) {
 	}
 }
 
+// outboxPace returns nats.outbox_pace: DefaultOutboxPace, or max_outbox when that is
+// smaller, when the key is not set (val nil); an explicit 0 turns pacing off. A
+// negative value, or one above nats.max_outbox (maxOutbox, defaults applied), is an
+// error: the walks would pace at a size the outbox never reaches before polling stops.
+func (v *validator) outboxPace(val *int, maxOutbox int) int {
+	if val == nil {
+		if maxOutbox > 0 {
+			return min(DefaultOutboxPace, maxOutbox)
+		}
+		return DefaultOutboxPace
+	}
+	switch n := *val; {
+	case n < 0:
+		v.addf("nats.outbox_pace", "%d must not be negative (0 turns pacing off)", n)
+	case maxOutbox > 0 && n > maxOutbox:
+		v.addf("nats.outbox_pace", "%d must not exceed nats.max_outbox (%d)", n, maxOutbox)
+	}
+	return *val
+}
+
 // unboundedExample is what retain's worth of events at 3,000 events/s of 400 bytes
 // takes, rounded to MB.
 func unboundedExample(retain time.Duration) string {

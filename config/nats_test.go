@@ -157,3 +157,45 @@ func TestUnboundedRetentionWarns(t *testing.T) {
 		}
 	}
 }
+
+func TestOutboxPace(t *testing.T) {
+	for _, c := range []struct {
+		nats string
+		want int
+	}{
+		{"", DefaultOutboxPace},
+		{"  outbox_pace: 0\n", 0},
+		{"  outbox_pace: 2500\n", 2500},
+		{"  max_outbox: 4000\n", 4000}, // the default never exceeds max_outbox
+		{"  max_outbox: 4000\n  outbox_pace: 4000\n", 4000},
+	} {
+		cfg, err := Parse([]byte("nats:\n  stream: S\n"+c.nats+natsTestSource), testEnv(nil), readTestdata)
+		if err != nil {
+			t.Fatalf("%q: %v", c.nats, err)
+		}
+		if got := cfg.NATS.OutboxPace; got != c.want {
+			t.Errorf("%q: outbox_pace %d, want %d", c.nats, got, c.want)
+		}
+		out, err := cfg.Effective()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(out, testEnv(nil), readTestdata)
+		if err != nil {
+			t.Fatalf("%q: re-parsing the effective configuration: %v", c.nats, err)
+		}
+		if again.NATS.OutboxPace != c.want {
+			t.Errorf("%q: the effective configuration reads back as outbox_pace %d, want %d", c.nats, again.NATS.OutboxPace, c.want)
+		}
+	}
+	for _, c := range []struct{ nats, want string }{
+		{"  outbox_pace: -1\n", "nats.outbox_pace: -1 must not be negative (0 turns pacing off)"},
+		{"  outbox_pace: 20000\n  max_outbox: 15000\n", "nats.outbox_pace: 20000 must not exceed nats.max_outbox (15000)"},
+		{"  outbox_pace: 1000001\n", "nats.outbox_pace: 1000001 must not exceed nats.max_outbox (1000000)"},
+	} {
+		_, err := Parse([]byte("nats:\n"+c.nats+natsTestSource), testEnv(nil), readTestdata)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q: err = %v, want %s", c.nats, err, c.want)
+		}
+	}
+}

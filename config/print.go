@@ -45,6 +45,7 @@ func (c *Config) Effective() ([]byte, error) {
 		StreamMaxBytes      int64    `yaml:"stream_max_bytes"`
 		Replicas            int      `yaml:"replicas"`
 		MaxOutbox           int      `yaml:"max_outbox"`
+		OutboxPace          int      `yaml:"outbox_pace"`
 		CredsFile           string   `yaml:"creds_file,omitempty"`
 		Token               string   `yaml:"token,omitempty"`
 		User                string   `yaml:"user,omitempty"`
@@ -96,7 +97,7 @@ func (c *Config) Effective() ([]byte, error) {
 			Listen: n.Embedded.Listen, StoreDir: n.Embedded.StoreDir, SyncInterval: syncInterval(n.Embedded.SyncInterval),
 		},
 		RetainAcked: dur(n.RetainAcked), RetainAckedMaxBytes: n.RetainAckedMaxBytes, StreamStorage: n.StreamStorage, StreamMaxAge: dur(n.StreamMaxAge), StreamMaxBytes: n.StreamMaxBytes,
-		Replicas: n.Replicas, MaxOutbox: n.MaxOutbox, CredsFile: n.CredsFile, Token: secret(n.Token),
+		Replicas: n.Replicas, MaxOutbox: n.MaxOutbox, OutboxPace: n.OutboxPace, CredsFile: n.CredsFile, Token: secret(n.Token),
 		User: n.User, Password: secret(n.Password), NKeyFile: n.NKeyFile,
 	}
 	if n.TLS.CA != "" || n.TLS.Cert != "" || n.TLS.Key != "" {

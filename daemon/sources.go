@@ -27,7 +27,7 @@ func buildPoller(cfg *config.Config, s config.Source, store poller.Store, lease 
 	}
 	pc := s.Config
 	pc.RequestTimeout = s.RequestTimeout
-	pc.MaxOutbox = cfg.NATS.MaxOutbox
+	pc.MaxOutbox, pc.PaceOutbox = cfg.NATS.MaxOutbox, cfg.NATS.OutboxPace
 	pc.Lease = lease
 	return poller.New(pc, src, store, cfg.NATS.SubjectPrefix, log.With("source", s.Name)), nil
 }

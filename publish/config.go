@@ -57,6 +57,10 @@ type Config struct {
 	// MaxOutbox is the outbox size past which the daemon reports not ready. This
 	// package does not enforce it; 0 means no limit.
 	MaxOutbox int `yaml:"max_outbox"`
+	// OutboxPace is the outbox size at which the pollers' walks wait between pages
+	// for NATS to take events (poller.Config.PaceOutbox). This package does not use
+	// it; 0 turns pacing off.
+	OutboxPace int `yaml:"outbox_pace"`
 }
 
 // Embedded configures the NATS server started in-process when Config.URL is "".

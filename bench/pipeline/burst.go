@@ -42,19 +42,38 @@ type BurstReport struct {
 	Machine Machine
 	NATS    publish.Config
 	Items   int
-	// Wall is the burst's duration, from the cycle's start to the last PubAck.
-	Wall time.Duration
+	// Wall is the burst's duration, from the cycle's start to the last PubAck; Cycle
+	// the poller's cycle alone.
+	Wall, Cycle time.Duration
+	// PeakOutbox is the most events the poller found waiting in the outbox when it
+	// looked between pages (pacing, nats.outbox_pace).
+	PeakOutbox int
 	// Retained and RetainedBytes are the retained events after the burst; Capped is
 	// how many the size limit deleted before their age.
 	Retained      int
 	RetainedBytes int64
 	Capped        int64
-	// Files: the state file after the burst (size and free pages), after compacting
-	// it, and after the retained events aged out and it was compacted again (the
-	// snapshot alone).
-	Burst, BurstFree int64
-	Compacted        int64
-	SnapshotOnly     int64
+	// Files: the state file after the burst (size and free pages); after compacting
+	// it; the uncompacted file once the retained events aged out (size and free
+	// pages), and that compacted (the snapshot alone).
+	Burst, BurstFree     int64
+	Compacted            int64
+	AgedOut, AgedOutFree int64
+	SnapshotOnly         int64
+}
+
+// peakStore is the poller's state file, recording the largest outbox the poller read.
+type peakStore struct {
+	*bbolt.Store
+	peak atomic.Int64
+}
+
+func (s *peakStore) OutboxStats(ctx context.Context) (int, time.Time, error) {
+	n, oldest, err := s.Store.OutboxStats(ctx)
+	if err == nil && int64(n) > s.peak.Load() {
+		s.peak.Store(int64(n))
+	}
+	return n, oldest, err
 }
 
 // burstObserver counts acknowledgements and the events the size limit deleted.
@@ -99,9 +118,10 @@ func (s *burstSource) Page(_ context.Context, req provider.Request) (provider.Pa
 
 // RunBurst runs one poller cycle over o.Items items never seen before with
 // `baseline: emit` (an event each), published by the Publisher to the embedded NATS
-// server with the daemon's default nats settings (retain_acked and
-// retain_acked_max_bytes included), then measures the state file, compacts it, prunes
-// the retained events as their age would, and compacts it again.
+// server with the daemon's default nats settings (retain_acked,
+// retain_acked_max_bytes, max_outbox and outbox_pace included), then measures the
+// state file, compacts it keeping the original, prunes the original's retained events
+// as their age would and measures it again, and compacts that.
 func RunBurst(ctx context.Context, o BurstOptions) (*BurstReport, error) {
 	if o.Dir == "" || o.Items < 1 || o.PageSize < 1 {
 		return nil, fmt.Errorf("burst options: dir %q, items %d and page size %d must be set", o.Dir, o.Items, o.PageSize)
@@ -133,16 +153,17 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstReport, error) {
 	}
 	progress("burst: %s; state file %s, free pages %s, retained %d events (%s)", r.Wall.Round(time.Millisecond), mibs(r.Burst), mibs(r.BurstFree), r.Retained, mibs(r.RetainedBytes))
 
-	c, err := bbolt.Compact(path, bbolt.CompactOptions{})
+	c, err := bbolt.Compact(path, bbolt.CompactOptions{KeepBackup: true})
 	if err != nil {
 		return nil, err
 	}
 	r.Compacted = c.After
 	progress("burst: compacted to %s", mibs(r.Compacted))
-	if err := pruneAll(ctx, path); err != nil {
+	if r.AgedOut, r.AgedOutFree, err = pruneAll(ctx, c.Backup); err != nil {
 		return nil, err
 	}
-	if c, err = bbolt.Compact(path, bbolt.CompactOptions{}); err != nil {
+	progress("burst: retained events pruned from the uncompacted file: %s, free pages %s", mibs(r.AgedOut), mibs(r.AgedOutFree))
+	if c, err = bbolt.Compact(c.Backup, bbolt.CompactOptions{}); err != nil {
 		return nil, err
 	}
 	r.SnapshotOnly = c.After
@@ -153,17 +174,20 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstReport, error) {
 // burst runs the cycle and the publisher until every event is acknowledged, and
 // records the state file's figures.
 func (r *BurstReport) burst(ctx context.Context, path string, js jetstream.JetStream, ncfg publish.Config, o BurstOptions, log *slog.Logger) error {
-	store, err := bbolt.Open(path, bbolt.Options{})
+	bs, err := bbolt.Open(path, bbolt.Options{})
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer bs.Close()
+	store := &peakStore{Store: bs}
 	src := &burstSource{set: newItemSet(o.Seed, o.Items, time.Now()), pageSize: o.PageSize}
+	// The outbox limits as the daemon sets them (daemon's buildPoller).
 	p := poller.New(poller.Config{
 		Name: "burst", Provider: "circle_cpn_payments", Kind: "payment",
 		Interval: time.Hour, DiscoveryOverlap: flowLookback, Lookback: flowLookback,
 		OpenRefresh: 24 * time.Hour, PageSize: o.PageSize, OpenMaxAge: flowLookback, SettleWindow: 24 * time.Hour,
 		RateLimit: 1e9, Baseline: "emit", MaxPages: 1 << 30,
+		MaxOutbox: ncfg.MaxOutbox, PaceOutbox: ncfg.OutboxPace,
 	}, src, store, ncfg.SubjectPrefix, log)
 	obs := &burstObserver{}
 	pub := publish.New(js, store, ncfg, publish.Options{Observer: obs}, log)
@@ -176,6 +200,7 @@ func (r *BurstReport) burst(ctx context.Context, path string, js jetstream.JetSt
 	if err := p.Poll(ctx); err != nil {
 		return err
 	}
+	r.Cycle = time.Since(began)
 	for obs.acked.Load() < int64(o.Items) {
 		select {
 		case <-ctx.Done():
@@ -190,6 +215,7 @@ func (r *BurstReport) burst(ctx context.Context, path string, js jetstream.JetSt
 	}
 	pubDone <- nil
 	r.Capped = obs.capped.Load()
+	r.PeakOutbox = int(store.peak.Load())
 	if r.Retained, _, err = store.RetainedStats(); err != nil {
 		return err
 	}
@@ -201,17 +227,21 @@ func (r *BurstReport) burst(ctx context.Context, path string, js jetstream.JetSt
 }
 
 // pruneAll deletes every retained event of the state file at path, as their age
-// would.
-func pruneAll(ctx context.Context, path string) error {
+// would, and returns the file's size and free pages then.
+func pruneAll(ctx context.Context, path string) (size, free int64, err error) {
 	store, err := bbolt.Open(path, bbolt.Options{})
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	if _, _, err := store.Prune(ctx, time.Now().Add(100*365*24*time.Hour)); err != nil {
 		_ = store.Close()
-		return err
+		return 0, 0, err
 	}
-	return store.Close()
+	if size, free, err = store.FileStats(); err != nil {
+		_ = store.Close()
+		return 0, 0, err
+	}
+	return size, free, store.Close()
 }
 
 // mibs renders a byte count in MiB.
@@ -222,14 +252,16 @@ func (r *BurstReport) Markdown(command string) string {
 	var b strings.Builder
 	m := r.Machine
 	fmt.Fprintf(&b, "Command: `%s`. Machine: %d CPUs (%s), %.1f GiB RAM, %s, %s.\n\n", command, m.CPUs, m.Model, float64(m.RAM)/(1<<30), m.Go, m.Arch)
-	fmt.Fprintf(&b, "One cycle of %d CPN payments never seen before, `baseline: emit` (an event each, as the pipeline measurements render them), published to the embedded server (`sync_interval` %s) with `retain_acked` %s and `retain_acked_max_bytes` %s.\n\n",
-		r.Items, syncName(r.NATS.Embedded.SyncInterval), r.NATS.RetainAcked, mibs(r.NATS.RetainAckedMaxBytes))
+	fmt.Fprintf(&b, "One cycle of %d CPN payments never seen before, `baseline: emit` (an event each, as the pipeline measurements render them), published to the embedded server (`sync_interval` %s) with `retain_acked` %s, `retain_acked_max_bytes` %s and `outbox_pace` %d.\n\n",
+		r.Items, syncName(r.NATS.Embedded.SyncInterval), r.NATS.RetainAcked, mibs(r.NATS.RetainAckedMaxBytes), r.NATS.OutboxPace)
 	b.WriteString("| | |\n|---|---|\n")
-	fmt.Fprintf(&b, "| burst (cycle start to last PubAck) | %s, %.0f events/s |\n", r.Wall.Round(time.Second), float64(r.Items)/r.Wall.Seconds())
+	fmt.Fprintf(&b, "| burst (cycle start to last PubAck) | %s, %.0f events/s (the cycle itself %s) |\n", r.Wall.Round(time.Second), float64(r.Items)/r.Wall.Seconds(), r.Cycle.Round(time.Second))
+	fmt.Fprintf(&b, "| largest outbox the poller found between pages | %d events |\n", r.PeakOutbox)
 	fmt.Fprintf(&b, "| retained after the burst | %d events, %s (%.0f bytes each) |\n", r.Retained, mibs(r.RetainedBytes), float64(r.RetainedBytes)/float64(max(r.Retained, 1)))
 	fmt.Fprintf(&b, "| deleted by the size limit before their age | %d |\n", r.Capped)
 	fmt.Fprintf(&b, "| state file after the burst | %s, of which free pages %s |\n", mibs(r.Burst), mibs(r.BurstFree))
 	fmt.Fprintf(&b, "| after `watcher state compact` | %s |\n", mibs(r.Compacted))
+	fmt.Fprintf(&b, "| not compacted, retained events aged out | %s, of which free pages %s |\n", mibs(r.AgedOut), mibs(r.AgedOutFree))
 	fmt.Fprintf(&b, "| retained events aged out, compacted again (snapshot only) | %s (%.0f bytes per tracked item) |\n", mibs(r.SnapshotOnly), float64(r.SnapshotOnly)/float64(r.Items))
 	return b.String()
 }
