@@ -176,10 +176,9 @@ type refreshPlan struct {
 // reads the other len(due)-k by id; its cost is the window's estimated pages plus those
 // reads. The cheapest plan whose window fits budget wins; on a tie plan 0 (every item by
 // id, always allowed) goes first, then the longer window, which reads more open items
-// for the same requests. Without a Getter the only plan is the
-// window of them all, whatever its cost. So one old due item among many young ones
-// costs one read by id and a short window, not a list of everything since it was
-// created.
+// for the same requests. Without a Getter the only plan is the window of them all,
+// whatever its cost. So one old due item among many young ones costs one read by id and
+// a short window, not a list of everything created since it was.
 func (p *Poller) planRefresh(ctx context.Context, due []dueItem, budget int, canGet bool) (refreshPlan, error) {
 	newest := slices.Clone(due)
 	slices.SortFunc(newest, func(a, b dueItem) int {
