@@ -267,3 +267,52 @@ func TestPacingWaitEndsWithTheContext(t *testing.T) {
 		}
 	})
 }
+
+// TestPacingResumesWhenEventsAreTakenAgain: after a walk stopped waiting because
+// nothing took events, a later walk paces again once the outbox has got smaller (NATS
+// is back): its outbox stays within the pace plus one page.
+func TestPacingResumesWhenEventsAreTakenAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const items, stall = 200, 100 * time.Millisecond
+		p, src, w, obs, _ := pacedPoller(t, items, stall)
+		if err := p.Poll(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if waits := obs.recorded(); len(waits) != 1 {
+			t.Fatalf("waits %v with nothing taking events, want one", waits)
+		}
+
+		// NATS is back: the publisher empties the outbox, then the source gains 50 items.
+		ctx, cancel := context.WithCancel(t.Context())
+		empty := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			publishEvery(ctx, t, w, 5, 10*time.Millisecond, empty)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+		<-empty
+		w.mu.Lock()
+		w.peak = 0
+		w.mu.Unlock()
+		for i := range 50 {
+			src.add(fmt.Sprintf("n%02d", i), "NEW", now0.Add(-30*time.Second))
+		}
+		if err := p.Poll(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if waits := obs.recorded(); len(waits) < 2 {
+			t.Fatalf("waits %v: the walk after NATS came back did not pace", waits)
+		}
+		peak, taken := w.figures()
+		if limit := p.cfg.PaceOutbox + src.pageSize; peak > limit {
+			t.Fatalf("the outbox held %d events at its peak after NATS came back, want at most %d", peak, limit)
+		}
+		if n, _, err := w.OutboxStats(t.Context()); err != nil || n+taken != items+50 {
+			t.Fatalf("%d events waiting (%v) and %d taken, want %d in all", n, err, taken, items+50)
+		}
+	})
+}
