@@ -433,6 +433,14 @@ func (s *Sim) circleKey() circleSigningKey {
 	return s.circleSigning
 }
 
+// CircleWebhookKey returns the id and private key with which the simulator signs its
+// Circle CPN notifications (the key GET /v2/notifications/publicKey/{keyId} serves),
+// so that a test can sign deliveries of its own as Circle would.
+func (s *Sim) CircleWebhookKey() (id string, key *ecdsa.PrivateKey) {
+	k := s.circleKey()
+	return k.id, k.priv
+}
+
 // servePublicKey answers GET /v2/notifications/publicKey/{keyId}:
 // {"data":{"id":…,"algorithm":"ECDSA_SHA_256","publicKey": base64 DER SubjectPublicKeyInfo}},
 // or Circle's 404 for another key id.
