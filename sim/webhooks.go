@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
@@ -55,42 +56,115 @@ type WebhookTarget struct {
 	// Secret is the HMAC key (Stripe, Coindirect); empty means the Default*WebhookSecret.
 	Secret string        `json:"secret,omitempty"`
 	Faults WebhookFaults `json:"faults"`
+	// Record, when set, is called once for every delivery the sender drops or posts
+	// (see WebhookDelivery), so that a benchmark or test can match deliveries with the
+	// truth. It is called from the sender's goroutines, concurrently, after the POST
+	// has been answered, and must not block for long.
+	Record func(WebhookDelivery) `json:"-"`
 }
 
-// WebhookFaults make a provider's deliveries unreliable. Each delivery draws, in this
-// order: dropped (DropRate; nothing else happens), a delay uniform in [0, MaxDelay),
-// a forged signature (ForgeRate), a second identical POST (DuplicateRate) and, after
-// it, a POST of an earlier delivery again (ReplayRate). Reorder > 1 makes the sender
-// take up to that many queued deliveries at once and send them shuffled.
+// Kinds of WebhookDelivery.
+const (
+	// WebhookChange: the delivery of a change (one per change of an item's status).
+	WebhookChange = "change"
+	// WebhookDuplicate: the second POST of a change's delivery (DuplicateRate).
+	WebhookDuplicate = "duplicate"
+	// WebhookReplay: the last undelayed delivery posted, sent again (ReplayRate,
+	// ReplayAge).
+	WebhookReplay = "replay"
+	// WebhookInjected: an extra delivery an attacker made (InjectRate): a change's
+	// delivery altered, with a signature that does not match.
+	WebhookInjected = "injected"
+)
+
+// WebhookDelivery is one delivery as its sender made it (WebhookTarget.Record).
+type WebhookDelivery struct {
+	Provider string
+	// Kind is one of the Webhook* kinds.
+	Kind string
+	// ID is the top-level item the body names; Status and Addendum are the status (and
+	// CPN statusAddendum) the body carries. For a change, duplicate or replay they are
+	// the item's at Rendered; an injected delivery names a made-up id (MadeUp) or a
+	// real item with another, final status.
+	ID, Status, Addendum string
+	// Rendered is the simulated time at which the body was rendered: the engine step
+	// that made the change (the truth's transition is the item's latest at or before
+	// it). A replay carries the replayed delivery's.
+	Rendered time.Time
+	// Dropped: never posted (DropRate); nothing below is set.
+	Dropped bool
+	// Forged: the signature does not match (ForgeRate, or an injected delivery).
+	Forged bool
+	// MadeUp: an injected delivery naming an item that does not exist.
+	MadeUp bool
+	// Stale: a replay presented as captured ReplayAge ago (Stripe's timestamp that far
+	// back).
+	Stale bool
+	// Delay is how long the delivery was held back (DelayRate, MaxDelay).
+	Delay time.Duration
+	// Sent is the wall-clock time at which the POST started.
+	Sent time.Time
+	// Code is the receiver's status code (0: no answer), Answer the first line of its
+	// answer's body, at most 64 bytes.
+	Code   int
+	Answer string
+}
+
+// WebhookFaults make a provider's deliveries unreliable. Each delivery of a change
+// draws, in this order: an injected extra (InjectRate, when set; see below), dropped
+// (DropRate; nothing else happens), a delay uniform in [0, MaxDelay) (for the
+// DelayRate share of deliveries; every one when DelayRate is 0), a forged signature
+// (ForgeRate), a second identical POST (DuplicateRate) and a POST of the last
+// undelayed delivery posted again (ReplayRate), before this one. A delayed delivery and its duplicate are posted from
+// their own goroutine, so they hold back no other delivery. Reorder > 1 makes the
+// sender take up to that many queued deliveries at once and send them shuffled.
 //
-// In JSON (admin API, scenario files) the fields are snake_case and MaxDelay is a Go
-// duration string, as in Faults: {"drop_rate":0.2,"duplicate_rate":0.1,
-// "max_delay":"500ms","reorder":3,"forge_rate":0.05,"replay_rate":0.05}; unknown fields
-// are refused.
+// ReplayAge presents a replay as one captured that long ago: a Stripe replay carries a
+// timestamp ReplayAge back, signed as Stripe signed it then (beyond 5 minutes a
+// verifier refuses it as stale); Coindirect and Circle sign no time, so theirs is
+// re-sent unchanged. InjectRate adds, for that share of changes, an extra delivery
+// an attacker made from the change's body: half of them name a made-up item id of the
+// provider's format, the others the real item with another of its final statuses; all
+// carry a signature that does not match (posted at once, before the genuine one).
+//
+// In JSON (admin API, scenario files) the fields are snake_case and MaxDelay and
+// ReplayAge are Go duration strings, as in Faults: {"drop_rate":0.2,
+// "duplicate_rate":0.1,"max_delay":"500ms","delay_rate":0.1,"reorder":3,
+// "forge_rate":0.05,"replay_rate":0.05,"replay_age":"10m","inject_rate":0.02}; unknown
+// fields are refused.
 type WebhookFaults struct {
 	DropRate      float64
 	DuplicateRate float64
 	MaxDelay      time.Duration
+	DelayRate     float64
 	Reorder       int
 	ForgeRate     float64
 	ReplayRate    float64
+	ReplayAge     time.Duration
+	InjectRate    float64
 }
 
 type webhookFaultsJSON struct {
 	DropRate      float64 `json:"drop_rate"`
 	DuplicateRate float64 `json:"duplicate_rate"`
 	MaxDelay      string  `json:"max_delay,omitempty"`
+	DelayRate     float64 `json:"delay_rate,omitempty"`
 	Reorder       int     `json:"reorder"`
 	ForgeRate     float64 `json:"forge_rate"`
 	ReplayRate    float64 `json:"replay_rate"`
+	ReplayAge     string  `json:"replay_age,omitempty"`
+	InjectRate    float64 `json:"inject_rate,omitempty"`
 }
 
 // MarshalJSON writes f in the admin API's form.
 func (f WebhookFaults) MarshalJSON() ([]byte, error) {
-	j := webhookFaultsJSON{DropRate: f.DropRate, DuplicateRate: f.DuplicateRate, Reorder: f.Reorder,
-		ForgeRate: f.ForgeRate, ReplayRate: f.ReplayRate}
+	j := webhookFaultsJSON{DropRate: f.DropRate, DuplicateRate: f.DuplicateRate, DelayRate: f.DelayRate, Reorder: f.Reorder,
+		ForgeRate: f.ForgeRate, ReplayRate: f.ReplayRate, InjectRate: f.InjectRate}
 	if f.MaxDelay != 0 {
 		j.MaxDelay = f.MaxDelay.String()
+	}
+	if f.ReplayAge != 0 {
+		j.ReplayAge = f.ReplayAge.String()
 	}
 	return json.Marshal(j)
 }
@@ -103,14 +177,20 @@ func (f *WebhookFaults) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&j); err != nil {
 		return err
 	}
-	*f = WebhookFaults{DropRate: j.DropRate, DuplicateRate: j.DuplicateRate, Reorder: j.Reorder,
-		ForgeRate: j.ForgeRate, ReplayRate: j.ReplayRate}
-	if j.MaxDelay != "" {
-		d, err := time.ParseDuration(j.MaxDelay)
-		if err != nil {
-			return fmt.Errorf("max_delay: %q is not a duration", j.MaxDelay)
+	*f = WebhookFaults{DropRate: j.DropRate, DuplicateRate: j.DuplicateRate, DelayRate: j.DelayRate, Reorder: j.Reorder,
+		ForgeRate: j.ForgeRate, ReplayRate: j.ReplayRate, InjectRate: j.InjectRate}
+	for _, d := range []struct {
+		name, text string
+		to         *time.Duration
+	}{{"max_delay", j.MaxDelay, &f.MaxDelay}, {"replay_age", j.ReplayAge, &f.ReplayAge}} {
+		if d.text == "" {
+			continue
 		}
-		f.MaxDelay = d
+		v, err := time.ParseDuration(d.text)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a duration", d.name, d.text)
+		}
+		*d.to = v
 	}
 	return nil
 }
@@ -131,18 +211,22 @@ type WebhookCounts struct {
 	Duplicated int64 `json:"duplicated"`
 	Replayed   int64 `json:"replayed"`
 	Reordered  int64 `json:"reordered"`
+	Injected   int64 `json:"injected"`
 }
 
 func (f WebhookFaults) validate() error {
 	var errs []error
-	for name, v := range map[string]float64{"drop_rate": f.DropRate, "duplicate_rate": f.DuplicateRate,
-		"forge_rate": f.ForgeRate, "replay_rate": f.ReplayRate} {
+	for name, v := range map[string]float64{"drop_rate": f.DropRate, "duplicate_rate": f.DuplicateRate, "delay_rate": f.DelayRate,
+		"forge_rate": f.ForgeRate, "replay_rate": f.ReplayRate, "inject_rate": f.InjectRate} {
 		if !(v >= 0 && v <= 1) {
 			errs = append(errs, fmt.Errorf("%s: %v is outside 0..1", name, v))
 		}
 	}
 	if f.MaxDelay < 0 {
 		errs = append(errs, fmt.Errorf("max_delay: %v is negative", f.MaxDelay))
+	}
+	if f.ReplayAge < 0 {
+		errs = append(errs, fmt.Errorf("replay_age: %v is negative", f.ReplayAge))
 	}
 	if f.Reorder < 0 || f.Reorder > webhookQueue {
 		errs = append(errs, fmt.Errorf("reorder: %d is outside 0..%d", f.Reorder, webhookQueue))
@@ -171,14 +255,22 @@ func (t WebhookTarget) validate(provider string) error {
 	return errors.Join(errs...)
 }
 
-// hookDelivery is one delivery: its body, built under the scenario lock, and once
-// signed, its headers.
+// hookDelivery is one delivery: its body and what it reports, built under the
+// scenario lock, and once signed, its headers.
 type hookDelivery struct {
 	body   []byte
 	header http.Header
+	// id, status and addendum are what the body reports, rendered the simulated time
+	// it was built at; see WebhookDelivery.
+	id, status, addendum string
+	rendered             time.Time
+	delay                time.Duration
+	forged, stale        bool
+	madeUp               bool
 }
 
-// hookSender posts one provider's deliveries from its own goroutine.
+// hookSender posts one provider's deliveries from its own goroutine (and delayed ones
+// from a goroutine each).
 type hookSender struct {
 	s       *Sim
 	p       *prov
@@ -190,10 +282,14 @@ type hookSender struct {
 
 	mu     sync.Mutex // guards faults
 	faults WebhookFaults
-	rng    *mrand.Rand // the sender goroutine's only
-	last   *hookDelivery
-	counts struct {
-		queued, overflow, posts, failed, dropped, delayed, forged, duplicated, replayed, reordered atomic.Int64
+	// The sender goroutine's only: its random source, the last undelayed delivery of
+	// a change posted (what a replay sends again), and the made-up ids so far.
+	rng      *mrand.Rand
+	last     *hookDelivery
+	injected uint64
+	delayed  sync.WaitGroup
+	counts   struct {
+		queued, overflow, posts, failed, dropped, delayed, forged, duplicated, replayed, reordered, injected atomic.Int64
 	}
 	client *http.Client
 }
@@ -222,13 +318,16 @@ func (h *hookSender) touch(seq int) {
 // deliveries without waiting; the caller holds s.mu.
 func (h *hookSender) flush() {
 	seen := map[int]bool{}
+	now := h.s.now()
 	for _, seq := range h.pending {
 		if seen[seq] {
 			continue
 		}
 		seen[seq] = true
 		h.n++
-		d := &hookDelivery{body: h.body(seq)}
+		it := &h.p.st.items[seq]
+		d := &hookDelivery{body: h.body(seq), id: h.p.itemID(seq), status: h.p.m.statuses()[it.status],
+			addendum: h.p.m.addendum(it), rendered: now}
 		select {
 		case h.q <- d:
 			h.counts.queued.Add(1)
@@ -273,9 +372,9 @@ func lowerCamel(s string) string {
 	return strings.Join(parts, "")
 }
 
-// sign returns the headers of body signed for the provider; forged signs another
-// message, so that a verifier refuses it.
-func (h *hookSender) sign(body []byte, forged bool) http.Header {
+// sign returns the headers of body signed for the provider at time at (Stripe's
+// timestamp); forged signs another message, so that a verifier refuses it.
+func (h *hookSender) sign(body []byte, forged bool, at time.Time) http.Header {
 	msg := body
 	if forged {
 		msg = append(append([]byte(nil), body...), " forged"...)
@@ -283,7 +382,7 @@ func (h *hookSender) sign(body []byte, forged bool) http.Header {
 	hd := http.Header{"Content-Type": {"application/json"}}
 	switch h.p.id {
 	case ProviderStripe:
-		ts := strconv.FormatInt(h.s.now().Unix(), 10)
+		ts := strconv.FormatInt(at.Unix(), 10)
 		hd.Set("Stripe-Signature", "t="+ts+",v1="+hmacHex(h.secret, []byte(ts), []byte("."), msg))
 	case ProviderCoindirect:
 		u, _ := url.Parse(h.target.URL) // validated
@@ -336,42 +435,137 @@ func (h *hookSender) run(ctx context.Context) {
 	}
 }
 
-// deliver applies the faults to one delivery and posts it.
+// deliver applies the faults to one change's delivery and posts it; every random
+// draw is made here, on the sender's goroutine. A delayed delivery (and its
+// duplicate) is posted from a goroutine of its own (h.delayed) once its delay is over.
 func (h *hookSender) deliver(ctx context.Context, d *hookDelivery, f WebhookFaults) {
+	if f.InjectRate > 0 && h.rng.Float64() < f.InjectRate {
+		h.counts.injected.Add(1)
+		h.post(ctx, h.inject(d), WebhookInjected)
+	}
 	if h.rng.Float64() < f.DropRate {
 		h.counts.dropped.Add(1)
+		h.record(d, WebhookChange, true, time.Time{}, 0, "")
 		return
 	}
-	if f.MaxDelay > 0 {
+	if f.MaxDelay > 0 && (f.DelayRate == 0 || h.rng.Float64() < f.DelayRate) {
 		h.counts.delayed.Add(1)
-		t := time.NewTimer(time.Duration(h.rng.Int64N(int64(f.MaxDelay))))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+		d.delay = time.Duration(h.rng.Int64N(int64(f.MaxDelay)))
 	}
-	forged := h.rng.Float64() < f.ForgeRate
-	if forged {
+	d.forged = h.rng.Float64() < f.ForgeRate
+	if d.forged {
 		h.counts.forged.Add(1)
 	}
-	d.header = h.sign(d.body, forged)
-	h.post(ctx, d)
-	if h.rng.Float64() < f.DuplicateRate {
+	d.header = h.sign(d.body, d.forged, h.s.now())
+	dup := h.rng.Float64() < f.DuplicateRate
+	if dup {
 		h.counts.duplicated.Add(1)
-		h.post(ctx, d)
 	}
-	if prev := h.last; h.rng.Float64() < f.ReplayRate && prev != nil {
-		h.counts.replayed.Add(1)
-		h.post(ctx, prev)
+	if h.rng.Float64() < f.ReplayRate {
+		if prev := h.last; prev != nil {
+			h.counts.replayed.Add(1)
+			h.post(ctx, h.replay(prev, f.ReplayAge), WebhookReplay)
+		}
 	}
-	h.last = d
+	send := func() {
+		h.post(ctx, d, WebhookChange)
+		if dup {
+			h.post(ctx, d, WebhookDuplicate)
+		}
+	}
+	if d.delay == 0 {
+		send()
+		h.last = d
+		return
+	}
+	h.delayed.Go(func() {
+		t := time.NewTimer(d.delay)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			send()
+		}
+	})
 }
 
-// post makes one POST and counts it; a failure is not retried.
-func (h *hookSender) post(ctx context.Context, d *hookDelivery) {
+// replay returns d sent again: presented as captured age ago (a Stripe timestamp that
+// far back, signed with the real secret), or as it was when age is 0 or the provider
+// signs no time.
+func (h *hookSender) replay(d *hookDelivery, age time.Duration) *hookDelivery {
+	r := *d
+	r.delay = 0
+	if age > 0 && h.p.id == ProviderStripe {
+		r.header, r.stale = h.sign(d.body, d.forged, h.s.now().Add(-age)), true
+	}
+	return &r
+}
+
+// madeUpBase is the first sequence number of the made-up ids of injected deliveries:
+// far beyond any simulated item, within every id format's range.
+const madeUpBase = 1 << 36
+
+// inject returns an attacker's delivery made from d: half the time naming a made-up
+// item of the provider's id format, else d's item with another of the provider's
+// final statuses; signed so that the signature does not match.
+func (h *hookSender) inject(d *hookDelivery) *hookDelivery {
+	x := &hookDelivery{id: d.id, status: d.status, addendum: d.addendum, rendered: d.rendered, forged: true}
+	var v map[string]any
+	dec := json.NewDecoder(bytes.NewReader(d.body))
+	dec.UseNumber()
+	obj, idKey := map[string]any(nil), "id"
+	if dec.Decode(&v) == nil {
+		switch h.p.id {
+		case ProviderStripe:
+			data, _ := v["data"].(map[string]any)
+			obj, _ = data["object"].(map[string]any)
+		case ProviderCoindirect:
+			obj, _ = v["data"].(map[string]any)
+			idKey = "uuid"
+		default:
+			obj, _ = v["notification"].(map[string]any)
+		}
+	}
+	finals := simulatedProviders[h.p.idx].final
+	var others []string
+	for _, st := range finals {
+		if st != d.status {
+			others = append(others, st)
+		}
+	}
+	if h.rng.IntN(2) == 0 || len(others) == 0 {
+		x.id, x.madeUp = h.p.itemID(madeUpBase+int(h.injected)), true
+		h.injected++
+		if obj != nil {
+			obj[idKey] = x.id
+		}
+	} else {
+		x.status, x.addendum = others[h.rng.IntN(len(others))], ""
+		if obj != nil {
+			obj["status"] = x.status
+			if h.p.id == ProviderCPN {
+				delete(obj, "statusAddendum")
+				v["notificationType"] = "cpn.payment." + lowerCamel(x.status)
+			}
+		}
+	}
+	x.body = d.body
+	if obj != nil {
+		if b, err := json.Marshal(v); err == nil {
+			x.body = b
+		}
+	}
+	x.header = h.sign(x.body, true, h.s.now())
+	return x
+}
+
+// post makes one POST of d, counts it and records it as kind; a failure is not
+// retried.
+func (h *hookSender) post(ctx context.Context, d *hookDelivery, kind string) {
 	h.counts.posts.Add(1)
+	sent := time.Now()
+	code, answer := 0, ""
+	defer func() { h.record(d, kind, false, sent, code, answer) }()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.target.URL, bytes.NewReader(d.body))
 	if err != nil {
 		h.counts.failed.Add(1)
@@ -384,10 +578,26 @@ func (h *hookSender) post(ctx context.Context, d *hookDelivery) {
 		h.s.log.Debug("webhook POST failed", "provider", h.p.id, "err", err)
 		return
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
+	code = resp.StatusCode
+	if h.target.Record != nil {
+		var buf [64]byte
+		n, _ := io.ReadFull(resp.Body, buf[:])
+		answer, _, _ = strings.Cut(string(buf[:n]), "\n")
+	}
 	if resp.StatusCode/100 != 2 {
 		h.counts.failed.Add(1)
 	}
+}
+
+// record passes what happened to d to the target's Record, if any.
+func (h *hookSender) record(d *hookDelivery, kind string, dropped bool, sent time.Time, code int, answer string) {
+	if h.target.Record == nil {
+		return
+	}
+	h.target.Record(WebhookDelivery{Provider: h.p.id, Kind: kind, ID: d.id, Status: d.status, Addendum: d.addendum,
+		Rendered: d.rendered, Dropped: dropped, Forged: d.forged, MadeUp: d.madeUp,
+		Stale: d.stale, Delay: d.delay, Sent: sent, Code: code, Answer: answer})
 }
 
 func (h *hookSender) getFaults() WebhookFaults {
@@ -406,7 +616,7 @@ func (h *hookSender) countsNow() WebhookCounts {
 	c := &h.counts
 	return WebhookCounts{Queued: c.queued.Load(), Overflow: c.overflow.Load(), Posts: c.posts.Load(), Failed: c.failed.Load(),
 		Dropped: c.dropped.Load(), Delayed: c.delayed.Load(), Forged: c.forged.Load(), Duplicated: c.duplicated.Load(),
-		Replayed: c.replayed.Load(), Reordered: c.reordered.Load()}
+		Replayed: c.replayed.Load(), Reordered: c.reordered.Load(), Injected: c.injected.Load()}
 }
 
 // circleSigningKey is the simulator's Circle notification key.
@@ -506,11 +716,16 @@ func (s *Sim) startHooks() {
 	}
 }
 
-// Close stops the webhook senders (deliveries still queued are not sent) and waits for
-// them. The simulator otherwise keeps working.
+// Close stops the webhook senders (deliveries still queued or delayed are not sent)
+// and waits for them. The simulator otherwise keeps working.
 func (s *Sim) Close() {
 	s.stopHooks()
 	s.hooksDone.Wait()
+	for _, p := range s.provs {
+		if p.hook != nil {
+			p.hook.delayed.Wait()
+		}
+	}
 }
 
 func (s *Sim) adminWebhookFaults(w http.ResponseWriter, r *http.Request) {

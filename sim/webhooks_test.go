@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -135,7 +136,7 @@ func TestWebhookFaultRates(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	defer recv.Close()
-	f := WebhookFaults{DropRate: 0.2, DuplicateRate: 0.1, ForgeRate: 0.15, ReplayRate: 0.05, MaxDelay: time.Millisecond}
+	f := WebhookFaults{DropRate: 0.2, DuplicateRate: 0.1, ForgeRate: 0.15, ReplayRate: 0.05, MaxDelay: time.Millisecond, DelayRate: 0.1, InjectRate: 0.02}
 	s, err := New(Config{Seed: 11, Providers: []string{ProviderCoindirect},
 		Webhooks: map[string]WebhookTarget{ProviderCoindirect: {URL: recv.URL + "/webhooks/coindirect", Faults: f}}})
 	if err != nil {
@@ -147,15 +148,15 @@ func TestWebhookFaultRates(t *testing.T) {
 	for i := range n {
 		h.deliver(context.Background(), &hookDelivery{body: fmt.Appendf(nil, `{"n":%d}`, i)}, f)
 	}
+	h.delayed.Wait()
 	c := h.countsNow()
-	if got := received.Load(); got != c.Posts || c.Posts != n-c.Dropped+c.Duplicated+c.Replayed || c.Failed != 0 {
+	if got := received.Load(); got != c.Posts || c.Posts != n-c.Dropped+c.Duplicated+c.Replayed+c.Injected || c.Failed != 0 {
 		t.Fatalf("received %d, counts %+v", got, c)
-	}
-	if c.Delayed != n-c.Dropped {
-		t.Fatalf("delayed %d, want every delivery not dropped (%d)", c.Delayed, n-c.Dropped)
 	}
 	sent := float64(n - c.Dropped)
 	for name, r := range map[string]struct{ got, want float64 }{
+		"injected":   {float64(c.Injected) / n, f.InjectRate},
+		"delayed":    {float64(c.Delayed) / sent, f.DelayRate},
 		"dropped":    {float64(c.Dropped) / n, f.DropRate},
 		"duplicated": {float64(c.Duplicated) / sent, f.DuplicateRate},
 		"forged":     {float64(c.Forged) / sent, f.ForgeRate},
@@ -173,6 +174,7 @@ func TestWebhookFaultRates(t *testing.T) {
 	for i := range n {
 		h2.deliver(context.Background(), &hookDelivery{body: fmt.Appendf(nil, `{"n":%d}`, i)}, f)
 	}
+	h2.delayed.Wait()
 	if c2 := h2.countsNow(); c2 != c {
 		t.Fatalf("same seed: %+v, then %+v", c, c2)
 	}
@@ -233,5 +235,162 @@ func TestWebhookConfigValidated(t *testing.T) {
 		if !bytes.Contains([]byte(err.Error()), []byte(want)) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
+	}
+}
+
+// A delayed delivery is posted from its own goroutine: the deliveries after it are not
+// held back, and Close's cancellation ends it unsent. Without DelayRate every delivery
+// is delayed.
+func TestWebhookDelayHoldsNothingBack(t *testing.T) {
+	got := make(chan string, 4)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b bytes.Buffer
+		b.ReadFrom(r.Body)
+		got <- b.String()
+	}))
+	defer recv.Close()
+	s, err := New(Config{Seed: 5, Providers: []string{ProviderCoindirect},
+		Webhooks: map[string]WebhookTarget{ProviderCoindirect: {URL: recv.URL}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	h := s.byID[ProviderCoindirect].hook
+	ctx, cancel := context.WithCancel(context.Background())
+	h.deliver(ctx, &hookDelivery{body: []byte("held")}, WebhookFaults{MaxDelay: time.Hour, DelayRate: 1})
+	h.deliver(ctx, &hookDelivery{body: []byte("next")}, WebhookFaults{MaxDelay: time.Hour, DelayRate: 1e-9})
+	if first := <-got; first != "next" {
+		t.Fatalf("first delivery received %q, want the undelayed one", first)
+	}
+	cancel()
+	h.delayed.Wait()
+	if c := h.countsNow(); c.Delayed != 1 || c.Posts != 1 || len(got) != 0 {
+		t.Fatalf("counts %+v, %d more received; want the delayed delivery unsent", c, len(got))
+	}
+
+	for range 50 {
+		h.deliver(ctx, &hookDelivery{body: []byte("x")}, WebhookFaults{MaxDelay: time.Hour})
+	}
+	h.delayed.Wait()
+	if c := h.countsNow(); c.Delayed != 51 {
+		t.Fatalf("delayed %d of 50 more deliveries with no delay_rate, want every one", c.Delayed-1)
+	}
+}
+
+// Record reports every delivery with the item and status it carries, which match the
+// truth's transition; watcher's listener accepts the changes, refuses the injected
+// deliveries as bad signatures, a duplicate as a replay, and a replay presented as old
+// as stale (Stripe) or as a replay (Coindirect, Circle); only the changes are hinted.
+func TestWebhookRecords(t *testing.T) {
+	cases := []struct{ provider, initial, first, final, idField, replayAnswer string }{
+		{ProviderStripe, "initialized", "requires_payment", "fulfillment_complete", "id", webhook.ResultStale},
+		{ProviderCoindirect, "PENDING", "PROCESSING", "COMPLETE", "uuid", webhook.ResultReplayed},
+		{ProviderCPN, "CREATED", "CRYPTO_FUNDS_PENDING", "COMPLETED", "id", webhook.ResultReplayed},
+	}
+	for _, c := range cases {
+		t.Run(c.provider, func(t *testing.T) {
+			records := make(chan WebhookDelivery, 64)
+			rec := &hintRecorder{}
+			var simURL string
+			var handler http.Handler
+			var once sync.Once
+			recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				once.Do(func() {
+					v, err := webhook.Verifiers[c.provider](provider.Settings{Name: "src", BaseURL: simURL, Values: map[string]string{
+						"webhook_secret": map[string]string{ProviderStripe: DefaultStripeWebhookSecret, ProviderCoindirect: DefaultCoindirectWebhookSecret}[c.provider],
+						"api_key":        DefaultCircleCPNKey}}, &provider.Client{BaseURL: simURL})
+					if err != nil {
+						t.Error(err)
+					}
+					handler = webhook.NewHandler(webhook.Options{Verifiers: map[string]webhook.Verifier{"src": v},
+						Target: func(string) webhook.Hinter { return rec }})
+				})
+				handler.ServeHTTP(w, r)
+			}))
+			defer recv.Close()
+			f := WebhookFaults{InjectRate: 1, DuplicateRate: 1, ReplayRate: 1, ReplayAge: 10 * time.Minute}
+			s, err := New(Config{Seed: 9, Providers: []string{c.provider}, TruthLimit: 100,
+				Webhooks: map[string]WebhookTarget{c.provider: {URL: recv.URL + "/webhooks/src", Faults: f,
+					Record: func(d WebhookDelivery) { records <- d }}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			srv := httptest.NewServer(s.Handler())
+			defer srv.Close()
+			simURL = srv.URL
+			item := adminPost(t, srv.URL+"/_sim/items/"+c.provider, `{"status":"`+c.initial+`"}`)
+			id, _ := item[c.idField].(string)
+			// Each change: injected, change, duplicate; the second also a replay of the first.
+			var got []WebhookDelivery
+			for i, st := range []string{c.first, c.final} {
+				adminPost(t, srv.URL+"/_sim/items/"+c.provider+"/"+id+"/status", `{"status":"`+st+`"}`)
+				for range 3 + i {
+					select {
+					case d := <-records:
+						got = append(got, d)
+					case <-time.After(10 * time.Second):
+						t.Fatalf("after change %d: %d records: %+v", i+1, len(got), got)
+					}
+				}
+			}
+			truth := s.Truth()
+			kinds := map[string]int{}
+			for _, d := range got {
+				kinds[d.Kind]++
+				if d.Provider != c.provider || d.Dropped || d.Sent.IsZero() {
+					t.Errorf("record %+v", d)
+				}
+				switch d.Kind {
+				case WebhookChange, WebhookDuplicate:
+					want := map[string]string{WebhookChange: webhook.ResultAccepted, WebhookDuplicate: webhook.ResultReplayed}[d.Kind]
+					if d.ID != id || d.Forged || d.Answer != want {
+						t.Errorf("%s record %+v: want item %s, answer %s", d.Kind, d, id, want)
+					}
+					if !slices.ContainsFunc(truth, func(tr Transition) bool {
+						return tr.ID == id && tr.ParentID == "" && !tr.At.After(d.Rendered) && tr.To == d.Status && tr.ToAddendum == d.Addendum
+					}) {
+						t.Errorf("%s record carries %s+%s, which no transition of the truth by %s reached: %+v", d.Kind, d.Status, d.Addendum, d.Rendered, truth)
+					}
+				case WebhookReplay:
+					if d.ID != id || d.Status != c.first || d.Answer != c.replayAnswer || d.Stale != (c.provider == ProviderStripe) {
+						t.Errorf("replay record %+v: want the first change's delivery, answer %s", d, c.replayAnswer)
+					}
+				case WebhookInjected:
+					if !d.Forged || d.Answer != webhook.ResultBadSignature {
+						t.Errorf("injected record %+v: want forged, answer %s", d, webhook.ResultBadSignature)
+					}
+					if d.MadeUp == (d.ID == id) {
+						t.Errorf("injected record %+v names item %s: made up %v", d, d.ID, d.MadeUp)
+					}
+					if !d.MadeUp && (d.Status == c.first || !slices.Contains(simulatedProviders[s.byID[c.provider].idx].final, d.Status)) {
+						t.Errorf("injected record %+v on the real item claims %s, want another final status", d, d.Status)
+					}
+					if d.MadeUp {
+						s.mu.RLock()
+						_, exists := s.byID[c.provider].lookup(d.ID)
+						s.mu.RUnlock()
+						if exists {
+							t.Errorf("made-up id %s names an item", d.ID)
+						}
+					}
+				}
+			}
+			var changed []string
+			for _, d := range got {
+				if d.Kind == WebhookChange {
+					changed = append(changed, d.Status)
+				}
+			}
+			if fmt.Sprint(changed) != fmt.Sprint([]string{c.first, c.final}) {
+				t.Errorf("changes delivered %v, want [%s %s]", changed, c.first, c.final)
+			}
+			if kinds[WebhookChange] != 2 || kinds[WebhookDuplicate] != 2 || kinds[WebhookReplay] != 1 || kinds[WebhookInjected] != 2 {
+				t.Errorf("records by kind %v", kinds)
+			}
+			if h := rec.got(); len(h) != 2 || h[0] != id || h[1] != id {
+				t.Errorf("hints %v, want the two changes of %s", h, id)
+			}
+		})
 	}
 }

@@ -300,7 +300,8 @@ stripe_crypto_onramp_sessions, coindirect_payments.
 Example: watcher sim --quirk coindirect_payments:oldest_first --quirk circle_cpn_payments:page_cap=3
 
 Webhooks: --webhook PROVIDER=URL (or the scenario file's webhooks: {PROVIDER: {url, secret,
-faults: {drop_rate, duplicate_rate, max_delay, reorder, forge_rate, replay_rate}}}) makes
+faults: {drop_rate, duplicate_rate, max_delay, delay_rate, reorder, forge_rate, replay_rate,
+replay_age, inject_rate}}}) makes
 the simulator POST that provider's signed webhook to URL for every status change
 (stripe_crypto_onramp_sessions, coindirect_payments, circle_cpn_payments).
 
