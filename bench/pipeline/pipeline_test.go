@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,25 +204,5 @@ func TestBurst(t *testing.T) {
 	}
 	if md := r.Markdown("watcher bench -burst 3000"); !strings.Contains(md, "snapshot only") {
 		t.Errorf("markdown:\n%s", md)
-	}
-}
-
-func TestSoak(t *testing.T) {
-	dir := t.TempDir()
-	r, err := RunSoak(t.Context(), SoakOptions{Dir: dir, Duration: 3 * time.Second, Items: 300, Rate: 30, PageSize: 100, Every: time.Second, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(r.Samples) < 3 || r.Samples[len(r.Samples)-1].Events < 60 || r.Samples[0].RSSAnon == 0 || r.Samples[0].File == 0 {
-		t.Fatalf("samples %+v", r.Samples)
-	}
-	for _, f := range []string{r.CSV, r.SVG} {
-		b, err := os.ReadFile(f)
-		if err != nil || len(b) == 0 {
-			t.Errorf("%s: %v", f, err)
-		}
-	}
-	if b, _ := os.ReadFile(r.CSV); !strings.HasPrefix(string(b), "seconds,rss_anon_bytes") {
-		t.Errorf("csv starts %q", b[:min(len(b), 40)])
 	}
 }

@@ -3,282 +3,197 @@ package pipeline
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/csv"
 	"fmt"
 	"io"
-	"log/slog"
+	"math"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/payments-watcher/watcher/diff"
-	"github.com/payments-watcher/watcher/publish"
 )
 
-// SoakOptions configure RunSoak.
-type SoakOptions struct {
-	// Dir holds the run's state file, NATS store, soak.csv and soak.svg.
-	Dir string
-	// Duration is how long the load runs.
-	Duration time.Duration
-	// Items is the number of tracked items; Rate how many of them change each second
-	// (each change an event).
-	Items, Rate int
-	// PageSize is the number of items per page.
-	PageSize int
-	// Every is the interval between samples.
-	Every time.Duration
-	// Seed makes the items reproducible.
-	Seed uint64
-	// Progress receives a line per sample; nil discards them.
-	Progress io.Writer
+// Series is a table of samples taken over time, as the soak benchmark
+// (bench/footprint) records them: Columns name the values of each row, the first
+// being the seconds since the start. NaN marks a value that was not measured (a
+// metric the process does not export); it is blank in the CSV and a gap in the chart.
+type Series struct {
+	// Label names the series in a chart that shows several.
+	Label   string
+	Columns []string
+	Rows    [][]float64
 }
 
-// SoakSample is the process and its state file at one moment of a soak run.
-type SoakSample struct {
-	At time.Duration // since the start
-	// RSSAnon and RSSFile are the resident anonymous and file-backed memory (the
-	// mapped state file among it), from /proc/self/status.
-	RSSAnon, RSSFile uint64
-	Heap             uint64 // Go heap in use (runtime.MemStats.HeapInuse)
-	Goroutines       int
-	FDs              int // open file descriptors
-	// File and Free are the state file's size and free pages; Retained the size of
-	// the retained acknowledged events.
-	File, Free, Retained int64
-	Events               int64 // acknowledged so far
+// Panel is one chart of an SVG picture: a title, the divisor that turns values into
+// the title's unit, and the columns (indexes into Series.Columns) drawn in it.
+type Panel struct {
+	Title string
+	Unit  float64
+	Cols  []int
 }
 
-// SoakReport is what RunSoak measured.
-type SoakReport struct {
-	Machine Machine
-	NATS    publish.Config
-	Options SoakOptions
-	Samples []SoakSample
-	// CSV and SVG are the files written.
-	CSV, SVG string
-}
-
-// RunSoak runs the pipeline (poller, state file, publisher, embedded NATS server with
-// the daemon's default settings) under a steady load of o.Rate events a second for
-// o.Duration, sampling the process and the state file every o.Every, then writes the
-// samples to soak.csv and a chart to soak.svg in o.Dir.
-func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
-	if o.Dir == "" || o.Duration <= 0 || o.Items < 1 || o.Rate < 1 || o.Rate > o.Items || o.PageSize < 1 || o.Every <= 0 {
-		return nil, fmt.Errorf("soak options: dir %q, duration %s, items %d, rate %d (at most items), page size %d and sample interval %s must be set",
-			o.Dir, o.Duration, o.Items, o.Rate, o.PageSize, o.Every)
-	}
-	log := slog.New(slog.DiscardHandler)
-	ncfg, err := daemonNATS()
-	if err != nil {
-		return nil, err
-	}
-	ncfg = withStream(ncfg, "SOAK", "soak")
-	r := &SoakReport{Machine: machine(), NATS: ncfg, Options: o}
-	_, js, stop, err := startNATS(ncfg, filepath.Join(o.Dir, "nats"), log)
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
-	f, err := startFlow(ctx, filepath.Join(o.Dir, "soak.db"), js, ncfg, o.PageSize, log)
-	if err != nil {
-		return nil, err
-	}
-	defer f.close()
-	if err := r.load(ctx, f, o); err != nil {
-		return nil, err
-	}
-	r.CSV, r.SVG = filepath.Join(o.Dir, "soak.csv"), filepath.Join(o.Dir, "soak.svg")
-	if err := os.WriteFile(r.CSV, r.csv(), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(r.SVG, r.svg(), 0o644); err != nil {
-		return nil, err
-	}
-	return r, nil
-}
-
-// load runs a cycle a second, each changing o.Rate items, and samples every o.Every.
-func (r *SoakReport) load(ctx context.Context, f *flow, o SoakOptions) error {
-	set := newItemSet(o.Seed, o.Items, time.Now())
-	if _, err := f.cycle(ctx, set.round(o.PageSize, func(i int) diff.Status { return set.status[i] }), 0); err != nil {
-		return fmt.Errorf("soak: baseline: %w", err)
-	}
-	every := max(o.Items/o.Rate, 1)
-	start := time.Now()
-	next := start
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for round := 0; time.Since(start) < o.Duration; round++ {
-		pages, changed := set.next(o.PageSize, every, round)
-		if _, err := f.cycle(ctx, pages, changed); err != nil {
-			return fmt.Errorf("soak: cycle %d: %w", round, err)
-		}
-		if !time.Now().Before(next) {
-			if err := r.sample(ctx, f, start, o.Progress); err != nil {
-				return err
-			}
-			next = next.Add(o.Every)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-	return r.sample(ctx, f, start, o.Progress)
-}
-
-// sample appends a sample of the process and the state file.
-func (r *SoakReport) sample(ctx context.Context, f *flow, start time.Time, progress io.Writer) error {
-	s := SoakSample{At: time.Since(start).Round(time.Second), Goroutines: runtime.NumGoroutine(), Events: f.acks.acked.Load()}
-	s.RSSAnon, s.RSSFile = rss()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	s.Heap = ms.HeapInuse
-	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
-		s.FDs = len(fds)
-	}
-	var err error
-	if s.File, s.Free, err = f.store.FileStats(); err != nil {
-		return err
-	}
-	if s.Retained, err = f.store.RetainedBytes(ctx); err != nil {
-		return err
-	}
-	r.Samples = append(r.Samples, s)
-	if progress != nil {
-		fmt.Fprintf(progress, "%s  soak %s: rss anon %s file %s, heap %s, %d goroutines, %d fds, state file %s (free %s), retained %s, %d events\n",
-			time.Now().UTC().Format("15:04:05"), s.At, mibs(int64(s.RSSAnon)), mibs(int64(s.RSSFile)), mibs(int64(s.Heap)), s.Goroutines, s.FDs,
-			mibs(s.File), mibs(s.Free), mibs(s.Retained), s.Events)
-	}
-	return nil
-}
-
-// rss returns RssAnon and RssFile of /proc/self/status, in bytes; zeros elsewhere.
-func rss() (anon, file uint64) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, 0
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 {
-			continue
-		}
-		n, _ := strconv.ParseUint(f[0], 10, 64)
-		switch k {
-		case "RssAnon":
-			anon = n * 1024
-		case "RssFile":
-			file = n * 1024
-		}
-	}
-	return anon, file
-}
-
-// soakColumns are the CSV's columns and the chart's series.
-var soakColumns = []string{"seconds", "rss_anon_bytes", "rss_file_bytes", "heap_inuse_bytes", "goroutines", "open_fds",
-	"state_file_bytes", "state_free_pages_bytes", "retained_bytes", "events"}
-
-func (s SoakSample) values() []float64 {
-	return []float64{s.At.Seconds(), float64(s.RSSAnon), float64(s.RSSFile), float64(s.Heap), float64(s.Goroutines), float64(s.FDs),
-		float64(s.File), float64(s.Free), float64(s.Retained), float64(s.Events)}
-}
-
-func (r *SoakReport) csv() []byte {
+// CSV renders the series with a header line; NaN values are empty fields.
+func (s Series) CSV() []byte {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
-	_ = w.Write(soakColumns)
-	for _, s := range r.Samples {
-		row := make([]string, 0, len(soakColumns))
-		for _, v := range s.values() {
-			row = append(row, strconv.FormatFloat(v, 'f', -1, 64))
+	_ = w.Write(s.Columns)
+	for _, row := range s.Rows {
+		rec := make([]string, len(row))
+		for i, v := range row {
+			if !math.IsNaN(v) {
+				rec[i] = strconv.FormatFloat(v, 'f', -1, 64)
+			}
 		}
-		_ = w.Write(row)
+		_ = w.Write(rec)
 	}
 	w.Flush()
 	return b.Bytes()
 }
 
-// soakPanels group the series of the chart: a title, a unit divisor and the columns.
-var soakPanels = []struct {
-	title string
-	unit  float64
-	cols  []int
-}{
-	{"RSS, MiB (anon, file)", 1 << 20, []int{1, 2}},
-	{"Go heap in use, MiB", 1 << 20, []int{3}},
-	{"goroutines, open fds", 1, []int{4, 5}},
-	{"state file, free pages, MiB", 1 << 20, []int{6, 7}},
-	{"retained events, MiB", 1 << 20, []int{8}},
+// ReadSeries parses what Series.CSV wrote: a header line, then rows of numbers or
+// empty fields (NaN). Label is left for the caller to set.
+func ReadSeries(r io.Reader) (Series, error) {
+	recs, err := csv.NewReader(r).ReadAll()
+	if err != nil {
+		return Series{}, err
+	}
+	if len(recs) == 0 {
+		return Series{}, fmt.Errorf("no header line")
+	}
+	s := Series{Columns: recs[0]}
+	for n, rec := range recs[1:] {
+		row := make([]float64, len(rec))
+		for i, f := range rec {
+			if f == "" {
+				row[i] = math.NaN()
+				continue
+			}
+			if row[i], err = strconv.ParseFloat(f, 64); err != nil {
+				return Series{}, fmt.Errorf("line %d, column %s: %q is not a number", n+2, s.Columns[i], f)
+			}
+		}
+		s.Rows = append(s.Rows, row)
+	}
+	return s, nil
 }
 
-var soakColors = []string{"#1f77b4", "#d62728"}
+var chartColors = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd"}
 
-// svg renders each panel's series over time, each panel scaled from 0 to its
-// largest value.
-func (r *SoakReport) svg() []byte {
-	const w, h, left, top = 900, 140, 60, 30
+// chartDashes tell the runs of a picture apart: the first solid, the next dashed.
+var chartDashes = []string{"", "6,4", "2,3"}
+
+// SVG draws panels, one under the other, each with the columns it names for every
+// run: a column's colour is its place in the panel, a run's dash pattern its place
+// among runs. Each panel is scaled from 0 to its largest value over all runs and the
+// time axis to the longest run. Column names and run labels make the legend.
+func SVG(panels []Panel, runs ...Series) []byte {
+	const w, h, left, top = 900, 140, 60, 46
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n",
-		w+left+20, len(soakPanels)*(h+top)+20)
+		w+left+20, len(panels)*(h+top)+20)
 	end := 1.0
-	if n := len(r.Samples); n > 0 {
-		end = max(r.Samples[n-1].At.Seconds(), 1)
+	for _, r := range runs {
+		if n := len(r.Rows); n > 0 {
+			end = max(end, r.Rows[n-1][0])
+		}
 	}
-	for i, p := range soakPanels {
+	for i, p := range panels {
 		y0 := i*(h+top) + top
 		peak := 0.0
-		for _, s := range r.Samples {
-			for _, c := range p.cols {
-				peak = max(peak, s.values()[c]/p.unit)
+		for _, r := range runs {
+			for _, row := range r.Rows {
+				for _, c := range p.Cols {
+					if c < len(row) && !math.IsNaN(row[c]) {
+						peak = max(peak, row[c]/p.Unit)
+					}
+				}
 			}
 		}
 		peak = max(peak, 1)
-		fmt.Fprintf(&b, `<text x="%d" y="%d">%s (peak %.1f; %s)</text>`+"\n", left, y0-8, p.title, peak, time.Duration(end)*time.Second)
-		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#999"/>`+"\n", left, y0, w, h)
-		for j, c := range p.cols {
-			var pts []string
-			for _, s := range r.Samples {
-				x := float64(left) + s.At.Seconds()/end*w
-				y := float64(y0+h) - s.values()[c]/p.unit/peak*h
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s (peak %.1f; %s)</text>`+"\n", left, y0-24, p.Title, peak, time.Duration(end)*time.Second)
+		x := left
+		for ri, r := range runs {
+			for j, c := range p.Cols {
+				name := ""
+				if len(runs) > 0 && c < len(runs[0].Columns) {
+					name = runs[0].Columns[c]
+				}
+				if r.Label != "" {
+					name = r.Label + " " + name
+				}
+				fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2" stroke-dasharray="%s"/>`+"\n",
+					x, y0-10, x+20, y0-10, chartColors[j%len(chartColors)], chartDashes[ri%len(chartDashes)])
+				fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+24, y0-6, name)
+				x += 34 + 7*len(name)
 			}
-			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", soakColors[j%len(soakColors)], strings.Join(pts, " "))
+		}
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#999"/>`+"\n", left, y0, w, h)
+		for ri, r := range runs {
+			for j, c := range p.Cols {
+				// A NaN ends a line; the next value starts another.
+				var pts []string
+				flush := func() {
+					if len(pts) > 0 {
+						fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" stroke-dasharray="%s" points="%s"/>`+"\n",
+							chartColors[j%len(chartColors)], chartDashes[ri%len(chartDashes)], strings.Join(pts, " "))
+					}
+					pts = pts[:0]
+				}
+				for _, row := range r.Rows {
+					if c >= len(row) || math.IsNaN(row[c]) {
+						flush()
+						continue
+					}
+					px := float64(left) + row[0]/end*w
+					py := float64(y0+h) - row[c]/p.Unit/peak*h
+					pts = append(pts, fmt.Sprintf("%.1f,%.1f", px, py))
+				}
+				flush()
+			}
 		}
 	}
 	b.WriteString("</svg>\n")
 	return []byte(b.String())
 }
 
-// Markdown renders the report: the run, then the first, middle and last samples.
-func (r *SoakReport) Markdown(command string) string {
-	var b strings.Builder
-	m, o := r.Machine, r.Options
-	fmt.Fprintf(&b, "Command: `%s`. Machine: %d CPUs (%s), %.1f GiB RAM, %s, %s.\n\n", command, m.CPUs, m.Model, float64(m.RAM)/(1<<30), m.Go, m.Arch)
-	fmt.Fprintf(&b, "%d tracked items, %d of them changing each second (an event each), for %s; the daemon's default `nats:` settings (`retain_acked` %s, `retain_acked_max_bytes` %s). The process includes the embedded NATS server. Samples in %s and %s.\n\n",
-		o.Items, o.Rate, o.Duration, r.NATS.RetainAcked, mibs(r.NATS.RetainAckedMaxBytes), filepath.Base(r.CSV), filepath.Base(r.SVG))
-	b.WriteString("| at | RSS anon | RSS file | heap | goroutines | fds | state file | free pages | retained | events |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	n := len(r.Samples)
-	last := -1
-	for _, i := range []int{0, n / 4, n / 2, 3 * n / 4, n - 1} {
-		if i <= last || i >= n {
+// ThisMachine describes the machine the benchmark runs on.
+func ThisMachine() Machine { return machine() }
+
+// ProcRSS returns RssAnon and RssFile of process pid (0: this process) from
+// /proc/PID/status, in bytes.
+func ProcRSS(pid int) (anon, file uint64, err error) {
+	path := "/proc/self/status"
+	if pid != 0 {
+		path = "/proc/" + strconv.Itoa(pid) + "/status"
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	var seen int
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (k != "RssAnon" && k != "RssFile") {
 			continue
 		}
-		last = i
-		s := r.Samples[i]
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %d | %s | %s | %s | %d |\n", s.At, mibs(int64(s.RSSAnon)), mibs(int64(s.RSSFile)), mibs(int64(s.Heap)),
-			s.Goroutines, s.FDs, mibs(s.File), mibs(s.Free), mibs(s.Retained), s.Events)
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, 0, fmt.Errorf("%s: %s %q is not a size in kB", path, k, strings.TrimSpace(v))
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %s %q is not a size in kB", path, k, strings.TrimSpace(v))
+		}
+		if k == "RssAnon" {
+			anon = n * 1024
+		} else {
+			file = n * 1024
+		}
+		seen++
 	}
-	return b.String()
+	if seen != 2 {
+		return 0, 0, fmt.Errorf("%s has no RssAnon and RssFile lines", path)
+	}
+	return anon, file, nil
 }

@@ -9,7 +9,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/payments-watcher/watcher/bench/mdsection"
 	"github.com/payments-watcher/watcher/bench/pipeline"
@@ -41,11 +40,6 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	section := fs.String("section", "pipeline", "`name` of the generated section in the -out file")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file`")
 	burst := fs.Int("burst", 0, "instead of the steps, run one cycle of this many first-sight events with the default retention, then compact the state file (0: off)")
-	soak := pipeline.SoakOptions{Items: 3000, Rate: 100, Every: 10 * time.Second}
-	fs.DurationVar(&soak.Duration, "soak", 0, "instead of the steps, run a steady load for this `duration`, sampling memory, goroutines, fds and the state file into soak.csv and soak.svg in -dir (0: off)")
-	fs.IntVar(&soak.Items, "soak-items", soak.Items, "tracked items of the soak run")
-	fs.IntVar(&soak.Rate, "soak-rate", soak.Rate, "items changed (events) per second in the soak run")
-	fs.DurationVar(&soak.Every, "soak-every", soak.Every, "interval between the soak run's samples")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -93,13 +87,6 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	var md string
 	switch {
-	case soak.Duration > 0:
-		soak.Dir, soak.PageSize, soak.Seed, soak.Progress = o.Dir, o.PageSize, uint64(o.Seed), stderr
-		r, err := pipeline.RunSoak(ctx, soak)
-		if err != nil {
-			return err
-		}
-		md = r.Markdown(command)
 	case *burst > 0:
 		r, err := pipeline.RunBurst(ctx, pipeline.BurstOptions{Dir: o.Dir, Items: *burst, PageSize: o.PageSize, Seed: uint64(o.Seed), Progress: stderr})
 		if err != nil {
