@@ -44,6 +44,10 @@ type options struct {
 	Rate    float64
 	History int
 	Seed    int64
+	// Burst, when above 0, replaces History: the simulator starts with Burst items
+	// per provider, each a first-sight event (baseline: emit) the daemon publishes at
+	// once, so that the run shows the state file after a burst.
+	Burst int
 	// Watcher is the daemon binary measured; "" builds the current tree's.
 	Watcher string
 	// NATSServer is the nats-server binary; "" builds it from the module's dependency.
@@ -75,13 +79,14 @@ func main() {
 var errUsage = errors.New("bad command line")
 
 func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	o := options{Every: 10 * time.Second, Rate: 2, History: 200, Seed: 1, Label: "current", Progress: stderr}
+	o := options{Every: 10 * time.Second, Rate: 4, History: 200, Seed: 1, Label: "current", Progress: stderr}
 	fs := flag.NewFlagSet("footprint", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&o.Soak, "soak", 0, "how long the daemon runs under load (required unless -compare)")
 	fs.DurationVar(&o.Every, "every", o.Every, "interval between samples")
 	fs.Float64Var(&o.Rate, "rate", o.Rate, "new items per second per provider (the simulator's --rate)")
 	fs.IntVar(&o.History, "history", o.History, "items per provider that exist when the simulator starts")
+	fs.IntVar(&o.Burst, "burst", 0, "start the simulator with this many items per provider instead of -history, a burst of first sights (0: off)")
 	fs.Int64Var(&o.Seed, "seed", o.Seed, "scenario seed of the simulator (the same seed gives the same load)")
 	fs.StringVar(&o.Watcher, "watcher", "", "daemon `binary` to measure (default: build the current tree's ./cmd/watcher)")
 	fs.StringVar(&o.NATSServer, "nats-server", "", "nats-server `binary` (default: build github.com/nats-io/nats-server/v2 from the module cache)")
@@ -104,8 +109,12 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *compare != "" {
 		return compareRuns(strings.Split(*compare, ","), strings.Split(*labels, ","), *svgOut)
 	}
-	if o.Soak <= 0 || o.Every <= 0 || o.Rate <= 0 || o.History < 0 {
-		return fmt.Errorf("%w: -soak %s, -every %s and -rate %g must be positive, -history %d not negative", errUsage, o.Soak, o.Every, o.Rate, o.History)
+	if o.Soak <= 0 || o.Every <= 0 || o.Rate <= 0 || o.History < 0 || o.Burst < 0 {
+		return fmt.Errorf("%w: -soak %s, -every %s and -rate %g must be positive, -history %d and -burst %d not negative",
+			errUsage, o.Soak, o.Every, o.Rate, o.History, o.Burst)
+	}
+	if o.Burst > 0 {
+		o.History = o.Burst
 	}
 	if o.Dir == "" {
 		d, err := os.MkdirTemp("", "watcher-footprint-")

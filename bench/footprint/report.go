@@ -82,6 +82,9 @@ func (r *report) Markdown() string {
 		"Five sources polled every %s, open items re-read every %s (`open_refresh`), `rate_limit` %d, `baseline: emit`; `nats.retain_acked` at its default (%s)%s. "+
 		"Samples every %s in %s and %s.\n\n",
 		o.Seed, o.Rate, o.History, pollInterval, openRefresh, rateLimit, r.RetainAcked, admin, o.Every, filepath.Base(r.CSV), filepath.Base(r.SVG))
+	if o.Burst > 0 {
+		fmt.Fprintf(&b, "A burst: the simulator starts with %d items per provider, each a first sight the daemon publishes at once (`baseline: emit`).\n\n", o.Burst)
+	}
 	b.WriteString("| at | RSS anon | RSS file | heap | goroutines | fds | state file | free pages | retained | stream | messages |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	n := len(r.Series.Rows)
 	last := -1
@@ -101,6 +104,13 @@ func (r *report) Markdown() string {
 			fmt.Fprintf(&b, "\n%.0f events a second reached the stream on average; the daemon used %.0f%% of one CPU.\n",
 				(end[colStreamMsgs]-nanZero(first[colStreamMsgs]))/secs, (end[colCPU]-first[colCPU])/secs*100)
 		}
+	}
+	if n > 0 {
+		var file, rss, heap float64
+		for _, row := range r.Series.Rows {
+			file, rss, heap = maxMeasured(file, row[colStateFile]), maxMeasured(rss, row[colRSSAnon]+row[colRSSFile]), maxMeasured(heap, row[colHeap])
+		}
+		fmt.Fprintf(&b, "\nPeaks: state file %s, RSS %s (anon + file), heap %s.\n", mib(file), mib(rss), mib(heap))
 	}
 	fmt.Fprintf(&b, "\nTarget: level off within `retain_acked` plus %d sample intervals, then stay within %.0f%% of that level.\n\n", settleIntervals, flatTolerance*100)
 	b.WriteString("| series | from | level | min | max | held |\n|---|---|---|---|---|---|\n")
@@ -127,4 +137,12 @@ func nanZero(v float64) float64 {
 		return 0
 	}
 	return v
+}
+
+// maxMeasured is max that ignores a value not measured (NaN) in v.
+func maxMeasured(m, v float64) float64 {
+	if math.IsNaN(v) {
+		return m
+	}
+	return max(m, v)
 }
