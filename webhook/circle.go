@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/payments-watcher/watcher/poller/provider"
 )
 
@@ -37,6 +39,13 @@ const (
 	circleKeyRetry = time.Minute
 	// circleMaxKeys bounds the cache; Circle rotates its keys rarely.
 	circleMaxKeys = 64
+	// circleFetchBurst fetches of keys not cached may be made at once, then one every
+	// circleFetchEvery: deliveries naming key ids Circle never issued, each a new id,
+	// cannot make watcher call Circle (with the source's api_key, whose rate limit
+	// polling shares) at their rate. A delivery whose key would need a fetch beyond
+	// that is answered ErrKeyUnavailable, and Circle retries it.
+	circleFetchBurst = 5
+	circleFetchEvery = 10 * time.Second
 )
 
 var circleKeyID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
@@ -45,8 +54,9 @@ type circleVerifier struct {
 	client *provider.Client
 	apiKey string
 
-	mu   sync.Mutex
-	keys map[string]*circleKey
+	mu      sync.Mutex
+	keys    map[string]*circleKey
+	fetches *rate.Limiter // the fetches of keys not cached, on the deliveries' clock
 }
 
 // circleKey is one key id's fetch: done is closed when pub or err is set.
@@ -62,7 +72,8 @@ func newCircleCPN(s provider.Settings, c *provider.Client) (Verifier, error) {
 	if key == "" || c == nil {
 		return nil, ErrNotConfigured
 	}
-	return &circleVerifier{client: c, apiKey: key, keys: map[string]*circleKey{}}, nil
+	return &circleVerifier{client: c, apiKey: key, keys: map[string]*circleKey{},
+		fetches: rate.NewLimiter(rate.Every(circleFetchEvery), circleFetchBurst)}, nil
 }
 
 // Verify accepts a delivery signed by the key it names. It names the payment of a
@@ -115,9 +126,10 @@ func (v *circleVerifier) Verify(ctx context.Context, d Delivery) (Verified, erro
 }
 
 // key returns the public key of id: cached, or fetched once (concurrent deliveries
-// share the fetch). It waits for a fetch at most circleKeyWait; ErrKeyUnavailable
-// then, or while a failed fetch is remembered. A key that does not exist at Circle is
-// ErrBadSignature.
+// share the fetch) when the fetch budget allows. It waits for a fetch at most
+// circleKeyWait; ErrKeyUnavailable then, when the budget is spent, or while a failed
+// fetch other than a 404 is remembered. A key that does not exist at Circle (404) is
+// ErrBadSignature, remembered for circleKeyRetry.
 func (v *circleVerifier) key(ctx context.Context, id string, now time.Time) (*ecdsa.PublicKey, error) {
 	v.mu.Lock()
 	k, ok := v.keys[id]
@@ -129,6 +141,10 @@ func (v *circleVerifier) key(ctx context.Context, id string, now time.Time) (*ec
 		}
 	}
 	if !ok {
+		if !v.fetches.AllowN(now, 1) {
+			v.mu.Unlock()
+			return nil, fmt.Errorf("%w: key %s not fetched, too many keys fetched lately", ErrKeyUnavailable, id)
+		}
 		if len(v.keys) >= circleMaxKeys {
 			v.evictFailed()
 		}

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -392,4 +393,52 @@ func TestCircleHintReadsTheItemWithACachedKey(t *testing.T) {
 	body = notification(5, "cpn.payment.completed", "item-1")
 	code, res = post(t, r.url, map[string]string{"X-Circle-Key-Id": "key-1", "X-Circle-Signature": keys.sign(t, priv, body)}, body)
 	expect(t, "retry", code, res, 200, webhook.ResultReplayed)
+}
+
+// Deliveries naming key ids Circle never issued cannot make watcher call Circle at
+// their rate: fetches of keys not cached are limited to a burst of 5, then one every
+// 10s; a delivery beyond that is answered key_unavailable (503, Circle retries) without
+// a request, and a cached key verifies as before.
+func TestCircleKeyFetchesAreLimited(t *testing.T) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keys := &circleKeys{priv: priv, id: "key-1"}
+	api := httptest.NewServer(keys)
+	defer api.Close()
+	client := provider.NewClient(provider.ClientOptions{BaseURL: api.URL})
+	v, err := webhook.Verifiers["circle_cpn_payments"](provider.Settings{BaseURL: api.URL, Values: map[string]string{"api_key": "circle-key"}}, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"subscriptionId":"s","notificationId":"n-1","notificationType":"cpn.payment.completed","notification":{"id":"item-1"},"version":2}`)
+	verify := func(keyID string, at time.Time) error {
+		_, err := v.Verify(t.Context(), webhook.Delivery{Body: body, Now: at,
+			Header: http.Header{"X-Circle-Key-Id": {keyID}, "X-Circle-Signature": {keys.sign(t, priv, body)}}})
+		return err
+	}
+	now := time.Date(2026, 12, 5, 1, 0, 0, 0, time.UTC)
+	if err := verify("key-1", now); err != nil {
+		t.Fatalf("the issued key: %v", err)
+	}
+	var refused, putOff int
+	for i := range 100 {
+		err := verify(fmt.Sprintf("made-up-%d", i), now.Add(time.Duration(i)*time.Millisecond))
+		switch {
+		case errors.Is(err, webhook.ErrBadSignature):
+			refused++
+		case errors.Is(err, webhook.ErrKeyUnavailable):
+			putOff++
+		default:
+			t.Fatalf("made-up key id %d: %v, want a bad signature or the key unavailable", i, err)
+		}
+	}
+	if n := keys.fetches.Load(); n != 5 || refused != 4 || putOff != 96 {
+		t.Fatalf("100 made-up key ids: %d key fetches in all, %d refused, %d put off; want 5 (the burst, the issued key's included), 4, 96",
+			n, refused, putOff)
+	}
+	if err := verify("key-1", now.Add(time.Second)); err != nil {
+		t.Fatalf("the cached key after made-up ones: %v", err)
+	}
+	if err := verify("made-up-late", now.Add(11*time.Second)); !errors.Is(err, webhook.ErrBadSignature) || keys.fetches.Load() != 6 {
+		t.Fatalf("a made-up key id 11s later: %v after %d fetches, want a bad signature after one more fetch", err, keys.fetches.Load())
+	}
 }
