@@ -232,6 +232,11 @@ func run(ctx context.Context, o options) (r *report, err error) {
 		}
 		r.Series.Rows = append(r.Series.Rows, row)
 		fmt.Fprintln(progress, progressLine(o.Label, row))
+		// The files are current after every sample, to be watched while the run goes
+		// and kept if the harness itself is killed.
+		if err := r.write(); err != nil {
+			return r, err
+		}
 		if time.Since(began) >= o.Soak {
 			break
 		}

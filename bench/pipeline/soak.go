@@ -87,7 +87,9 @@ var chartDashes = []string{"", "6,4", "2,3"}
 // among runs. Each panel is scaled from 0 to its largest value over all runs and the
 // time axis to the longest run. Column names and run labels make the legend.
 func SVG(panels []Panel, runs ...Series) []byte {
-	const w, h, left, top = 900, 140, 60, 46
+	const w, h, left = 900, 140, 60
+	// Above each panel: its title, then a legend line per run.
+	top := 30 + 16*len(runs)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n",
 		w+left+20, len(panels)*(h+top)+20)
@@ -110,20 +112,22 @@ func SVG(panels []Panel, runs ...Series) []byte {
 			}
 		}
 		peak = max(peak, 1)
-		fmt.Fprintf(&b, `<text x="%d" y="%d">%s (peak %.1f; %s)</text>`+"\n", left, y0-24, p.Title, peak, time.Duration(end)*time.Second)
-		x := left
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s (peak %.1f; %s)</text>`+"\n", left, y0-10-16*len(runs), p.Title, peak, time.Duration(end)*time.Second)
 		for ri, r := range runs {
+			y := y0 - 6 - 16*(len(runs)-1-ri)
+			x := left
+			if r.Label != "" {
+				fmt.Fprintf(&b, `<text x="%d" y="%d">%s:</text>`+"\n", x, y, r.Label)
+				x += 14 + 7*len(r.Label)
+			}
 			for j, c := range p.Cols {
 				name := ""
-				if len(runs) > 0 && c < len(runs[0].Columns) {
-					name = runs[0].Columns[c]
-				}
-				if r.Label != "" {
-					name = r.Label + " " + name
+				if c < len(r.Columns) {
+					name = r.Columns[c]
 				}
 				fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2" stroke-dasharray="%s"/>`+"\n",
-					x, y0-10, x+20, y0-10, chartColors[j%len(chartColors)], chartDashes[ri%len(chartDashes)])
-				fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+24, y0-6, name)
+					x, y-4, x+20, y-4, chartColors[j%len(chartColors)], chartDashes[ri%len(chartDashes)])
+				fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", x+24, y, name)
 				x += 34 + 7*len(name)
 			}
 		}

@@ -33,7 +33,7 @@ func TestSVGBreaksLinesAtGapsAndDashesRuns(t *testing.T) {
 	if n := bytes.Count(svg, []byte("<polyline")); n != 3 {
 		t.Errorf("%d polylines, want 3:\n%s", n, svg)
 	}
-	if !bytes.Contains(svg, []byte(`stroke-dasharray="6,4" points=`)) || !bytes.Contains(svg, []byte(">previous free<")) {
+	if !bytes.Contains(svg, []byte(`stroke-dasharray="6,4" points=`)) || !bytes.Contains(svg, []byte(">previous:<")) {
 		t.Errorf("the second run is not dashed or not in the legend:\n%s", svg)
 	}
 }
