@@ -38,10 +38,14 @@ var statuses = diff.Mapping{
 }
 
 // fakeProvider is a provider's list and read by id held in memory; it counts reads.
+// When gate is set, a read by id signals reading (without waiting) and waits for gate
+// to close.
 type fakeProvider struct {
-	mu    sync.Mutex
-	items []diff.Item
-	gets  atomic.Int32
+	mu      sync.Mutex
+	items   []diff.Item
+	gets    atomic.Int32
+	gate    chan struct{}
+	reading chan string
 }
 
 func (f *fakeProvider) add(id, status string, created time.Time) {
@@ -67,8 +71,19 @@ func (f *fakeProvider) Page(context.Context, provider.Request) (provider.Page, e
 	return provider.Page{Items: append([]diff.Item(nil), f.items...)}, nil
 }
 
-func (f *fakeProvider) Get(_ context.Context, id string) (diff.Item, error) {
+func (f *fakeProvider) Get(ctx context.Context, id string) (diff.Item, error) {
 	f.gets.Add(1)
+	if f.gate != nil {
+		select {
+		case f.reading <- id:
+		default:
+		}
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return diff.Item{}, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, it := range f.items {
@@ -268,13 +283,46 @@ func TestStripeRefusals(t *testing.T) {
 		code, res := post(t, r.url, h, c.body)
 		expect(t, c.name, code, res, c.code, c.result)
 	}
-	time.Sleep(50 * time.Millisecond)
-	if n := r.src.gets.Load(); n != 0 {
-		t.Fatalf("refused deliveries made %d reads", n)
+	// Hints are read in order: once a hint sent after them has been read, any read
+	// a refused delivery had queued would have been made.
+	r.src.set("item-1", "done")
+	code, res := post(t, r.url, map[string]string{"Stripe-Signature": fmt.Sprintf("t=%d,v1=%s", now, stripeSign("whsec_a", now, body))}, body)
+	expect(t, "a signed delivery after them", code, res, 202, webhook.ResultAccepted)
+	r.waitEvent(t, "item-1:pending>done")
+	if n := r.src.gets.Load(); n != 1 {
+		t.Fatalf("%d reads, want 1: the signed delivery's alone", n)
 	}
-	if ev := r.events(t); len(ev) != 0 {
-		t.Fatalf("refused deliveries published %v", ev)
+}
+
+// While the poller is reading, a hint of an id already queued is coalesced, and one
+// beyond the queue's 1024 distinct ids is dropped: both are answered 202.
+func TestHintQueueCoalescesAndDrops(t *testing.T) {
+	r := newRig(t, "onramp", stripeVerifier(t, "whsec_a"))
+	r.src.gate, r.src.reading = make(chan struct{}), make(chan string, 1)
+	defer close(r.src.gate)
+	n := 0
+	hint := func(id string) (int, string) {
+		n++ // another event id, so that each delivery is signed differently
+		body := []byte(fmt.Sprintf(`{"id":"evt_%d","object":"event","type":"crypto.onramp_session_updated","data":{"object":{"id":%q}}}`, n, id))
+		now := time.Now().Unix()
+		return post(t, r.url, map[string]string{"Stripe-Signature": fmt.Sprintf("t=%d,v1=%s", now, stripeSign("whsec_a", now, body))}, body)
 	}
+	code, res := hint("item-1")
+	expect(t, "first hint", code, res, 202, webhook.ResultAccepted)
+	if id := <-r.src.reading; id != "item-1" {
+		t.Fatalf("reading %s, want item-1", id)
+	}
+	// The poller is held in the read of item-1: the queue fills.
+	code, res = hint("item-2")
+	expect(t, "queued", code, res, 202, webhook.ResultAccepted)
+	code, res = hint("item-2")
+	expect(t, "queued again", code, res, 202, webhook.ResultCoalesced)
+	for i := range poller.DefaultHintQueue - 1 {
+		code, res = hint(fmt.Sprintf("other-%d", i))
+		expect(t, "filling the queue", code, res, 202, webhook.ResultAccepted)
+	}
+	code, res = hint("one-too-many")
+	expect(t, "queue full", code, res, 202, webhook.ResultDropped)
 }
 
 func TestNotHeldReadsNothing(t *testing.T) {
