@@ -174,9 +174,10 @@ type refreshPlan struct {
 // planRefresh chooses how to read due (sorted most overdue first). Plan k lists the
 // window of the k newest due items, from the creation time of the k-th newest, and
 // reads the other len(due)-k by id; its cost is the window's estimated pages plus those
-// reads. The cheapest plan whose window fits budget wins; on a tie plan 0 (every item by
-// id, always allowed) goes first, then the longer window, which reads more open items
-// for the same requests. Without a Getter the only plan is the window of them all,
+// reads. The cheapest plan whose window, and one read by id when it leaves any, fits
+// budget wins: the most overdue item is always read, so that a window of young items
+// never starves the older ones. On a tie plan 0 (every item by id, always allowed) goes
+// first, then the longer window, which reads more open items for the same requests. Without a Getter the only plan is the window of them all,
 // whatever its cost. So one old due item among many young ones costs one read by id and
 // a short window, not a list of everything created since it was.
 func (p *Poller) planRefresh(ctx context.Context, due []dueItem, budget int, canGet bool) (refreshPlan, error) {
@@ -203,7 +204,10 @@ func (p *Poller) planRefresh(ctx context.Context, due []dueItem, budget int, can
 			if k < n && newest[k].CreatedAt.Equal(newest[k-1].CreatedAt) {
 				continue // this window holds the next item too: plan k+1 reads it for free
 			}
-			if w := pages(k); w <= budget && w+n-k < bestCost {
+			// The window and, when it leaves any, the most overdue of the others must fit:
+			// then no item waits for ever behind windows of younger ones.
+			w := pages(k)
+			if w+min(1, n-k) <= budget && w+n-k < bestCost {
 				best, bestCost = k, w+n-k
 			}
 		}
@@ -253,8 +257,10 @@ func (p *Poller) refreshByWindow(ctx context.Context, c *cycle, g provider.Gette
 		return nil
 	}
 	// Never conclude from an absence: read each missing item by id once, whatever the
-	// budget; the items below the window share what its pages left.
-	left := max(0, budget-pages-len(missing))
+	// budget. The items below the window share what its pages left, and the most
+	// overdue of them is read even when the window took more pages than estimated, so
+	// that every due item makes progress.
+	left := max(min(1, len(plan.byID)), budget-pages-len(missing))
 	reads := append(missing, plan.byID[:min(left, len(plan.byID))]...)
 	if len(reads) == 0 {
 		return nil
