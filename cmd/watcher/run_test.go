@@ -319,6 +319,7 @@ sources:
     api_key: ${E2E_CPN_KEY}
     interval: 200ms
     open_refresh: 1ms
+    open_refresh_max: 0s
     page_size: 2
     baseline: emit
 `, dir, ns.ClientURL(), provider.URL)
