@@ -101,7 +101,6 @@ var hookProviders = []hookProvider{
 
 // hookRig is a simulator and a daemon polling all its providers, with webhooks on.
 type hookRig struct {
-	sim      *sim.Sim
 	simURL   string
 	reads    *requestCounter
 	hooksURL string
@@ -139,7 +138,7 @@ func newHookRig(t *testing.T, schedule string, createdAgo time.Duration, names .
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	r := &hookRig{sim: s, reads: &requestCounter{h: s.Handler(), n: map[string]int{}}, hooksURL: "http://" + hooksAddr + "/webhooks/",
+	r := &hookRig{reads: &requestCounter{h: s.Handler(), n: map[string]int{}}, hooksURL: "http://" + hooksAddr + "/webhooks/",
 		metrics: "http://" + httpAddr + "/metrics", answers: map[string]map[string]int{}}
 	provSrv := httptest.NewServer(r.reads)
 	t.Cleanup(provSrv.Close)
@@ -170,6 +169,9 @@ func newHookRig(t *testing.T, schedule string, createdAgo time.Duration, names .
 	}
 	doc = strings.ReplaceAll(doc, "    interval: 2s\n    open_refresh: 2s\n", block.String())
 	doc = strings.ReplaceAll(doc, "baseline: emit", "baseline: silent")
+	if strings.Count(doc, block.String()) != len(sources) || strings.Count(doc, "baseline: silent") != len(sources) || !strings.Contains(doc, "max_body: 64KiB") {
+		t.Fatalf("the demo configuration changed shape; the schedule, baseline or max_body was not set:\n%s", doc)
+	}
 	logs, stop := runConfig(t, dir, doc)
 	t.Cleanup(stop)
 	for range sources {
