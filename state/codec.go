@@ -386,7 +386,11 @@ func (d *decoder) time() time.Time {
 		return time.Time{}
 	}
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
+	if n == 0 {
+		d.fail(errShort)
+		return time.Time{}
+	}
+	if n < 0 {
 		d.fail(errors.New("bad time varint"))
 		return time.Time{}
 	}
@@ -726,20 +730,41 @@ func decodeEntry(seq uint64, b []byte) (OutboxEntry, error) {
 	return e, nil
 }
 
-// encodeOpen encodes an open index value: the creation time (as appendTime), then
-// the state that sets the item's refresh schedule: nothing for "" (a final item that is
-// still settling), one byte 0x80|code for a state of stateCodes, else the state
-// string. Files written before the one-byte form held the string in every case
-// (length-prefixed, so never a single byte with the high bit set); both decode.
-func encodeOpen(t time.Time, st diff.State) ([]byte, error) {
-	return appendOpen(make([]byte, 0, binary.MaxVarintLen64+1), t, st)
+// Open index entry (the key is the ID):
+//
+//	createdAt  [0x00  lastRead]  state
+//
+// where both times are as appendTime writes them, and state, the state that sets the
+// item's re-read schedule, is nothing for "" (a final item that is still settling),
+// one byte 0x80|code for a state of stateCodes, else the state string
+// (length-prefixed). The 0x00 marker and the read time are written only when the read
+// time is known (not zero); a value without them reads with a zero LastRead, so the
+// entries of older files are due at once, as they were before read times were kept.
+//
+// Older forms, all still read: files written before the one-byte state form held the
+// state string in every case, length-prefixed (so never a single byte with the high
+// bit set), and a settling item's "" then as the single byte 0x00 that ends the value.
+// The read time's marker is told apart from that by what follows it: a read time is
+// at least one byte, so a 0x00 that ends the value is the old empty state, and a 0x00
+// followed by more is the marker. Before the state was kept, the value was the
+// creation time alone, which reads as the state "".
+const openReadMarker = 0x00
+
+// encodeOpen returns an open index value (see above); lastRead zero writes none.
+func encodeOpen(t time.Time, st diff.State, lastRead time.Time) ([]byte, error) {
+	return appendOpen(make([]byte, 0, 2*binary.MaxVarintLen64+2), t, st, lastRead)
 }
 
 // appendOpen appends an open index value (encodeOpen) to b.
-func appendOpen(b []byte, t time.Time, st diff.State) ([]byte, error) {
+func appendOpen(b []byte, t time.Time, st diff.State, lastRead time.Time) ([]byte, error) {
 	b, err := appendTime(b, t)
 	if err != nil {
-		return b, err
+		return b, fmt.Errorf("created_at: %w", err)
+	}
+	if !lastRead.IsZero() {
+		if b, err = appendTime(append(b, openReadMarker), lastRead); err != nil {
+			return b, fmt.Errorf("last read: %w", err)
+		}
 	}
 	switch code := stateCode(st); {
 	case st == "":
@@ -751,10 +776,17 @@ func appendOpen(b []byte, t time.Time, st diff.State) ([]byte, error) {
 	}
 }
 
-func decodeOpen(b []byte) (time.Time, diff.State, error) {
+// decodeOpen decodes an open index value of any form: the creation time, the state
+// and the read time (zero when the value has none).
+func decodeOpen(b []byte) (created time.Time, st diff.State, lastRead time.Time, err error) {
 	d := decoder{b: b}
-	t := d.time()
-	var st diff.State
+	created = d.time()
+	if d.err == nil && len(d.b) > 1 && d.b[0] == openReadMarker {
+		d.b = d.b[1:]
+		if lastRead = d.time(); d.err != nil {
+			d.err = fmt.Errorf("last read: %w", d.err)
+		}
+	}
 	switch {
 	case d.err != nil || len(d.b) == 0:
 	case len(d.b) == 1 && d.b[0]&0x80 != 0:
@@ -767,7 +799,10 @@ func decodeOpen(b []byte) (time.Time, diff.State, error) {
 	default:
 		st = diff.State(d.string())
 	}
-	return t, st, d.end()
+	if err := d.end(); err != nil {
+		return time.Time{}, "", time.Time{}, err
+	}
+	return created, st, lastRead, nil
 }
 
 // Retained entry (an acknowledged outbox entry kept for re-publishing), version 3:

@@ -327,35 +327,126 @@ func FuzzDecodeRecord(f *testing.F) {
 }
 
 func TestOpenIndexValues(t *testing.T) {
+	read := t0.Add(90*time.Minute + 123456789)
 	for _, st := range append(slices.Clone(diff.States), "", "settling-ish") {
-		v, err := encodeOpen(t0, st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gt, gst, err := decodeOpen(v)
-		if err != nil || !gt.Equal(t0) || gst != st {
-			t.Errorf("open value of %q: %s, %q, %v", st, gt, gst, err)
-		}
-		if stateCode(st) > 0 && len(v) > binary.MaxVarintLen64+1 {
-			t.Errorf("open value of %q takes %d bytes", st, len(v))
+		for _, lastRead := range []time.Time{{}, read} {
+			v, err := encodeOpen(t0, st, lastRead)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gt, gst, gread, err := decodeOpen(v)
+			if err != nil || !gt.Equal(t0) || gst != st || !gread.Equal(lastRead) {
+				t.Errorf("open value of %q read at %v: %s, %q, %v, %v", st, lastRead, gt, gst, gread, err)
+			}
+			max := binary.MaxVarintLen64 + 1
+			if !lastRead.IsZero() {
+				max += 1 + binary.MaxVarintLen64
+			}
+			if stateCode(st) > 0 && len(v) > max {
+				t.Errorf("open value of %q read at %v takes %d bytes", st, lastRead, len(v))
+			}
+			// Without a read time the value is as before read times were kept.
+			if lastRead.IsZero() && bytes.IndexByte(v[len(binary.AppendVarint(nil, t0.UnixNano())):], openReadMarker) == 0 {
+				t.Errorf("open value of %q without a read time has the marker: %x", st, v)
+			}
+			it, err := DecodeOpen("id", v)
+			if err != nil || it != (OpenItem{ID: "id", CreatedAt: gt, State: st, LastRead: gread}) {
+				t.Errorf("DecodeOpen of %q read at %v = %+v, %v", st, lastRead, it, err)
+			}
 		}
 	}
-	// Values as the first release wrote them: the time, then the state string.
+	// Values as earlier releases wrote them: the time, then the state string (in the
+	// first release, "" too, as the single byte 0); the time, then the state's code;
+	// the time alone.
 	for hexValue, want := range map[string]diff.State{
 		"80b09587a1ebaaea310a70726f63657373696e67": diff.Processing,
 		"80b09587a1ebaaea3100":                     "",
+		"80b09587a1ebaaea3183":                     diff.Processing,
+		"80b09587a1ebaaea31":                       "",
 	} {
 		v, _ := hex.DecodeString(hexValue)
-		gt, gst, err := decodeOpen(v)
-		if err != nil || !gt.Equal(t0) || gst != want {
-			t.Errorf("first release's open value %s: %s, %q, %v; want %s, %q", hexValue, gt, gst, err, t0, want)
+		gt, gst, gread, err := decodeOpen(v)
+		if err != nil || !gt.Equal(t0) || gst != want || !gread.IsZero() {
+			t.Errorf("earlier release's open value %s: %s, %q, %v, %v; want %s, %q and no read time", hexValue, gt, gst, gread, err, t0, want)
 		}
 	}
 	for _, bad := range [][]byte{{0x02, 0x80}, {0x02, 0x8a}, {0x02, 0x81, 0x81}, {0x02, 0x05, 'a'}} {
-		if _, _, err := decodeOpen(bad); err == nil {
+		if _, _, _, err := decodeOpen(bad); err == nil {
 			t.Errorf("open value %x decoded", bad)
 		}
 	}
+	// A value cut short within a time fails, naming what was cut.
+	v, err := encodeOpen(t0, diff.Processing, read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := len(binary.AppendVarint(nil, t0.UnixNano()))
+	for _, c := range []struct {
+		n    int
+		want string
+	}{{created - 1, "truncated value"}, {created + 3, "last read: truncated value"}, {len(v) - 2, "last read: truncated value"}} {
+		_, _, _, err := decodeOpen(v[:c.n])
+		if err == nil || err.Error() != c.want {
+			t.Errorf("open value %x cut to %d bytes: %v, want error %q", v, c.n, err, c.want)
+		}
+	}
+	if _, err := DecodeOpen("id", v[:created+3]); err == nil {
+		t.Error("DecodeOpen of a truncated value succeeded")
+	}
+}
+
+func TestWithLastRead(t *testing.T) {
+	r := codectest.Plain("p", t0, "PROCESSING", diff.Processing, false)
+	v, err := AppendOpen(nil, &r, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := t0.Add(time.Minute)
+	v1, changed, err := WithLastRead(v, t1)
+	if err != nil || !changed {
+		t.Fatalf("WithLastRead of a value without a read time: %v, %v", changed, err)
+	}
+	if it, err := DecodeOpen("p", v1); err != nil || it != (OpenItem{ID: "p", CreatedAt: t0, State: diff.Processing, LastRead: t1}) {
+		t.Errorf("after WithLastRead: %+v, %v", it, err)
+	}
+	for _, at := range []time.Time{t0, t1, {}} {
+		if out, changed, err := WithLastRead(v1, at); err != nil || changed || out != nil {
+			t.Errorf("WithLastRead(%v) of a value read at %v: %x, %v, %v; want it left as it is", at, t1, out, changed, err)
+		}
+	}
+	v2, changed, err := WithLastRead(v1, t1.Add(time.Nanosecond))
+	if it, _ := DecodeOpen("p", v2); err != nil || !changed || !it.LastRead.Equal(t1.Add(time.Nanosecond)) {
+		t.Errorf("WithLastRead of a later time: %+v, %v, %v", it, changed, err)
+	}
+	if _, _, err := WithLastRead(v1[:len(v1)-2], t1.Add(time.Hour)); err == nil {
+		t.Error("WithLastRead of a truncated value succeeded")
+	}
+}
+
+func FuzzDecodeOpen(f *testing.F) {
+	for _, st := range []diff.State{"", diff.Pending, "odd"} {
+		for _, read := range []time.Time{{}, t0.Add(time.Hour)} {
+			v, err := encodeOpen(t0, st, read)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(v)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		created, st, read, err := decodeOpen(b)
+		if err != nil {
+			return
+		}
+		enc, err := encodeOpen(created, st, read)
+		if err != nil {
+			t.Fatalf("decoded open value does not encode: %v", err)
+		}
+		c2, st2, r2, err := decodeOpen(enc)
+		if err != nil || !c2.Equal(created) || st2 != st || !r2.Equal(read) {
+			t.Fatalf("round trip of %x changed it: %v %q %v, %v; want %v %q %v", b, c2, st2, r2, err, created, st, read)
+		}
+	})
 }
 
 func BenchmarkDecodeRecord(b *testing.B) {

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -70,19 +71,39 @@ func DecodeEntry(seq uint64, b []byte) (OutboxEntry, error) { return decodeEntry
 // open and not stalled.
 func InOpenIndex(r *diff.Record, now time.Time) bool { return r.Open(now) && !r.Stalled }
 
-// AppendOpen appends the open index value of r (its creation time and the state that
-// sets how often it is re-read) to b.
-func AppendOpen(b []byte, r *diff.Record) ([]byte, error) {
-	return appendOpen(b, r.CreatedAt, r.OpenState())
+// AppendOpen appends the open index value of r to b: its creation time, the state
+// that sets how often it is re-read and readAt, when it was last read (none when zero;
+// see OpenItem.LastRead).
+func AppendOpen(b []byte, r *diff.Record, readAt time.Time) ([]byte, error) {
+	return appendOpen(b, r.CreatedAt, r.OpenState(), readAt)
 }
 
-// DecodeOpen decodes an open index value of the item id.
+// DecodeOpen decodes an open index value of the item id, of any form: LastRead is
+// zero for a value written without a read time.
 func DecodeOpen(id string, b []byte) (OpenItem, error) {
-	t, st, err := decodeOpen(b)
+	t, st, read, err := decodeOpen(b)
 	if err != nil {
 		return OpenItem{}, err
 	}
-	return OpenItem{ID: id, CreatedAt: t, State: st}, nil
+	return OpenItem{ID: id, CreatedAt: t, State: st, LastRead: read}, nil
+}
+
+// WithLastRead returns open index value v with its read time set to at, unless it
+// holds that one or a later one already (a read time never moves back); changed is
+// false, and out nil, when v is left as it is (always when at is zero).
+func WithLastRead(v []byte, at time.Time) (out []byte, changed bool, err error) {
+	t, st, read, err := decodeOpen(v)
+	if err != nil {
+		return nil, false, err
+	}
+	if !read.Before(at) {
+		return nil, false, nil
+	}
+	out, err = appendOpen(make([]byte, 0, len(v)+binary.MaxVarintLen64+1), t, st, at)
+	if err != nil {
+		return nil, false, err
+	}
+	return out, true, nil
 }
 
 // EncodeAcked returns the stored encoding of a retained entry: acknowledgement a of

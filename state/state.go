@@ -35,6 +35,8 @@ type Batch struct {
 	// moved back); an id not in the open index is ignored (the item closed or stalled
 	// meanwhile), and a read time never brings an entry back. A record in Records was
 	// read at Now: its open index entry carries LastRead = Now without being listed here.
+	// Read times are advisory: a back end without transactions (natskv) sets them after
+	// the rest of the batch and skips one whose entry another commit changes meanwhile.
 	Reads map[string]time.Time
 }
 

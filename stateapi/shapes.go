@@ -88,6 +88,9 @@ type OpenItem struct {
 	// State is the state that keeps the item open (a nested item's when the item is
 	// final); "" for a final item kept open by its settle window.
 	State string `json:"state"`
+	// LastRead is when the item was last read, in UTC; absent when the state does not
+	// know (an entry written before read times were kept).
+	LastRead *time.Time `json:"last_read,omitempty"`
 }
 
 // OutboxEntry is one event waiting for NATS.

@@ -296,7 +296,7 @@ func (v *View) Open(ctx context.Context, source string) ([]OpenItem, error) {
 	}
 	out := make([]OpenItem, 0, len(items))
 	for _, o := range items {
-		j := OpenItem{ID: o.ID, CreatedAt: o.CreatedAt, State: string(o.State)}
+		j := OpenItem{ID: o.ID, CreatedAt: o.CreatedAt, State: string(o.State), LastRead: timePtr(o.LastRead.UTC())}
 		if r, ok := recs[o.ID]; ok { // committed since OpenItems otherwise; the index entry is enough
 			j.Kind, j.Status = r.Kind, r.Status.Raw
 		}

@@ -18,8 +18,9 @@ import (
 )
 
 // Commit applies b to source in one write transaction: the outbox entries, the
-// snapshot records with their open index entries and the metadata are all stored, or
-// (when Commit returns an error) none of them is. Commits made at the same time from
+// snapshot records with their open index entries, the metadata and the read times of
+// b.Reads (set after the records, see putReads) are all stored, or (when Commit
+// returns an error) none of them is. Commits made at the same time from
 // several goroutines may share a transaction (see committer); each is still stored
 // whole or not at all. Messages are enqueued at b.Now; b.Now
 // must be set when b has records or messages.
@@ -97,6 +98,10 @@ func (s *Store) commit(source string, b *state.Batch) error {
 			}
 		}
 
+		if err := putReads(open, b.Reads); err != nil {
+			return err
+		}
+
 		if b.Meta != nil {
 			v, err := state.EncodeMeta(b.Meta)
 			if err != nil {
@@ -114,9 +119,10 @@ func (s *Store) commit(source string, b *state.Batch) error {
 // value and its open index value.
 const recordEstimate = 128
 
-// putRecord stores r and its open index entry as of now, with their keys and values
-// appended to buf (which it returns): they must stay unchanged until the transaction
-// ends. An open index entry that already holds the value is not written again.
+// putRecord stores r and its open index entry as of now (read at now), with their keys
+// and values appended to buf (which it returns): they must stay unchanged until the
+// transaction ends. An open index entry that already holds the value is not written
+// again.
 func putRecord(items, open *bolt.Bucket, r *diff.Record, now time.Time, buf []byte) ([]byte, error) {
 	if err := state.CheckRecord(r); err != nil {
 		return buf, err
@@ -139,7 +145,7 @@ func putRecord(items, open *bolt.Bucket, r *diff.Record, now time.Time, buf []by
 		return buf, open.Delete(key)
 	}
 	start = len(buf)
-	if buf, err = state.AppendOpen(buf, r); err != nil {
+	if buf, err = state.AppendOpen(buf, r, now); err != nil {
 		return buf, err
 	}
 	v := buf[start:len(buf):len(buf)]
@@ -147,6 +153,34 @@ func putRecord(items, open *bolt.Bucket, r *diff.Record, now time.Time, buf []by
 		return buf, nil
 	}
 	return buf, open.Put(key, v)
+}
+
+// putReads sets the read times of a batch's Reads in the open index (keyed by id):
+// an entry that exists takes the later of its read time and the given one; an id
+// without an entry (the item closed, stalled or was never open) is ignored, so a read
+// time never brings an entry back. It runs after the batch's records are put, so an
+// entry that a record of the same batch removed stays removed.
+func putReads(open *bolt.Bucket, reads map[string]time.Time) error {
+	for id, at := range reads {
+		if len(id) == 0 || len(id) > bolt.MaxKeySize {
+			continue // never a key of the index
+		}
+		key := []byte(id)
+		v := open.Get(key)
+		if v == nil {
+			continue
+		}
+		nv, changed, err := state.WithLastRead(v, at)
+		if err != nil {
+			return fmt.Errorf("read time of open item %q: %w", id, err)
+		}
+		if changed {
+			if err := open.Put(key, nv); err != nil {
+				return fmt.Errorf("read time of open item %q: %w", id, err)
+			}
+		}
+	}
+	return nil
 }
 
 // seqKey is the outbox key of seq: big-endian, so that keys sort in append order.

@@ -72,7 +72,7 @@ var (
 //
 //	meta/schema                     SchemaVersion, in decimal
 //	sources/<name>/items/<id>       encoded diff.Record (codec.go)
-//	sources/<name>/open/<id>        the item's CreatedAt: the open index
+//	sources/<name>/open/<id>        the open index: the item's CreatedAt, last read time and open state (state.DecodeOpen)
 //	sources/<name>/meta             encoded Meta (a key, not a bucket)
 //	outbox/<8-byte big-endian seq>  encoded OutboxEntry; seq from NextSequence
 //	acked/<8-byte big-endian seq>   acknowledged entries kept for re-publishing (outbox.go)

@@ -7,7 +7,7 @@
 // # Layout
 //
 //	<prefix>_records   key <source>.<id>  encoded diff.Record
-//	<prefix>_open      key <source>.<id>  open index entry (creation time, open state)
+//	<prefix>_open      key <source>.<id>  open index entry (creation time, read time, open state)
 //	<prefix>_meta      key <source>       encoded state.Meta
 //	<prefix>_acked     key <seq>          retained acknowledged outbox entries
 //	<prefix>_journal   key <source>       the page a Commit is applying, or nothing
@@ -47,12 +47,18 @@
 //  4. removals from the open index of records that are no longer open;
 //  5. metadata, revision-checked;
 //
-// and the journal is cleared. A page whose application was cut short (a crash, a lost
-// connection, a cancelled ctx) stays in the journal, and the next Meta of the source,
-// on this replica or on the one that takes the source over, applies it before the
-// source is read: an event in the outbox is never left without the record it came
-// from, so the item's next change gets the next sequence rather than the same one
-// again. Re-applied messages are dropped by the outbox's duplicate window (and, if
+// and the journal is cleared. The read times of the batch's Reads are not part of the
+// page: they are advisory and written last, after the journal is cleared, each as a
+// revision-checked update of the open index entry as just read, skipped when the
+// entry is absent or changed meanwhile (see putReads); a batch of Reads alone (no
+// records, messages or metadata) does not write the journal, so a Reader's goes
+// through while a poller's commit is pending.
+//
+// A page whose application was cut short (a crash, a lost connection, a cancelled
+// ctx) stays in the journal, and the next Meta of the source, on this replica or on
+// the one that takes the source over, applies it before the source is read: an event
+// in the outbox is never left without the record it came from, so the item's next
+// change gets the next sequence rather than the same one again. Re-applied messages are dropped by the outbox's duplicate window (and, if
 // they were published meanwhile, by the event stream's), which must therefore be
 // longer than the time a source takes to move to another replica plus one cycle. A
 // page must fit one journal value once compressed (960 KiB); a larger one fails its
@@ -323,7 +329,7 @@ func (s *Store) commit(ctx context.Context, source string, b *state.Batch) error
 		}
 		recs[i] = encoded{key: itemKey(source, r.ID), value: v, open: state.InOpenIndex(r, b.Now)}
 		if recs[i].open {
-			if recs[i].openItem, err = state.AppendOpen(nil, r); err != nil {
+			if recs[i].openItem, err = state.AppendOpen(nil, r, b.Now); err != nil {
 				return fmt.Errorf("record %q: %w", r.ID, err)
 			}
 		}
@@ -340,21 +346,75 @@ func (s *Store) commit(ctx context.Context, source string, b *state.Batch) error
 			return fmt.Errorf("%w: %w", ErrFenced, err)
 		}
 	}
-	ctx, cancel := s.bound(ctx, 3+len(entries)/64+len(recs)/64)
+	ctx, cancel := s.bound(ctx, 3+len(entries)/64+len(recs)/64+len(b.Reads)/32)
 	defer cancel()
 
-	bt := &batch{entries: entries, recs: recs, meta: meta, metaKey: sourceKey(source)}
-	for i := range b.Messages {
-		bt.ids = append(bt.ids, b.Messages[i].ID)
+	// A batch of read times alone has nothing for the journal: read times are not
+	// part of it (see putReads), so it neither takes the source's journal turn nor
+	// waits for a pending commit.
+	if len(recs)+len(entries) > 0 || meta != nil || len(b.Reads) == 0 {
+		bt := &batch{entries: entries, recs: recs, meta: meta, metaKey: sourceKey(source)}
+		for i := range b.Messages {
+			bt.ids = append(bt.ids, b.Messages[i].ID)
+		}
+		rev, err := s.writeJournal(ctx, source, bt)
+		if err != nil {
+			return err
+		}
+		if err := s.apply(ctx, bt, true); err != nil {
+			return err
+		}
+		if err := s.clearJournal(ctx, source, rev); err != nil {
+			return err
+		}
 	}
-	rev, err := s.writeJournal(ctx, source, bt)
-	if err != nil {
-		return err
+	return s.putReads(ctx, source, b.Reads)
+}
+
+// testHookRead, when set (by tests), is called between the read of an open index
+// entry and the update of its read time.
+var testHookRead func(id string)
+
+// putReads sets the read times of a batch's Reads in the open index, once the batch's
+// own writes have taken effect. Read times are advisory and not part of the journal
+// (a batch replayed from the journal carries its records' read time, its Now, and no
+// other): each is a revision-checked update of an entry as it was just read. An
+// entry that is absent (the item closed, stalled or was never open) is skipped, so a
+// read time never brings an entry back; one that holds that read time or a later one
+// is left alone; one that changed between the read and the update (another commit
+// rewrote or removed it) is skipped too: a read time never undoes another commit's
+// write. Cancelling ctx stops it between two ids, with the batch itself committed.
+func (s *Store) putReads(ctx context.Context, source string, reads map[string]time.Time) error {
+	for id, at := range reads {
+		if at.IsZero() || id == "" { // nothing to set; never an id of the index
+			continue
+		}
+		key := itemKey(source, id)
+		e, err := s.open.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read time of open item %q: %w", id, err)
+		}
+		v, changed, err := state.WithLastRead(e.Value(), at)
+		if err != nil {
+			return fmt.Errorf("read time of open item %q: %w", id, err)
+		}
+		if !changed {
+			continue
+		}
+		if testHookRead != nil {
+			testHookRead(id)
+		}
+		if _, err := s.open.Update(ctx, key, v, e.Revision()); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				continue // changed meanwhile
+			}
+			return fmt.Errorf("read time of open item %q: %w", id, err)
+		}
 	}
-	if err := s.apply(ctx, bt, true); err != nil {
-		return err
-	}
-	return s.clearJournal(ctx, source, rev)
+	return nil
 }
 
 // apply writes a batch that the source's journal holds: outbox messages, open index

@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Run("EmptySource", func(t *testing.T) { emptySource(t, open(t)) })
 	t.Run("CommitLoad", func(t *testing.T) { commitLoad(t, open(t)) })
 	t.Run("OpenIndex", func(t *testing.T) { openIndex(t, open(t)) })
+	t.Run("ReadTimes", func(t *testing.T) { readTimes(t, open(t)) })
 	t.Run("SourcesApart", func(t *testing.T) { sourcesApart(t, open(t)) })
 	t.Run("BadBatch", func(t *testing.T) { badBatch(t, open(t)) })
 	t.Run("Outbox", func(t *testing.T) { outbox(t, open(t)) })
@@ -232,13 +233,13 @@ func openIndex(t *testing.T, b Backend) {
 	commit(t, b, "src", state.Batch{Now: t0, Records: recs})
 	open := openItems(t, b, "src")
 	want := []state.OpenItem{
-		{ID: "settling", CreatedAt: t0.Add(-time.Hour)},
-		{ID: "early-a", CreatedAt: t0, State: diff.Pending},
-		{ID: "early-b", CreatedAt: t0, State: diff.Pending},
-		{ID: "late", CreatedAt: t0.Add(time.Minute), State: diff.Pending},
+		{ID: "settling", CreatedAt: t0.Add(-time.Hour), LastRead: t0},
+		{ID: "early-a", CreatedAt: t0, State: diff.Pending, LastRead: t0},
+		{ID: "early-b", CreatedAt: t0, State: diff.Pending, LastRead: t0},
+		{ID: "late", CreatedAt: t0.Add(time.Minute), State: diff.Pending, LastRead: t0},
 	}
 	if !reflect.DeepEqual(open, want) {
-		t.Errorf("OpenItems = %+v, want %+v (oldest first, then by id; final and stalled left out)", open, want)
+		t.Errorf("OpenItems = %+v, want %+v (oldest first, then by id; final and stalled left out; read at Now)", open, want)
 	}
 
 	// An item that turns final leaves the index; one committed after its settle
@@ -248,6 +249,85 @@ func openIndex(t *testing.T, b Backend) {
 	open = openItems(t, b, "src")
 	if len(open) != 2 || open[0].ID != "early-a" || open[1].ID != "early-b" {
 		t.Errorf("OpenItems after closing = %+v, want early-a and early-b", open)
+	}
+}
+
+// lastReads returns the read time of each open item of source.
+func lastReads(t *testing.T, b Backend, source string) map[string]time.Time {
+	t.Helper()
+	out := map[string]time.Time{}
+	for _, it := range openItems(t, b, source) {
+		out[it.ID] = it.LastRead
+	}
+	return out
+}
+
+// readTimes checks Batch.Reads and the read times of records: a record is read at the
+// batch's Now; Reads set the read time of an item in the open index, never move it
+// back, and never add an entry (an unknown, final or stalled item) or bring one back.
+func readTimes(t *testing.T, b Backend) {
+	stalled := record("stalled", 1, false, t0)
+	stalled.Stalled = true
+	commit(t, b, "src", state.Batch{Now: t0, Records: []diff.Record{
+		record("a", 1, false, t0), record("b", 1, false, t0), record("c", 1, false, t0),
+		record("done", 2, true, t0), stalled,
+	}})
+	want := map[string]time.Time{"a": t0, "b": t0, "c": t0}
+	if got := lastReads(t, b, "src"); !reflect.DeepEqual(got, want) {
+		t.Errorf("read times after committing records at %v = %v, want %v", t0, got, want)
+	}
+
+	// Reads alone: a and b are read later; unknown, final and stalled ids are ignored;
+	// another source's entry of the same id is not touched.
+	commit(t, b, "other", state.Batch{Now: t0, Records: []diff.Record{record("a", 1, false, t0)}})
+	t1, t2 := t0.Add(time.Minute), t0.Add(2*time.Minute)
+	commit(t, b, "src", state.Batch{Reads: map[string]time.Time{
+		"a": t1, "b": t2, "unknown": t2, "done": t2, "stalled": t2, "": t2,
+	}})
+	want = map[string]time.Time{"a": t1, "b": t2, "c": t0}
+	if got := lastReads(t, b, "src"); !reflect.DeepEqual(got, want) {
+		t.Errorf("read times after Reads = %v, want %v (unknown, final and stalled ids ignored)", got, want)
+	}
+	if got := lastReads(t, b, "other"); !reflect.DeepEqual(got, map[string]time.Time{"a": t0}) {
+		t.Errorf("read times of another source after Reads = %v, want a at %v", got, t0)
+	}
+	if got := load(t, b, "src", "unknown"); len(got) != 0 {
+		t.Errorf("Reads of an unknown id stored a record: %+v", got)
+	}
+
+	// A read time never moves back, and a zero one changes nothing; Reads come with
+	// metadata too.
+	m := state.Meta{BaselineDone: true, LastPoll: t2}
+	meta(t, b, "src")
+	commit(t, b, "src", state.Batch{Now: t2, Meta: &m, Reads: map[string]time.Time{"a": t0, "b": t1, "c": {}}})
+	if got := lastReads(t, b, "src"); !reflect.DeepEqual(got, want) {
+		t.Errorf("read times after earlier Reads = %v, want %v (never moved back)", got, want)
+	}
+	if got := meta(t, b, "src"); got != m {
+		t.Errorf("Meta committed with Reads = %+v, want %+v", got, m)
+	}
+
+	// A record in the batch is read at Now; a Read of it in the same batch keeps the
+	// later time. A record that closes leaves the index even though Reads name it, in
+	// the same batch or a later one.
+	t3 := t0.Add(3 * time.Minute)
+	load(t, b, "src", "a", "b", "c")
+	commit(t, b, "src", state.Batch{Now: t3, Records: []diff.Record{record("a", 2, false, t0), record("c", 2, true, t0)},
+		Reads: map[string]time.Time{"a": t3.Add(time.Second), "c": t3}})
+	want = map[string]time.Time{"a": t3.Add(time.Second), "b": t2}
+	if got := lastReads(t, b, "src"); !reflect.DeepEqual(got, want) {
+		t.Errorf("read times after a batch of records and Reads = %v, want %v (c closed)", got, want)
+	}
+	load(t, b, "src", "b")
+	commit(t, b, "src", state.Batch{Now: t3, Records: []diff.Record{record("b", 2, true, t0)}})
+	commit(t, b, "src", state.Batch{Reads: map[string]time.Time{"b": t3.Add(time.Hour), "c": t3.Add(time.Hour)}})
+	want = map[string]time.Time{"a": t3.Add(time.Second)}
+	if got := lastReads(t, b, "src"); !reflect.DeepEqual(got, want) {
+		t.Errorf("read times after b closed and Reads named it = %v, want %v (no entry brought back)", got, want)
+	}
+	// The entry read later keeps its creation time and state.
+	if open := openItems(t, b, "src"); len(open) != 1 || open[0].State != diff.Pending || !open[0].CreatedAt.Equal(t0) {
+		t.Errorf("OpenItems = %+v, want a, pending, created at %v", open, t0)
 	}
 }
 
