@@ -136,7 +136,8 @@ func writeSources(b *strings.Builder, simURL string) {
 	for _, s := range sim.Sources() {
 		fmt.Fprintf(b, "  - name: %s\n    provider: %s\n    base_url: %s\n", s.Name, s.Provider, simURL)
 		b.WriteString(s.KeyLines("    "))
-		fmt.Fprintf(b, "    page_size: %d\n    interval: 1s\n    open_refresh: 1s\n    open_refresh_by_state: {settling: 5s}\n", sourcePageSize)
+		// Fixed periods (open_refresh_max: 0s): the catch-up's length depends on them.
+		fmt.Fprintf(b, "    page_size: %d\n    interval: 1s\n    open_refresh: 1s\n    open_refresh_by_state: {settling: 5s}\n    open_refresh_max: 0s\n", sourcePageSize)
 		// discovery_overlap covers the latest late item (LateBy) with room to spare.
 		// Every Coindirect payment and every failed CPN payment stays open (settling)
 		// for the whole run: the rate limit leaves refresh a budget for them beside
