@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,6 +54,9 @@ type options struct {
 	// Naive runs the naive poller against its own simulator; without it, watcher
 	// has the machine to itself (a control for CPU contention).
 	Naive bool
+	// Hooks are the webhook deliveries: off, hints to watcher, or only, to a naive
+	// consumer in watcher's place (webhooks.go).
+	Hooks hookOptions
 	// Slice is the length of the run's time slices in the request/transition timeline.
 	Slice time.Duration
 	// Dir holds watcher's state file.
@@ -87,6 +91,7 @@ func defaultOptions() options {
 		RateLimit:  1000,
 		Naive:      true,
 		Slice:      30 * time.Second,
+		Hooks:      defaultHookOptions(),
 	}
 }
 
@@ -108,6 +113,7 @@ func watcherConfig(o options, statePath, baseURL string) []byte {
 			o.Interval, o.OpenRefresh, o.OpenRefreshMax, o.Lookback, o.OpenMaxAge)
 		fmt.Fprintf(&b, "    rate_limit: %g\n    baseline: silent\n    page_size: %d\n", o.RateLimit, poller.Providers[s.Provider].MaxPageSize)
 		b.WriteString(s.KeyLines("    "))
+		b.WriteString(hookKeyLines(o.Hooks.Mode, s.Provider, "    "))
 	}
 	return []byte(b.String())
 }
@@ -194,6 +200,11 @@ type result struct {
 	// Logs counts watcher's warnings and errors by message.
 	Logs     map[string]int
 	LogLines map[string][]string
+	// Hooks is what the webhook deliveries did in the hints mode; nil otherwise.
+	Hooks *hookResult
+	// Consumer is the naive webhook consumer's run in the only mode, which has no
+	// watcher and no naive poller; nil otherwise.
+	Consumer *consumerResult
 }
 
 // bench is one run in progress.
@@ -212,6 +223,10 @@ type bench struct {
 	clock    *simClock
 	simW     *sim.Sim
 	simN     *sim.Sim
+	// The hints mode's deliveries, listener and reads of unknown ids.
+	hookLog     *hookLog
+	listener    *hookListener
+	unknownGets atomic.Int64
 	// idleCycles holds, per source, the requests of each idle cycle.
 	idleMu     sync.Mutex
 	idleCycles map[string][]idleCycle
@@ -226,17 +241,12 @@ func (b *bench) progress(format string, args ...any) {
 	}
 }
 
-// run performs the whole benchmark.
-func run(ctx context.Context, o options) (*result, error) {
-	b := &bench{o: o, log: o.Progress, t: newTally(o.Slice), logs: newLogCounter(), watchRec: newRecorder(), naiveRec: newRecorder(),
-		clock: &simClock{start: time.Now().UTC().Truncate(time.Second)}}
-	b.obs = newObserver(b.t)
-	res := &result{Opts: o, Started: time.Now().UTC()}
-
-	simCfg := sim.Config{
+// simConfig is the scenario of both simulators, on the simulated clock now.
+func simConfig(o options, now func() time.Time) sim.Config {
+	return sim.Config{
 		Seed: o.Seed, Rate: o.Rate, History: o.History, HistorySpan: o.HistorySpan, OpenShare: o.OpenShare,
 		OpenResumeWithin: cmp.Or(o.OpenResume, o.Duration),
-		FailureRate:      o.FailureRate, Delays: o.Delays, Now: b.clock.Now,
+		FailureRate:      o.FailureRate, Delays: o.Delays, Now: now,
 		// A change becomes visible at the engine's next step: a short tick keeps that
 		// lag, which the delays include, small.
 		Tick:       simTick,
@@ -245,12 +255,36 @@ func run(ctx context.Context, o options) (*result, error) {
 		// clock that Coindirect's Hawk timestamps come from by that long.
 		HawkSkew: 24 * time.Hour,
 	}
+}
+
+// run performs the whole benchmark.
+func run(ctx context.Context, o options) (*result, error) {
+	if o.Hooks.Mode == hooksOnly {
+		return runConsumer(ctx, o)
+	}
+	b := &bench{o: o, log: o.Progress, t: newTally(o.Slice), logs: newLogCounter(), watchRec: newRecorder(), naiveRec: newRecorder(),
+		clock: &simClock{start: time.Now().UTC().Truncate(time.Second)}}
+	b.obs = newObserver(b.t)
+	res := &result{Opts: o, Started: time.Now().UTC()}
+
+	simCfg := simConfig(o, b.clock.Now)
+	// In the hints mode watcher's simulator delivers webhooks to the listener, which
+	// is built once the pollers are.
+	hooks := &lateHandler{}
+	if o.Hooks.Mode == hooksHints {
+		srvH := httptest.NewServer(hooks)
+		defer srvH.Close()
+		b.hookLog = &hookLog{}
+		simCfg.Webhooks = hookTargets(o.Hooks, srvH.URL, b.hookLog)
+	}
 	var err error
 	if b.simW, err = sim.New(simCfg); err != nil {
 		return nil, fmt.Errorf("simulator for watcher: %w", err)
 	}
-	srvW := httptest.NewServer(countRequests(b.simW.Handler(), b.t))
+	defer b.simW.Close()
+	srvW := httptest.NewServer(countRequests(countNotFound(b.simW.Handler(), &b.unknownGets), b.t))
 	defer srvW.Close()
+	simCfg.Webhooks = nil // the naive poller's simulator sends none
 	naiveURL := ""
 	if o.Naive {
 		if b.simN, err = sim.New(simCfg); err != nil {
@@ -273,6 +307,12 @@ func run(ctx context.Context, o options) (*result, error) {
 	defer b.store.Close()
 	if err := b.build(cfg, naiveURL); err != nil {
 		return nil, err
+	}
+	if o.Hooks.Mode == hooksHints {
+		if b.listener, err = newHookListener(cfg, b.pollers, slog.New(b.logs)); err != nil {
+			return nil, err
+		}
+		hooks.set(b.listener.h)
 	}
 
 	// Baseline: the simulated clock stands still, so nothing changes while both
@@ -363,6 +403,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		return nil, err
 	}
 	res.Took[phaseCatchUp], res.CPU[phaseCatchUp] = time.Since(began), cpuTime()-cpu
+	b.simW.Close() // every delivery was made in the catch-up; none reaches the idle phase
 	b.t.setPhase(phaseStopping)
 	if err := stopAll(); err != nil {
 		return nil, err
@@ -391,12 +432,17 @@ func run(ctx context.Context, o options) (*result, error) {
 	if err := b.collect(ctx, res); err != nil {
 		return nil, err
 	}
+	if b.listener != nil {
+		if res.Hooks, err = b.hookResult(res, ti); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
 }
 
-// catchUp waits until watcher has seen every item's last status and every naive
-// source has completed a walk that started after the engine stopped (at quiet), or
-// until CatchUp has passed.
+// catchUp waits until watcher has seen every item's last status, every naive source
+// has completed a walk that started after the engine stopped (at quiet) and, in the
+// hints mode, every webhook delivery has been made, or until CatchUp has passed.
 func (b *bench) catchUp(ctx context.Context, res *result, ti, tiN *truthIndex, quiet time.Time) error {
 	deadline := quiet.Add(b.o.CatchUp)
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -417,7 +463,8 @@ func (b *bench) catchUp(ctx context.Context, res *result, ti, tiN *truthIndex, q
 				res.NaiveConverged, res.NaiveConvergedIn = true, time.Since(quiet)
 			}
 		}
-		if (res.Converged && (res.NaiveConverged || b.naive == nil)) || time.Now().After(deadline) {
+		hooksDone := b.hookLog == nil || b.hookLog.settled(b.simW)
+		if (res.Converged && (res.NaiveConverged || b.naive == nil) && hooksDone) || time.Now().After(deadline) {
 			return nil
 		}
 		select {

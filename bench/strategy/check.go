@@ -217,11 +217,21 @@ type verdict struct {
 	// already final (CPN refunds of failed payments, Coindirect transactions of final
 	// payments).
 	DelayNew, DelayOld, DelayFinal []time.Duration
+	// Changes holds the same delays by truth transition: the item and the index of
+	// the status in its chain.
+	Changes map[changeRef]time.Duration
 	// Examples describe the first problems found.
 	Examples []string
 }
 
 const maxExamples = 8
+
+// changeRef names one transition of the truth: the item, and the index in its chain
+// of the status it moved to.
+type changeRef struct {
+	key itemKey
+	idx int
+}
 
 func (v *verdict) example(format string, args ...any) {
 	if len(v.Examples) < maxExamples {
@@ -232,7 +242,7 @@ func (v *verdict) example(format string, args ...any) {
 // check compares observations with the truth. offset is the wall clock minus the
 // simulated clock during the run: a truth time t happened at wall time t+offset.
 func check(obs []observation, ti *truthIndex, offset time.Duration) verdict {
-	v := verdict{Observed: len(obs), TruthItems: len(ti.chains)}
+	v := verdict{Observed: len(obs), TruthItems: len(ti.chains), Changes: map[changeRef]time.Duration{}}
 	ids := make(map[string]struct{}, len(obs))
 	type seqKey struct {
 		k   itemKey
@@ -281,6 +291,7 @@ func check(obs []observation, ti *truthIndex, offset time.Duration) verdict {
 			pos = j
 			matched++
 			d := o.at.Sub(c.at[j].Add(offset))
+			v.Changes[changeRef{k, j}] = d
 			switch {
 			case isNew:
 				v.DelayNew = append(v.DelayNew, d)

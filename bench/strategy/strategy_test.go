@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/payments-watcher/watcher/sim"
+	"github.com/payments-watcher/watcher/webhook"
 )
 
 // TestSmallRun runs the whole benchmark at a small scale and checks what must hold at
@@ -173,4 +174,101 @@ func idleDiscovery(source string) int {
 		return 2
 	}
 	return 1
+}
+
+// smallHookOptions is TestSmallRun's scale with webhooks in mode, their faults raised
+// so that every kind of bad delivery happens in a few seconds.
+func smallHookOptions(t *testing.T, mode string) options {
+	o := options{
+		Seed: 7, History: 40, HistorySpan: 720 * time.Hour, OpenShare: 0.5, FailureRate: 0.3, Rate: 1,
+		Delays:   sim.Delays{Min: 100 * time.Millisecond, Mean: 300 * time.Millisecond, Max: time.Second},
+		Duration: 3 * time.Second, CatchUp: 10 * time.Second, IdleCycles: 3,
+		Interval: 200 * time.Millisecond, OpenRefresh: time.Second, OpenRefreshMax: 4 * time.Second,
+		Lookback: 720 * time.Hour, OpenMaxAge: 720 * time.Hour,
+		RateLimit: 1000, Naive: mode == hooksHints, Slice: time.Second, Dir: t.TempDir(),
+		Hooks: defaultHookOptions(),
+	}
+	o.Hooks.Mode = mode
+	o.Hooks.Faults.DropRate = 0.3
+	o.Hooks.Faults.MaxDelay = 500 * time.Millisecond
+	o.Hooks.Faults.InjectRate = 0.2
+	o.Hooks.Faults.ReplayRate = 0.1
+	o.Hooks.Faults.DuplicateRate = 0.1
+	return o
+}
+
+// TestHintsRun runs the hints mode at a small scale and checks what holds at any
+// scale: the events are polling's (every one in the truth, no duplicate, no final
+// status missed) however the deliveries misbehave; forged deliveries are refused, and
+// none of them, nor any replay, makes watcher read anything.
+func TestHintsRun(t *testing.T) {
+	res, err := run(t.Context(), smallHookOptions(t, hooksHints))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, h := res.Watcher, res.Hooks
+	if h == nil {
+		t.Fatal("no webhook figures in a hints run")
+	}
+	if v.DupIDs+v.DupSeqs != 0 || v.NotSubsequence != 0 || v.MissedFinal != 0 {
+		t.Errorf("watcher: %d + %d duplicates, %d events not in the truth, %d of %d finals missed: %v",
+			v.DupIDs, v.DupSeqs, v.NotSubsequence, v.MissedFinal, v.TruthFinal, v.Examples)
+	}
+	if got := strings.Join(h.Sources, ","); got != "coindirect,cpn,onramp" {
+		t.Errorf("sources with hints %q, want coindirect,cpn,onramp", got)
+	}
+	badSig := 0
+	for _, s := range h.Sources {
+		badSig += h.Listener[s][webhook.ResultBadSignature]
+		if h.Listener[s][webhook.ResultAccepted] == 0 {
+			t.Errorf("%s: no delivery accepted: %v", s, h.Listener[s])
+		}
+	}
+	injected := h.ByKind["injected, made-up id"][webhook.ResultBadSignature] + h.ByKind["injected, real id, another final status"][webhook.ResultBadSignature]
+	if injected == 0 || badSig < injected {
+		t.Errorf("%d injected deliveries refused as bad signatures, %d bad signatures counted by the listener: %v", injected, badSig, h.ByKind)
+	}
+	if h.RefusedHinted != 0 || h.UnknownGets != 0 {
+		t.Errorf("%d forged or replayed deliveries accepted, %d reads of unknown ids", h.RefusedHinted, h.UnknownGets)
+	}
+	if h.Hinted == 0 || len(h.DelayHinted)+h.NoEvent != h.Hinted || h.Unmatched != 0 {
+		t.Errorf("%d hinted changes, %d with an event, %d without, %d deliveries matching no change", h.Hinted, len(h.DelayHinted), h.NoEvent, h.Unmatched)
+	}
+	md := res.markdown("go run ./bench/strategy -webhooks hints")
+	for _, want := range []string{"| 5a. delay change -> event, hinted changes", "| 6c. single-item reads of ids the simulator never made (answered 404) | 0 | 0 | met |", "| coindirect |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+// TestWebhooksOnlyRun runs the only mode at a small scale and checks that the naive
+// consumer's failures are real: with deliveries dropped it misses final statuses, and
+// it emits events for forged deliveries that are not in the truth.
+func TestWebhooksOnlyRun(t *testing.T) {
+	res, err := run(t.Context(), smallHookOptions(t, hooksOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.Consumer
+	if c == nil {
+		t.Fatal("no consumer figures in an only run")
+	}
+	if !c.Settled || c.Events == 0 || c.TruthFinal == 0 {
+		t.Fatalf("settled %v, %d events, %d final statuses in the truth", c.Settled, c.Events, c.TruthFinal)
+	}
+	if c.MissedFinal == 0 || c.NeverDelivered == 0 {
+		t.Errorf("%d of %d final statuses missed (%d never delivered) with %.0f%% of deliveries dropped", c.MissedFinal, c.TruthFinal,
+			c.NeverDelivered, c.Faults.DropRate*100)
+	}
+	if c.FromMadeUp == 0 || c.NotInTruth < c.FromMadeUp {
+		t.Errorf("%d events from made-up ids, %d events not in the truth", c.FromMadeUp, c.NotInTruth)
+	}
+	if c.InOrder == 0 || c.InOrder+c.OutOfOrder+c.Repeated > c.FromGenuine {
+		t.Errorf("genuine events: %d, of which %d in order, %d out of order, %d repeated", c.FromGenuine, c.InOrder, c.OutOfOrder, c.Repeated)
+	}
+	md := res.markdown("go run ./bench/strategy -webhooks only")
+	if !strings.Contains(md, "| missed final statuses: never delivered") || !strings.Contains(md, "**missed**") {
+		t.Errorf("report:\n%s", md)
+	}
 }
