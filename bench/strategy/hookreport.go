@@ -76,7 +76,8 @@ func (r *result) hooksMarkdown() string {
 	w("| 5d. delivery POST -> event, for events that followed their hint | - | %s | |\n", qText(toEvent))
 	w("| 5e. hinted changes whose event polling made before the hint arrived / with no event of their own (moved again before the read) | - | %d / %d | |\n",
 		h.PolledFirst, h.NoEvent)
-	w("| 6. missed final statuses after catch-up | 0 | %d of %d | %s |\n", r.Watcher.MissedFinal, r.Watcher.TruthFinal, mark(r.Watcher.MissedFinal == 0))
+	w("| 6. missed final statuses after catch-up: every item (as 3) / the hinted sources' top-level items | 0 | %d of %d / %d of %d | %s |\n",
+		r.Watcher.MissedFinal, r.Watcher.TruthFinal, h.TopMissed, h.TopFinal, mark(r.Watcher.MissedFinal == 0))
 	w("| 6b. events from forged or replayed deliveries: such deliveries the listener accepted (each would cause a read) / events not in the truth | 0 / 0 | %d / %d | %s |\n",
 		refusedReached, r.Watcher.NotSubsequence, mark(refusedReached == 0 && r.Watcher.NotSubsequence == 0))
 	w("| 6c. single-item reads of ids the simulator never made (answered 404) | 0 | %d | %s |\n", h.UnknownGets, mark(h.UnknownGets == 0))

@@ -282,6 +282,9 @@ type hookResult struct {
 	// item had reached by the time the body was rendered (0 unless the simulator's
 	// records are wrong).
 	Changes, Hinted, Unmatched int
+	// TopFinal counts the hinted sources' top-level items whose last status in the
+	// truth is final, TopMissed those whose final status no event reported.
+	TopFinal, TopMissed int
 	// DelayHinted is change -> event for the hinted changes with an event of their
 	// own, DelayPrompt and DelayHeld the same split by whether the first accepted
 	// delivery was held back (DelayRate); HintToEvent is that delivery's POST -> the
@@ -290,8 +293,9 @@ type hookResult struct {
 	// moved again before it was read).
 	DelayHinted, DelayPrompt, DelayHeld, HintToEvent []time.Duration
 	PolledFirst, NoEvent                             int
-	// RefusedHinted counts deliveries the listener should refuse (a bad signature,
-	// replays, stale) that it answered accepted or coalesced: reads they caused.
+	// RefusedHinted counts the deliveries the listener should refuse (a signature that
+	// does not match, a replay, an old timestamp) that it answered accepted or
+	// coalesced: each would have caused a read.
 	RefusedHinted int
 	// UnknownGets counts single-item reads the simulator answered 404.
 	UnknownGets int64
@@ -327,8 +331,15 @@ func analyzeHooks(ds []sim.WebhookDelivery, ti *truthIndex, v verdict, offset ti
 		hookProv[s.Provider] = true
 	}
 	for k, c := range ti.chains {
-		if hookProv[k.provider] && k.parent == "" {
-			r.Changes += len(c.states) - 1
+		if !hookProv[k.provider] || k.parent != "" {
+			continue
+		}
+		r.Changes += len(c.states) - 1
+		if c.final {
+			r.TopFinal++
+			if _, seen := v.Changes[changeRef{k, len(c.states) - 1}]; !seen {
+				r.TopMissed++
+			}
 		}
 	}
 	type hint struct {
@@ -351,7 +362,7 @@ func analyzeHooks(ds []sim.WebhookDelivery, ti *truthIndex, v verdict, offset ti
 		r.ByKind[class][answer]++
 		genuine := (d.Kind == sim.WebhookChange || d.Kind == sim.WebhookDuplicate) && !d.Forged
 		if !genuine {
-			if hinting(d.Answer) && (d.Forged || d.Stale || d.Kind == sim.WebhookInjected) {
+			if hinting(d.Answer) {
 				r.RefusedHinted++
 			}
 			continue
