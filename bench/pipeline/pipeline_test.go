@@ -202,6 +202,14 @@ func TestBurst(t *testing.T) {
 	if r.Compacted > r.Burst || r.SnapshotOnly >= r.Compacted {
 		t.Errorf("files: burst %d, compacted %d, snapshot only %d; want each smaller", r.Burst, r.Compacted, r.SnapshotOnly)
 	}
+	if r.AgedOut < r.Burst || r.AgedOutFree <= r.BurstFree {
+		t.Errorf("uncompacted file once the retained events aged out: %d bytes, %d free; want at least the burst's %d, more free than its %d",
+			r.AgedOut, r.AgedOutFree, r.Burst, r.BurstFree)
+	}
+	if r.NATS.MaxOutbox <= 0 || r.NATS.OutboxPace <= 0 || r.PeakOutbox <= 0 || r.PeakOutbox > r.Items {
+		t.Errorf("max_outbox %d, outbox_pace %d, largest outbox seen %d: want the daemon's limits and a count the poller read",
+			r.NATS.MaxOutbox, r.NATS.OutboxPace, r.PeakOutbox)
+	}
 	if md := r.Markdown("watcher bench -burst 3000"); !strings.Contains(md, "snapshot only") {
 		t.Errorf("markdown:\n%s", md)
 	}
