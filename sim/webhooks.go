@@ -69,7 +69,7 @@ const (
 	WebhookChange = "change"
 	// WebhookDuplicate: the second POST of a change's delivery (DuplicateRate).
 	WebhookDuplicate = "duplicate"
-	// WebhookReplay: the last undelayed delivery posted, sent again (ReplayRate,
+	// WebhookReplay: one of the last undelayed deliveries, sent again (ReplayRate,
 	// ReplayAge).
 	WebhookReplay = "replay"
 	// WebhookInjected: an extra delivery an attacker made (InjectRate): a change's
@@ -114,10 +114,12 @@ type WebhookDelivery struct {
 // draws, in this order: an injected extra (InjectRate, when set; see below), dropped
 // (DropRate; nothing else happens), a delay uniform in [0, MaxDelay) (for the
 // DelayRate share of deliveries; every one when DelayRate is 0), a forged signature
-// (ForgeRate), a second identical POST (DuplicateRate) and a POST of the last
-// undelayed delivery posted again (ReplayRate), before this one. A delayed delivery and its duplicate are posted from
-// their own goroutine, so they hold back no other delivery. Reorder > 1 makes the
-// sender take up to that many queued deliveries at once and send them shuffled.
+// (ForgeRate), a second identical POST (DuplicateRate) and, before this one, a POST of
+// one of the last 64 undelayed deliveries again, chosen at random (ReplayRate), which
+// may carry a status its item has left since. A delayed delivery and its duplicate are
+// posted from their own goroutine, so they hold back no other delivery. Reorder > 1
+// makes the sender take up to that many queued deliveries at once and send them
+// shuffled.
 //
 // ReplayAge presents a replay as one captured that long ago: a Stripe replay carries a
 // timestamp ReplayAge back, signed as Stripe signed it then (beyond 5 minutes a
@@ -282,10 +284,10 @@ type hookSender struct {
 
 	mu     sync.Mutex // guards faults
 	faults WebhookFaults
-	// The sender goroutine's only: its random source, the last undelayed delivery of
-	// a change posted (what a replay sends again), and the made-up ids so far.
+	// The sender goroutine's only: its random source, the last undelayed deliveries of
+	// changes posted (what a replay sends again), and the made-up ids so far.
 	rng      *mrand.Rand
-	last     *hookDelivery
+	recent   []*hookDelivery
 	injected uint64
 	delayed  sync.WaitGroup
 	counts   struct {
@@ -461,11 +463,9 @@ func (h *hookSender) deliver(ctx context.Context, d *hookDelivery, f WebhookFaul
 	if dup {
 		h.counts.duplicated.Add(1)
 	}
-	if h.rng.Float64() < f.ReplayRate {
-		if prev := h.last; prev != nil {
-			h.counts.replayed.Add(1)
-			h.post(ctx, h.replay(prev, f.ReplayAge), WebhookReplay)
-		}
+	if h.rng.Float64() < f.ReplayRate && len(h.recent) > 0 {
+		h.counts.replayed.Add(1)
+		h.post(ctx, h.replay(h.recent[h.rng.IntN(len(h.recent))], f.ReplayAge), WebhookReplay)
 	}
 	send := func() {
 		h.post(ctx, d, WebhookChange)
@@ -475,7 +475,10 @@ func (h *hookSender) deliver(ctx context.Context, d *hookDelivery, f WebhookFaul
 	}
 	if d.delay == 0 {
 		send()
-		h.last = d
+		if len(h.recent) == replayMemory {
+			h.recent = append(h.recent[:0], h.recent[1:]...)
+		}
+		h.recent = append(h.recent, d)
 		return
 	}
 	h.delayed.Go(func() {
@@ -500,6 +503,9 @@ func (h *hookSender) replay(d *hookDelivery, age time.Duration) *hookDelivery {
 	}
 	return &r
 }
+
+// replayMemory is how many of the last undelayed deliveries a replay chooses from.
+const replayMemory = 64
 
 // madeUpBase is the first sequence number of the made-up ids of injected deliveries:
 // far beyond any simulated item, within every id format's range.

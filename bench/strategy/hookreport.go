@@ -22,8 +22,8 @@ func faultsText(f sim.WebhookFaults) string {
 		held = fmt.Sprintf("%.3g%%", f.DelayRate*100)
 	}
 	return fmt.Sprintf("%.3g%% dropped, %s held back by up to %s (each posted on its own, so later ones overtake it), "+
-		"%.3g%% posted twice, reordered in batches of up to %d when deliveries queue, %.3g%% followed by a replay of the last "+
-		"delivery (Stripe's presented as captured %s earlier, so with an old timestamp), %.3g%% with a signature that does not match, "+
+		"%.3g%% posted twice, reordered in batches of up to %d when deliveries queue, %.3g%% preceded by a replay of one of the last 64 "+
+		"deliveries (Stripe's presented as captured %s earlier, so with an old timestamp), %.3g%% with a signature that does not match, "+
 		"and for %.3g%% of changes an extra forged delivery (half naming a made-up id, half the real item with another final status, "+
 		"with a signature that does not match)",
 		f.DropRate*100, held, f.MaxDelay, f.DuplicateRate*100, f.Reorder, f.ReplayRate*100, f.ReplayAge, f.ForgeRate*100, f.InjectRate*100)
