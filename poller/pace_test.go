@@ -115,7 +115,7 @@ func (r *paceRecorder) recorded() []time.Duration {
 
 // pacedPoller returns a poller over items first-sight items in pages of 10 with an
 // outbox pace of 30, on a bbolt file watched by an outboxWatch, its pacing looking at
-// the outbox every 10 to 40 ms and giving up after stall; its logs go to logs.
+// the outbox every 10 ms and giving up after stall; its logs go to logs.
 func pacedPoller(t *testing.T, items int, stall time.Duration) (*Poller, *fakeSource, *outboxWatch, *paceRecorder, *logtest.Buffer) {
 	t.Helper()
 	src := &fakeSource{pageSize: 10}
@@ -131,7 +131,7 @@ func pacedPoller(t *testing.T, items int, stall time.Duration) (*Poller, *fakeSo
 	p := New(cfg, src, w, "payments", slog.New(slog.NewTextHandler(logs, nil)))
 	clock := now0
 	p.now = func() time.Time { return clock }
-	p.paced.stall, p.paced.check, p.paced.maxCheck = stall, 10*time.Millisecond, 40*time.Millisecond
+	p.paced.stall, p.paced.check, p.paced.maxCheck = stall, 10*time.Millisecond, 10*time.Millisecond
 	obs := &paceRecorder{}
 	p.Observe(obs)
 	return p, src, w, obs, logs
@@ -201,9 +201,11 @@ func TestWalkIsPacedByThePublisher(t *testing.T) {
 		if taken != items {
 			t.Fatalf("the publisher took %d events, want one per item, %d", taken, items)
 		}
-		for i := range 15 {
-			src.add(fmt.Sprintf("n%02d", i), "NEW", now0.Add(-30*time.Second))
-		}
+		// One new item: the next walk's first look finds one event, fewer than any look
+		// of the paced walk found (each after a page of 10, or a wait that ended at 5 or
+		// more: the publisher takes 5 at a time, and looks come every 10 ms as its
+		// batches do).
+		src.add("n00", "NEW", now0.Add(-30*time.Second))
 		if err := p.Poll(t.Context()); err != nil {
 			t.Fatal(err)
 		}
