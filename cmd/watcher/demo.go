@@ -74,7 +74,7 @@ func demoConfigHooks(dataDir, natsURL, simURL, httpListen, adminListen, webhooks
 		}
 		names = append(names, s.name)
 		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.name, s.provider, simURL)
-		fmt.Fprintf(&b, "    interval: 2s\n    open_refresh: 2s\n    rate_limit: 20\n    baseline: emit\n")
+		fmt.Fprintf(&b, "    interval: 2s\n    open_refresh: 2s\n    open_refresh_max: 20s\n    rate_limit: 20\n    baseline: emit\n")
 		for _, k := range slices.Sorted(maps.Keys(s.keys)) {
 			fmt.Fprintf(&b, "    %s: %q\n", k, s.keys[k])
 		}

@@ -184,6 +184,7 @@ sources:
     api_key: ${OPS_CPN_KEY}
     interval: 200ms
     open_refresh: 1ms
+    open_refresh_max: 0s
     baseline: emit
 `, dir, natsPort, dir, prov.URL)
 	const token = "ops-admin-token-0123456789"

@@ -89,7 +89,7 @@ func TestRunAgainstQuirkyProviders(t *testing.T) {
 		srv := httptest.NewServer(s.Handler())
 		t.Cleanup(srv.Close)
 		sims[c.name], urls[c.name] = s, srv.URL
-		fmt.Fprintf(&cfg, "  - name: %s\n    provider: %s\n    base_url: %q\n    interval: 200ms\n    open_refresh: 1ms\n"+
+		fmt.Fprintf(&cfg, "  - name: %s\n    provider: %s\n    base_url: %q\n    interval: 200ms\n    open_refresh: 1ms\n    open_refresh_max: 0s\n"+
 			"    rate_limit: 200\n    page_size: 4\n    request_timeout: 5s\n", c.name, c.provider, srv.URL)
 		for _, l := range append(credentialLines(c.provider), c.settings...) {
 			fmt.Fprintf(&cfg, "    %s\n", l)

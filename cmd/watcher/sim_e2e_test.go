@@ -99,7 +99,7 @@ func TestRunAllProvidersAgainstSimulator(t *testing.T) {
 	}
 	doc := strings.ReplaceAll(string(raw), "baseline: emit", "baseline: silent\n    page_size: 5")
 	doc = strings.ReplaceAll(doc, "interval: 2s", "interval: 100ms")
-	doc = strings.ReplaceAll(doc, "open_refresh: 2s", "open_refresh: 1ms\n    open_refresh_max: 0s")
+	doc = strings.ReplaceAll(doc, "open_refresh: 2s\n    open_refresh_max: 20s", "open_refresh: 1ms\n    open_refresh_max: 0s")
 	logs, stop := runConfig(t, dir, doc)
 	defer stop()
 

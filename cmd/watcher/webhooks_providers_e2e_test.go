@@ -167,7 +167,7 @@ func newHookRig(t *testing.T, schedule string, createdAgo time.Duration, names .
 	for _, l := range strings.Split(strings.TrimSpace(schedule), "\n") {
 		block.WriteString("    " + strings.TrimSpace(l) + "\n")
 	}
-	doc = strings.ReplaceAll(doc, "    interval: 2s\n    open_refresh: 2s\n", block.String())
+	doc = strings.ReplaceAll(doc, "    interval: 2s\n    open_refresh: 2s\n    open_refresh_max: 20s\n", block.String())
 	doc = strings.ReplaceAll(doc, "baseline: emit", "baseline: silent")
 	if strings.Count(doc, block.String()) != len(sources) || strings.Count(doc, "baseline: silent") != len(sources) || !strings.Contains(doc, "max_body: 64KiB") {
 		t.Fatalf("the demo configuration changed shape; the schedule, baseline or max_body was not set:\n%s", doc)
