@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -270,5 +271,102 @@ func TestWebhooksOnlyRun(t *testing.T) {
 	md := res.markdown("go run ./bench/strategy -webhooks only")
 	if !strings.Contains(md, "| missed final statuses: never delivered") || !strings.Contains(md, "**missed**") {
 		t.Errorf("report:\n%s", md)
+	}
+}
+
+// analyzeHooks credits a change with the first genuine delivery the listener accepted
+// for it, finds the change a body reports by its status and render time, and counts a
+// forged delivery the listener accepted as a read it caused.
+func TestAnalyzeHooksMatchesDeliveriesWithChanges(t *testing.T) {
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(s int) time.Time { return start.Add(time.Duration(s) * time.Second) }
+	p := sim.ProviderCoindirect
+	ti, err := indexTruth([]sim.Transition{
+		{Seq: 1, Provider: p, Kind: "payment", ID: "a", From: "PENDING", To: "PROCESSING", At: at(1)},
+		{Seq: 2, Provider: p, Kind: "payment", ID: "a", From: "PROCESSING", To: "COMPLETE", At: at(5)},
+		{Seq: 3, Provider: p, Kind: "payment", ID: "b", From: "PENDING", To: "EXPIRED", At: at(2)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := check([]observation{
+		{key: itemKey{p, "payment", "", "a"}, eventID: "e1", prev: &status{raw: "PENDING"}, cur: status{raw: "PROCESSING"}, seq: 2, at: at(1).Add(100 * time.Millisecond)},
+		{key: itemKey{p, "payment", "", "a"}, eventID: "e2", prev: &status{raw: "PROCESSING"}, cur: status{raw: "COMPLETE"}, seq: 3, at: at(9)},
+	}, ti, 0)
+	ds := []sim.WebhookDelivery{
+		// a's first change: its POST accepted, its duplicate refused as a replay.
+		{Provider: p, Kind: sim.WebhookChange, ID: "a", Status: "PROCESSING", Rendered: at(1), Sent: at(1).Add(50 * time.Millisecond), Answer: webhook.ResultAccepted},
+		{Provider: p, Kind: sim.WebhookDuplicate, ID: "a", Status: "PROCESSING", Rendered: at(1), Sent: at(1).Add(60 * time.Millisecond), Answer: webhook.ResultReplayed},
+		// a's second change, held back; polling read it first.
+		{Provider: p, Kind: sim.WebhookChange, ID: "a", Status: "COMPLETE", Rendered: at(5), Delay: 4 * time.Second, Sent: at(10), Answer: webhook.ResultCoalesced},
+		// b's change dropped; an injected delivery for b refused, a replay accepted.
+		{Provider: p, Kind: sim.WebhookChange, ID: "b", Status: "EXPIRED", Rendered: at(2), Dropped: true},
+		{Provider: p, Kind: sim.WebhookInjected, ID: "b", Status: "COMPLETE", Forged: true, Rendered: at(2), Sent: at(2), Answer: webhook.ResultBadSignature},
+		{Provider: p, Kind: sim.WebhookReplay, ID: "a", Status: "PROCESSING", Rendered: at(1), Sent: at(6), Answer: webhook.ResultAccepted},
+		// A body that no change of the item produced.
+		{Provider: p, Kind: sim.WebhookChange, ID: "a", Status: "CANCELLED", Rendered: at(6), Sent: at(6), Answer: webhook.ResultAccepted},
+	}
+	r := analyzeHooks(ds, ti, v, 0)
+	if r.Changes != 3 || r.Hinted != 2 || r.Unmatched != 1 || r.RefusedHinted != 1 {
+		t.Errorf("changes %d, hinted %d, unmatched %d, refused but read %d; want 3, 2, 1, 1", r.Changes, r.Hinted, r.Unmatched, r.RefusedHinted)
+	}
+	if len(r.DelayPrompt) != 1 || r.DelayPrompt[0] != 100*time.Millisecond || len(r.DelayHeld) != 1 || r.DelayHeld[0] != 4*time.Second {
+		t.Errorf("prompt %v, held %v; want [100ms] and [4s]", r.DelayPrompt, r.DelayHeld)
+	}
+	if r.PolledFirst != 1 || len(r.HintToEvent) != 1 || r.HintToEvent[0] != 50*time.Millisecond {
+		t.Errorf("polled first %d, hint -> event %v; want 1 and [50ms]", r.PolledFirst, r.HintToEvent)
+	}
+	if r.TopFinal != 2 || r.TopMissed != 1 {
+		t.Errorf("final top-level items %d, missed %d; want 2 and 1 (b)", r.TopFinal, r.TopMissed)
+	}
+	if got := r.ByKind["injected, real id, another final status"][webhook.ResultBadSignature]; got != 1 {
+		t.Errorf("by kind %v", r.ByKind)
+	}
+}
+
+// checkConsumer tells apart what a trusting consumer gets wrong: a final status never
+// delivered, one overwritten by a late delivery, an event for a made-up item, a status
+// repeated by a replay, and an earlier status arriving late.
+func TestCheckConsumerFindsTheNaiveConsumersFailures(t *testing.T) {
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(s int) time.Time { return start.Add(time.Duration(s) * time.Second) }
+	p := sim.ProviderCoindirect
+	tr := func(seq int, id, from, to string, s int) sim.Transition {
+		return sim.Transition{Seq: uint64(seq), Provider: p, Kind: "payment", ID: id, From: from, To: to, At: at(s)}
+	}
+	ti, err := indexTruth([]sim.Transition{
+		tr(1, "ok", "PENDING", "PROCESSING", 1), tr(2, "ok", "PROCESSING", "COMPLETE", 2),
+		tr(3, "lost", "PENDING", "EXPIRED", 1),
+		tr(4, "late", "PENDING", "PROCESSING", 1), tr(5, "late", "PROCESSING", "COMPLETE", 2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(id string) itemKey { return itemKey{p, "payment", "", id} }
+	st := func(raw string) status { return status{raw: raw} }
+	ev := func(id, cur string, s int) consumerEvent { return consumerEvent{key: key(id), cur: st(cur), at: at(s)} }
+	events := []consumerEvent{
+		ev("ok", "PROCESSING", 1), ev("ok", "COMPLETE", 3),
+		ev("late", "COMPLETE", 3), ev("late", "PROCESSING", 4), // held back, overtaken
+		ev("madeup", "COMPLETE", 3),
+		ev("ok", "PROCESSING", 5), // a replay
+	}
+	last := map[itemKey]status{key("ok"): st("PROCESSING"), key("late"): st("PROCESSING"), key("madeup"): st("COMPLETE")}
+	cause := func(i int, kind string, madeUp bool) sim.WebhookDelivery {
+		return sim.WebhookDelivery{Kind: kind, MadeUp: madeUp, Forged: kind == sim.WebhookInjected, Answer: fmt.Sprintf("event %d", i)}
+	}
+	ds := []sim.WebhookDelivery{cause(0, sim.WebhookChange, false), cause(1, sim.WebhookChange, false), cause(2, sim.WebhookChange, false),
+		cause(3, sim.WebhookChange, false), cause(4, sim.WebhookInjected, true), cause(5, sim.WebhookReplay, false)}
+	var r consumerResult
+	checkConsumer(&r, events, last, ds, ti, 0)
+	if r.TruthFinal != 3 || r.MissedFinal != 3 || r.NeverDelivered != 1 || r.Overwritten != 2 {
+		t.Errorf("finals %d, missed %d (never delivered %d, overwritten %d); want 3, 3 (1, 2)", r.TruthFinal, r.MissedFinal, r.NeverDelivered, r.Overwritten)
+	}
+	if r.FromMadeUp != 1 || r.FromReplay != 1 || r.FromGenuine != 4 || r.InOrder != 3 || r.OutOfOrder != 1 || r.Repeated != 0 {
+		t.Errorf("made up %d, replay %d, genuine %d: in order %d, out of order %d, repeated %d; want 1, 1, 4: 3, 1, 0",
+			r.FromMadeUp, r.FromReplay, r.FromGenuine, r.InOrder, r.OutOfOrder, r.Repeated)
+	}
+	if r.NotInTruth != 3 || r.FalseFinal != 1 || r.WrongLast != 4 {
+		t.Errorf("not in the truth %d, false finals %d, wrong last %d; want 3 (made up, late, replay), 1, 4", r.NotInTruth, r.FalseFinal, r.WrongLast)
 	}
 }

@@ -269,7 +269,7 @@ type hookResult struct {
 	// others.
 	Sources, NoHooks []string
 	Faults           sim.WebhookFaults
-	// Sent are the simulator's counts by provider.
+	// Sent are the simulator's counts by source.
 	Sent map[string]sim.WebhookCounts
 	// Listener is the listener's watcher_webhooks_total by source and result.
 	Listener map[string]map[string]int
