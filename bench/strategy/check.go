@@ -86,7 +86,13 @@ func (r *recorder) behind(ti *truthIndex) (final, other int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, c := range ti.chains {
-		if l, ok := r.last[k]; ok && l.st == c.lastState() {
+		l, ok := r.last[k]
+		if ok && l.st == c.lastState() {
+			continue
+		}
+		// An item that went back to the status it had at the start (and was never
+		// seen elsewhere) is where the recorder left it: nothing is missing.
+		if !ok && c.states[0].raw != "" && c.states[0] == c.lastState() {
 			continue
 		}
 		if c.final {

@@ -81,13 +81,13 @@ func (r *result) hooksMarkdown() string {
 	w("| 6b. events from forged or replayed deliveries: such deliveries the listener accepted (each would cause a read) / events not in the truth | 0 / 0 | %d / %d | %s |\n",
 		refusedReached, r.Watcher.NotSubsequence, mark(refusedReached == 0 && r.Watcher.NotSubsequence == 0))
 	w("| 6c. single-item reads of ids the simulator never made (answered 404) | 0 | %d | %s |\n", h.UnknownGets, mark(h.UnknownGets == 0))
-	wpt := perTransition(f.WatchReq, f.WatchTr)
+	wpt := perTransition(f.WatchReqAll, f.WatchTrAll)
 	if pf := r.Opts.Hooks.PollingFigure; pf > 0 {
-		w("| 7. requests per detected transition, engine running | <= polling only (%.3f) | %.3f (%d / %d) | %s |\n",
-			pf, wpt, f.WatchReq, f.WatchTr, mark(wpt <= pf))
+		w("| 7. requests per detected transition, run + catch-up (as 2) | <= polling only (%.3f) | %.3f (%d / %d) | %s |\n",
+			pf, wpt, f.WatchReqAll, f.WatchTrAll, mark(wpt <= pf))
 	} else {
-		w("| 7. requests per detected transition, engine running | <= polling only (no figure given: -compare-requests) | %.3f (%d / %d) | - |\n",
-			wpt, f.WatchReq, f.WatchTr)
+		w("| 7. requests per detected transition, run + catch-up (as 2) | <= polling only (no figure given: -compare-requests) | %.3f (%d / %d) | - |\n",
+			wpt, f.WatchReqAll, f.WatchTrAll)
 	}
 	if h.Unmatched > 0 {
 		w("| 7b. accepted deliveries whose status matched no change of the truth | 0 | %d | **missed** |\n", h.Unmatched)

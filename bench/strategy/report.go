@@ -95,7 +95,7 @@ func (o options) longestPeriod(st diff.State) time.Duration {
 	return poller.AgedPeriod(poller.DefaultPeriod(st, o.OpenRefresh), time.Duration(math.MaxInt64), o.OpenRefreshMax)
 }
 
-// requestTarget is the most requests per detected transition (engine running) the
+// requestTarget is the most requests per detected transition (run and catch-up) the
 // polling runs aim at, beside 20x fewer than the naive poller.
 const requestTarget = 0.3
 
@@ -205,11 +205,14 @@ func (r *result) markdown(command string) string {
 	w("| 1. requests per idle cycle (nothing new, no open item due) | exactly 1 per source | %s | %s | %s |\n",
 		strings.Join(idle, ", "), naive("%s (its whole walk)", strings.Join(naiveIdle, ", ")), mark(idleOK))
 	w("| 1b. idle-phase cycles in which open or settling items fell due: discovery + refresh requests per cycle (discovery runs again when a refresh outlasts an interval) | - | %s | - | |\n", strings.Join(idleRef, ", "))
-	reqOK := wpt <= requestTarget && (!o.Naive || factor >= 20)
-	w("| 2. requests per detected transition, engine running | watcher <= %.2g, and >= 20x fewer than naive | %.3f (%d / %d) | %s | %s%s |\n",
-		requestTarget, wpt, f.WatchReq, f.WatchTr, naive("%.3f (%d / %d)", npt, f.NaiveReq, f.NaiveTr), naive("%.1fx, ", factor), mark(reqOK))
-	w("| 2b. requests per detected transition, run + catch-up | - | %.3f (%d / %d) | %s | %s |\n",
-		wptAll, f.WatchReqAll, f.WatchTrAll, naive("%.3f (%d / %d)", nptAll, f.NaiveReqAll, f.NaiveTrAll), naive("%.1fx", factorAll))
+	// The target is held over the run and its catch-up: an old item's change is read
+	// at its grown period, often after the engine stopped, so the engine's run alone
+	// holds requests whose transitions are detected later.
+	reqOK := wptAll <= requestTarget && (!o.Naive || factorAll >= 20)
+	w("| 2. requests per detected transition, run + catch-up (until every last status is seen, or the catch-up's end) | watcher <= %.2g, and >= 20x fewer than naive | %.3f (%d / %d) | %s | %s%s |\n",
+		requestTarget, wptAll, f.WatchReqAll, f.WatchTrAll, naive("%.3f (%d / %d)", nptAll, f.NaiveReqAll, f.NaiveTrAll), naive("%.1fx, ", factorAll), mark(reqOK))
+	w("| 2b. requests per detected transition, engine running only | - | %.3f (%d / %d) | %s | %s |\n",
+		wpt, f.WatchReq, f.WatchTr, naive("%.3f (%d / %d)", npt, f.NaiveReq, f.NaiveTr), naive("%.1fx", factor))
 	var wBase, nBase int
 	for _, s := range r.Sources {
 		wBase += s.Discovery[phaseBaseline] + s.Refresh[phaseBaseline]

@@ -36,7 +36,7 @@ type hookOptions struct {
 	Mode string
 	// Faults are the simulator's delivery faults for every provider with webhooks.
 	Faults sim.WebhookFaults
-	// PollingFigure is the requests per detected transition (engine running) of a
+	// PollingFigure is the requests per detected transition (run and catch-up) of a
 	// polling-only run at the same scale, which the hints run is held to; 0: none given.
 	PollingFigure float64
 }
