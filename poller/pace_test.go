@@ -94,6 +94,22 @@ func publishEvery(ctx context.Context, t *testing.T, w *outboxWatch, batch int, 
 	}
 }
 
+// startPublisher runs publishEvery (5 events every 10ms) in a goroutine until stop,
+// which waits for it to end.
+func startPublisher(t *testing.T, w *outboxWatch) (empty <-chan struct{}, stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	e := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		publishEvery(ctx, t, w, 5, 10*time.Millisecond, e)
+	}()
+	return e, func() {
+		cancel()
+		<-done
+	}
+}
+
 // paceRecorder records Observer.Paced calls.
 type paceRecorder struct {
 	nopObserver
@@ -163,17 +179,8 @@ func TestWalkIsPacedByThePublisher(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const items = 200
 		p, src, w, obs, logs := pacedPoller(t, items, time.Second)
-		ctx, cancel := context.WithCancel(t.Context())
-		empty := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			publishEvery(ctx, t, w, 5, 10*time.Millisecond, empty)
-		}()
-		defer func() {
-			cancel()
-			<-done
-		}()
+		empty, stop := startPublisher(t, w)
+		defer stop()
 
 		if err := p.Poll(t.Context()); err != nil {
 			t.Fatal(err)
@@ -285,17 +292,8 @@ func TestPacingResumesWhenEventsAreTakenAgain(t *testing.T) {
 		}
 
 		// NATS is back: the publisher empties the outbox, then the source gains 50 items.
-		ctx, cancel := context.WithCancel(t.Context())
-		empty := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			publishEvery(ctx, t, w, 5, 10*time.Millisecond, empty)
-		}()
-		defer func() {
-			cancel()
-			<-done
-		}()
+		empty, stop := startPublisher(t, w)
+		defer stop()
 		<-empty
 		w.mu.Lock()
 		w.peak = 0
