@@ -396,16 +396,24 @@ func (c *circleKeys) sign(t *testing.T, priv *ecdsa.PrivateKey, body []byte) str
 	return base64.StdEncoding.EncodeToString(sig)
 }
 
-func TestCircleHintReadsTheItemWithACachedKey(t *testing.T) {
+// circleVerifier returns Circle's key server (key-1, served over httptest until the
+// test ends) and a Circle CPN verifier that fetches its keys from it.
+func circleVerifier(t *testing.T) (*circleKeys, webhook.Verifier) {
+	t.Helper()
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	keys := &circleKeys{priv: priv, id: "key-1"}
 	api := httptest.NewServer(keys)
-	defer api.Close()
+	t.Cleanup(api.Close)
 	client := provider.NewClient(provider.ClientOptions{BaseURL: api.URL})
 	v, err := webhook.Verifiers["circle_cpn_payments"](provider.Settings{BaseURL: api.URL, Values: map[string]string{"api_key": "circle-key"}}, client)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return keys, v
+}
+
+func TestCircleHintReadsTheItemWithACachedKey(t *testing.T) {
+	keys, v := circleVerifier(t)
 	r := newRig(t, "cpn", v)
 
 	resp, err := http.Head(r.url)
@@ -428,7 +436,7 @@ func TestCircleHintReadsTheItemWithACachedKey(t *testing.T) {
 	r.src.set("item-1", "done")
 	for n := 1; n <= 5; n++ {
 		body := notification(n, "cpn.payment.completed", "item-1")
-		code, res := post(t, r.url, map[string]string{"X-Circle-Key-Id": "key-1", "X-Circle-Signature": keys.sign(t, priv, body)}, body)
+		code, res := post(t, r.url, map[string]string{"X-Circle-Key-Id": "key-1", "X-Circle-Signature": keys.sign(t, keys.priv, body)}, body)
 		if code != 202 {
 			t.Fatalf("notification %d: %d %s", n, code, res)
 		}
@@ -439,7 +447,7 @@ func TestCircleHintReadsTheItemWithACachedKey(t *testing.T) {
 	}
 	// A retry of a delivery keeps its notificationId: a replay.
 	body = notification(5, "cpn.payment.completed", "item-1")
-	code, res = post(t, r.url, map[string]string{"X-Circle-Key-Id": "key-1", "X-Circle-Signature": keys.sign(t, priv, body)}, body)
+	code, res = post(t, r.url, map[string]string{"X-Circle-Key-Id": "key-1", "X-Circle-Signature": keys.sign(t, keys.priv, body)}, body)
 	expect(t, "retry", code, res, 200, webhook.ResultReplayed)
 }
 
@@ -448,19 +456,11 @@ func TestCircleHintReadsTheItemWithACachedKey(t *testing.T) {
 // 10s; a delivery beyond that is answered key_unavailable (503, Circle retries) without
 // a request, and a cached key verifies as before.
 func TestCircleKeyFetchesAreLimited(t *testing.T) {
-	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	keys := &circleKeys{priv: priv, id: "key-1"}
-	api := httptest.NewServer(keys)
-	defer api.Close()
-	client := provider.NewClient(provider.ClientOptions{BaseURL: api.URL})
-	v, err := webhook.Verifiers["circle_cpn_payments"](provider.Settings{BaseURL: api.URL, Values: map[string]string{"api_key": "circle-key"}}, client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys, v := circleVerifier(t)
 	body := []byte(`{"subscriptionId":"s","notificationId":"n-1","notificationType":"cpn.payment.completed","notification":{"id":"item-1"},"version":2}`)
 	verify := func(keyID string, at time.Time) error {
 		_, err := v.Verify(t.Context(), webhook.Delivery{Body: body, Now: at,
-			Header: http.Header{"X-Circle-Key-Id": {keyID}, "X-Circle-Signature": {keys.sign(t, priv, body)}}})
+			Header: http.Header{"X-Circle-Key-Id": {keyID}, "X-Circle-Signature": {keys.sign(t, keys.priv, body)}}})
 		return err
 	}
 	now := time.Date(2026, 12, 5, 1, 0, 0, 0, time.UTC)

@@ -17,18 +17,25 @@ import (
 	"github.com/payments-watcher/watcher/sim"
 )
 
+// hookAddrs returns two free loopback addresses: the webhook listener's and the
+// metrics listener's.
+func hookAddrs(t *testing.T) (hooks, metrics string) {
+	t.Helper()
+	var err error
+	if hooks, err = freeLoopback("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if metrics, err = freeLoopback("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	return hooks, metrics
+}
+
 // With webhooks from the simulator, a forced status change reaches the stream through
 // the hint although neither the interval nor the refresh period (1h) comes round; a
 // forged delivery is refused and counted.
 func TestWebhookHintReachesStream(t *testing.T) {
-	hooksAddr, err := freeLoopback("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr, err := freeLoopback("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	hooksAddr, httpAddr := hookAddrs(t)
 	hooks := demoWebhooks(hooksAddr, sim.WebhookFaults{})
 	simulator, err := sim.New(sim.Config{Seed: 5, History: 10, HistorySpan: time.Hour, OpenShare: 1,
 		Providers: []string{sim.ProviderStripe}, Webhooks: map[string]sim.WebhookTarget{sim.ProviderStripe: hooks[sim.ProviderStripe]}})

@@ -122,14 +122,7 @@ type hookRig struct {
 // silently.
 func newHookRig(t *testing.T, schedule string, createdAgo time.Duration, names ...string) (*hookRig, map[string]map[string]string) {
 	t.Helper()
-	hooksAddr, err := freeLoopback("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr, err := freeLoopback("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	hooksAddr, httpAddr := hookAddrs(t)
 	var skew atomic.Int64 // the simulator's clock is this far from the wall clock
 	skew.Store(int64(-createdAgo))
 	s, err := sim.New(sim.Config{Seed: 11, History: 2, HistorySpan: time.Hour, OpenShare: 1,
