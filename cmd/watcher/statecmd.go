@@ -315,7 +315,11 @@ func printState(ctx context.Context, o *stateOptions, rd stateapi.Reader, stdout
 			if st == "" {
 				st = "settling"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", it.ID, it.CreatedAt.UTC().Format(time.RFC3339), it.Status, st)
+			read := "-"
+			if it.LastRead != nil {
+				read = it.LastRead.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", it.ID, it.CreatedAt.UTC().Format(time.RFC3339), it.Status, st, read)
 		}
 		return nil
 	case "export":

@@ -67,7 +67,7 @@ func TestStateCommandsOffline(t *testing.T) {
 cpn     3      2     1        2026-03-01T11:00:00Z  2026-03-01T12:00:00Z  
 ramp    1      1     0        never                 never                 no baseline yet
 `},
-		{[]string{"open", "cpn"}, "p2\t2026-03-01T10:00:00Z\tFAILED\tsettling\np1\t2026-03-01T11:00:00Z\tCREATED\tpending\n"},
+		{[]string{"open", "cpn"}, "p2\t2026-03-01T10:00:00Z\tFAILED\tsettling\t2026-03-01T12:00:00Z\np1\t2026-03-01T11:00:00Z\tCREATED\tpending\t2026-03-01T12:00:00Z\n"},
 		{[]string{"outbox"}, "1\t2026-03-01T12:00:00Z\tpayments.cpn.payment.pending\te1\n2\t2026-03-01T12:00:00Z\tpayments.cpn.payment.failed\te2\n"},
 		{[]string{"outbox", "--limit", "1"}, "1\t2026-03-01T12:00:00Z\tpayments.cpn.payment.pending\te1\n"},
 		{[]string{"get", "cpn", "p2"}, `{
