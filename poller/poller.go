@@ -127,9 +127,13 @@ type Poller struct {
 	// unsaved holds the read times of refreshed not yet committed to the store
 	// (state.Batch.Reads); owned by the Run goroutine.
 	unsaved map[string]time.Time
-	ages    ageIndex // creation times of tracked items; owned by the Run goroutine
-	obs     Observer
-	rebase  atomic.Bool // a rebaseline was requested
+	// moved holds when each open item was last seen to change after its first sight:
+	// its re-read period grows from then rather than from its creation (see period).
+	// Kept in memory only; owned by the Run goroutine.
+	moved  map[string]time.Time
+	ages   ageIndex // creation times of tracked items; owned by the Run goroutine
+	obs    Observer
+	rebase atomic.Bool // a rebaseline was requested
 
 	// unordered records that the provider's list was seen out of newest-first order:
 	// walks then read every page down to the list's end instead of stopping at their
@@ -185,6 +189,7 @@ func New(cfg Config, src provider.Source, store Store, prefix string, log *slog.
 		now:       func() time.Time { return time.Now().UTC() },
 		refreshed: map[string]time.Time{},
 		unsaved:   map[string]time.Time{},
+		moved:     map[string]time.Time{},
 		obs:       nopObserver{},
 		hints:     newHintQueue(cmp.Or(cfg.HintQueue, DefaultHintQueue)),
 
@@ -625,6 +630,7 @@ func (p *Poller) apply(ctx context.Context, items []diff.Item, silent bool) erro
 	opt := diff.Options{Now: now, SettleWindow: p.cfg.SettleWindow}
 	var recs []diff.Record
 	var msgs []event.Message
+	var moving []string // ids of tracked items that changed
 	for i := range items {
 		it := &items[i]
 		before := prev[it.ID]
@@ -634,6 +640,9 @@ func (p *Poller) apply(ctx context.Context, items []diff.Item, silent bool) erro
 		rec, trs, changed := diff.Compare(before, it, opt)
 		if changed {
 			recs = append(recs, rec)
+			if before != nil {
+				moving = append(moving, it.ID)
+			}
 		}
 		if silent {
 			continue
@@ -654,7 +663,13 @@ func (p *Poller) apply(ctx context.Context, items []diff.Item, silent bool) erro
 	if len(recs) == 0 && len(msgs) == 0 {
 		return nil
 	}
-	return p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: now, Records: recs, Messages: msgs})
+	if err := p.store.Commit(ctx, p.cfg.Name, state.Batch{Now: now, Records: recs, Messages: msgs}); err != nil {
+		return err
+	}
+	for _, id := range moving {
+		p.moved[id] = now
+	}
+	return nil
 }
 
 // message renders one transition as the event of DESIGN §5.

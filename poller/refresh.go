@@ -29,6 +29,20 @@ func (p *Poller) period(st diff.State, age time.Duration) time.Duration {
 	return AgedPeriod(p.basePeriod(st), age, p.cfg.OpenRefreshMax)
 }
 
+// openFor is the age that sets o's re-read period: how long it has been in its
+// present status, that is since this poller last saw it change, or since its creation
+// when it has not (nothing seen since a start: what moved before it is not kept). An
+// item seen moving is re-read at its state's period again, however old it is: a
+// payment that moved after days often moves on within minutes, and a lost webhook
+// for its next step costs a short wait instead of open_refresh_max.
+func (p *Poller) openFor(o state.OpenItem, now time.Time) time.Duration {
+	since := o.CreatedAt
+	if m, ok := p.moved[o.ID]; ok && m.After(since) {
+		since = m
+	}
+	return now.Sub(since)
+}
+
 // basePeriod returns the re-read period of an open item in state st before its age is
 // counted: open_refresh_by_state when it names st, else DefaultPeriod.
 func (p *Poller) basePeriod(st diff.State) time.Duration {
@@ -127,7 +141,7 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 			live[o.ID] = last
 			// Due one interval early: cycles come every interval, so waiting for the
 			// exact moment would add up to an interval to every re-read.
-			if at := last.Add(p.period(o.State, now.Sub(o.CreatedAt))); !now.Add(p.cfg.Interval).Before(at) {
+			if at := last.Add(p.period(o.State, p.openFor(o, now))); !now.Add(p.cfg.Interval).Before(at) {
 				due = append(due, dueItem{o, at})
 			}
 		}
@@ -140,6 +154,11 @@ func (p *Poller) refresh(ctx context.Context, c *cycle, budget int) error {
 	for id := range p.unsaved {
 		if _, ok := live[id]; !ok {
 			delete(p.unsaved, id)
+		}
+	}
+	for id := range p.moved {
+		if _, ok := live[id]; !ok {
+			delete(p.moved, id)
 		}
 	}
 	p.obs.Open(p.cfg.Name, len(open)-len(stalled), len(stalled), oldest)

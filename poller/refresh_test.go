@@ -460,3 +460,34 @@ func TestStragglersWithinBudget(t *testing.T) {
 		t.Fatalf("read %v by id with a budget of 4, want [s0 s2 s1 y29]", ids)
 	}
 }
+
+// An old item seen moving is re-read at its state's period again, its period growing
+// from that change; one that does not move keeps its grown period.
+func TestMovedItemsAreReadAtTheBasePeriod(t *testing.T) {
+	src := &fakeSource{pageSize: 100}
+	src.add("moving", "NEW", now0.Add(-48*time.Hour))
+	src.add("still", "NEW", now0.Add(-48*time.Hour))
+	src.add("newest", "DONE", now0) // sets the high-water mark
+	g := &countingGetter{getterSource: getterSource{src}}
+	cfg := testConfig()
+	cfg.OpenRefresh, cfg.OpenRefreshMax = 5*time.Minute, time.Hour
+	cfg.PageSize = 1 // make window lists look expensive
+	tp := newTestPoller(t, cfg, g)
+	if err := tp.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	src.set("moving", "WORK")
+	var got []string
+	for _, at := range []time.Duration{60, 63, 66, 70, 120} {
+		*tp.clock = now0.Add(at*time.Minute + time.Second)
+		if err := tp.Poll(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprint(g.take()))
+	}
+	// At 60m both are due (open_refresh_max); "moving" is seen processing, so it is
+	// due again at its processing period (2m30s) from then, "still" an hour later.
+	if want := "[[moving still] [moving] [moving] [moving] [moving still]]"; fmt.Sprint(got) != want {
+		t.Fatalf("reads by id per cycle %v, want %s", got, want)
+	}
+}
