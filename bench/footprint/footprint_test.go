@@ -136,3 +136,40 @@ func TestFlatnessCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestCompareDrawsEachRun(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.csv"), filepath.Join(dir, "b.csv")
+	row := make([]float64, len(columns))
+	for i := range row {
+		row[i] = float64(i + 1)
+	}
+	s := pipeline.Series{Columns: columns, Rows: [][]float64{row, row}}
+	for _, p := range []string{a, b} {
+		if err := os.WriteFile(p, s.CSV(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svg := filepath.Join(dir, "both.svg")
+	var out bytes.Buffer
+	if err := mainErr(t.Context(), []string{"-compare", a + "," + b, "-compare-labels", "new,old", "-svg", svg}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	pic, err := os.ReadFile(svg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(pic, []byte(">new:<")) || !bytes.Contains(pic, []byte(">old:<")) {
+		t.Errorf("the picture does not name both runs:\n%s", pic)
+	}
+
+	// A CSV of other columns is refused, naming the file.
+	other := filepath.Join(dir, "other.csv")
+	if err := os.WriteFile(other, []byte("seconds,x\n0,1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = mainErr(t.Context(), []string{"-compare", a + "," + other, "-svg", svg}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), other) {
+		t.Errorf("err %v; want one naming %s", err, other)
+	}
+}

@@ -12,8 +12,8 @@
 // which -out puts into a generated section of a markdown file (BENCHMARKS.md).
 // The daemon measured is the current tree's `watcher` unless -watcher names another
 // binary (an earlier release); the simulator is always the current tree's, so that
-// both see the same load. The configuration uses only keys every release since the
-// soak benchmark's first accepts. -compare draws the CSVs of two runs in one picture.
+// both see the same load. The daemon's configuration uses only keys that 21890d4 and
+// later releases all accept. -compare draws the CSVs of several runs in one picture.
 package main
 
 import (

@@ -27,7 +27,8 @@ type proc struct {
 
 // start runs bin with args, its output appended to logPath. The process gets its own
 // process group, so that a Ctrl-C at the terminal reaches the harness alone and the
-// harness stops the children in order.
+// harness stops the children in order; should the harness itself be killed, the
+// kernel sends the child SIGTERM (Linux's parent-death signal).
 func start(name, bin string, args []string, logPath string) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -35,7 +36,7 @@ func start(name, bin string, args []string, logPath string) (*proc, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: start %s: %w", name, bin, err)
