@@ -115,6 +115,44 @@ func (s *Store) commit(source string, b *state.Batch) error {
 	})
 }
 
+// Forget removes the records of the given ids of source and their open index
+// entries, in one write transaction: all of them are removed, or (when Forget returns
+// an error) none. Ids not stored, and a source never committed to, are ignored. A
+// commit that stores one of the ids again afterwards stores it anew.
+func (s *Store) Forget(_ context.Context, source string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		src := tx.Bucket(sourcesBucket).Bucket([]byte(source))
+		if src == nil {
+			return nil
+		}
+		items, open := src.Bucket(itemsBucket), src.Bucket(openBucket)
+		for _, id := range ids {
+			if len(id) == 0 || len(id) > bolt.MaxKeySize {
+				continue // never a key
+			}
+			key := []byte(id)
+			if items != nil {
+				if err := items.Delete(key); err != nil {
+					return fmt.Errorf("record %q: %w", id, err)
+				}
+			}
+			if open != nil {
+				if err := open.Delete(key); err != nil {
+					return fmt.Errorf("open item %q: %w", id, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state file %s: forget %d records of source %q: %w", s.path, len(ids), source, err)
+	}
+	return nil
+}
+
 // recordEstimate is about the bytes a record takes in a commit's buffer: its key, its
 // value and its open index value.
 const recordEstimate = 128

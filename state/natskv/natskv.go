@@ -371,6 +371,52 @@ func (s *Store) commit(ctx context.Context, source string, b *state.Batch) error
 	return s.putReads(ctx, source, b.Reads)
 }
 
+// Forget removes the records of the given ids of source and their open index
+// entries; ids not stored are ignored. It fails with ErrFenced before deleting
+// anything when Options.Fence refuses. Each id's open index entry is deleted before its
+// record, so an entry never outlives its record; cancelling ctx stops it between two
+// deletions, the ids done so far staying forgotten and the others stored as they were.
+// The buckets keep one small deletion marker per forgotten key.
+//
+// A deletion does not go through the journal: it touches no outbox message, and the
+// guarantee the journal keeps (an event in the outbox is never left without the record
+// it came from) holds whatever order a Forget and a commit take effect in. A commit
+// whose view of the source began before the Forget wrote a forgotten record with a
+// revision check that the deletion fails: it gets ErrConflict and its cycle is
+// retried from a fresh read. A page replayed from the journal writes its records
+// unchecked and so may store a forgotten record again, but with the state its own
+// events carry: the record is then tracked as before, and forgotten by a later pass.
+func (s *Store) Forget(ctx context.Context, source string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if s.opt.Fence != nil {
+		if err := s.opt.Fence(source); err != nil {
+			return fmt.Errorf("state nats_kv: forget records of source %q: %w: %w", source, ErrFenced, err)
+		}
+	}
+	ctx, cancel := s.bound(ctx, 1+len(ids)/32)
+	defer cancel()
+	for _, id := range ids {
+		if id == "" {
+			continue // never an id of the buckets
+		}
+		key := itemKey(source, id)
+		if err := s.open.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("state nats_kv: forget open item %q of source %q: %w", id, source, err)
+		}
+		if err := s.records.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("state nats_kv: forget record %q of source %q: %w", id, source, err)
+		}
+		// The record's next commit creates it anew (after a Load, which reads it as
+		// absent); nothing of it stays in memory.
+		s.mu.Lock()
+		delete(s.revs, "r:"+key)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
 // testHookRead, when set (by tests), is called between the read of an open index
 // entry and the update of its read time.
 var testHookRead func(id string)

@@ -29,6 +29,7 @@ type Backend interface {
 	OpenItems(ctx context.Context, source string) ([]state.OpenItem, error)
 	OutboxStats(ctx context.Context) (n int, oldest time.Time, err error)
 	ForEach(ctx context.Context, source string, fn func(diff.Record) error) error
+	Forget(ctx context.Context, source string, ids []string) error
 
 	Pending(ctx context.Context, after uint64, max int) ([]state.OutboxEntry, error)
 	Delete(ctx context.Context, seqs []uint64) error
@@ -45,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Run("CommitLoad", func(t *testing.T) { commitLoad(t, open(t)) })
 	t.Run("OpenIndex", func(t *testing.T) { openIndex(t, open(t)) })
 	t.Run("ReadTimes", func(t *testing.T) { readTimes(t, open(t)) })
+	t.Run("Forget", func(t *testing.T) { forget(t, open(t)) })
 	t.Run("SourcesApart", func(t *testing.T) { sourcesApart(t, open(t)) })
 	t.Run("BadBatch", func(t *testing.T) { badBatch(t, open(t)) })
 	t.Run("Outbox", func(t *testing.T) { outbox(t, open(t)) })
@@ -249,6 +251,50 @@ func openIndex(t *testing.T, b Backend) {
 	open = openItems(t, b, "src")
 	if len(open) != 2 || open[0].ID != "early-a" || open[1].ID != "early-b" {
 		t.Errorf("OpenItems after closing = %+v, want early-a and early-b", open)
+	}
+}
+
+// forget: Forget removes the given records of the source and their open index
+// entries, ignores ids it does not hold, and leaves every other record and other
+// sources alone; a forgotten id committed again is stored anew.
+func forget(t *testing.T, b Backend) {
+	stalled := record("stalled", 1, false, t0)
+	stalled.Stalled = true
+	commit(t, b, "src", state.Batch{Now: t0, Records: []diff.Record{
+		record("open", 1, false, t0),
+		record("kept-open", 1, false, t0),
+		record("done", 2, true, t0),
+		record("kept-done", 2, true, t0),
+		stalled,
+	}})
+	commit(t, b, "other", state.Batch{Now: t0, Records: []diff.Record{record("done", 2, true, t0)}})
+
+	must(t, b.Forget(t.Context(), "src", []string{"open", "done", "stalled", "unknown"}), "Forget(src)")
+	if got, want := ids(t, b, "src"), []string{"kept-done", "kept-open"}; !slices.Equal(got, want) {
+		t.Errorf("records of src after Forget = %q, want %q", got, want)
+	}
+	if got := load(t, b, "src", "open", "done", "stalled"); len(got) != 0 {
+		t.Errorf("Load of forgotten ids = %v, want none", got)
+	}
+	if open := openItems(t, b, "src"); len(open) != 1 || open[0].ID != "kept-open" {
+		t.Errorf("OpenItems(src) after Forget = %+v, want kept-open alone", open)
+	}
+	if got := ids(t, b, "other"); !slices.Equal(got, []string{"done"}) {
+		t.Errorf("records of other after Forget on src = %q, want [done]", got)
+	}
+	must(t, b.Forget(t.Context(), "never-committed", []string{"x"}), "Forget(never-committed)")
+	must(t, b.Forget(t.Context(), "src", nil), "Forget(src, no ids)")
+
+	// Seen again, a forgotten item is stored as new.
+	if got := load(t, b, "src", "open"); len(got) != 0 {
+		t.Fatalf("Load(open) = %v, want nothing", got)
+	}
+	commit(t, b, "src", state.Batch{Now: t0.Add(time.Minute), Records: []diff.Record{record("open", 1, false, t0)}})
+	if got := load(t, b, "src", "open"); got["open"] == nil || got["open"].Sequence != 1 {
+		t.Errorf("Load(open) after committing it again = %v, want its record", got)
+	}
+	if open := openItems(t, b, "src"); len(open) != 2 {
+		t.Errorf("OpenItems(src) after committing a forgotten item again = %+v, want kept-open and open", open)
 	}
 }
 
