@@ -74,6 +74,7 @@ type Metrics struct {
 	rateLimited    *prometheus.CounterVec
 	waitSeconds    *prometheus.CounterVec
 	pacedSeconds   *prometheus.CounterVec
+	forgotten      *prometheus.CounterVec
 	items          *prometheus.CounterVec
 	skipped        *prometheus.CounterVec
 	transitions    *prometheus.CounterVec
@@ -141,6 +142,10 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 			Name: "watcher_poll_paced_seconds_total",
 			Help: "Time walks spent waiting between pages for NATS to take events, the outbox holding nats.outbox_pace events or more.",
 		}, src),
+		forgotten: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "watcher_records_forgotten_total",
+			Help: "Snapshot records removed from the state because no walk can reach their items again (created before lookback and not open).",
+		}, src),
 		items: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "watcher_items_seen_total",
 			Help: "Top-level items read from the provider (lists and single-item reads).",
@@ -187,7 +192,7 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 		publishing: true,
 	}
 	reg.MustRegister(
-		m.polls, m.requests, m.requestSeconds, m.rateLimited, m.waitSeconds, m.pacedSeconds, m.items, m.skipped,
+		m.polls, m.requests, m.requestSeconds, m.rateLimited, m.waitSeconds, m.pacedSeconds, m.forgotten, m.items, m.skipped,
 		m.transitions, m.unknown, m.anomalies, m.lease, m.publisherLease, m.publishLatency,
 		m.published, m.publishErrors, stateCollector{m},
 		m.retention.retainedBytes, m.retention.pruned, m.retention.republished,
@@ -212,6 +217,7 @@ func New(reg prometheus.Registerer, sources []string) *Metrics {
 		}
 		m.rateLimited.WithLabelValues(s)
 		m.pacedSeconds.WithLabelValues(s)
+		m.forgotten.WithLabelValues(s)
 		m.items.WithLabelValues(s)
 		m.skipped.WithLabelValues(s)
 		m.state[s] = &sourceState{held: true}
@@ -372,6 +378,13 @@ func (m *Metrics) Wait(source, reason string, d time.Duration) {
 func (m *Metrics) Paced(source string, d time.Duration) {
 	if m.known(source) {
 		m.pacedSeconds.WithLabelValues(source).Add(max(d, 0).Seconds())
+	}
+}
+
+// Forgotten counts snapshot records removed from the state.
+func (m *Metrics) Forgotten(source string, n int) {
+	if m.known(source) && n > 0 {
+		m.forgotten.WithLabelValues(source).Add(float64(n))
 	}
 }
 

@@ -64,6 +64,7 @@ func TestSeriesExistFromTheStart(t *testing.T) {
 		"watcher_rate_limited_total":                1,
 		"watcher_backoff_wait_seconds_total":        2,
 		"watcher_poll_paced_seconds_total":          1,
+		"watcher_records_forgotten_total":           1,
 		"watcher_items_seen_total":                  1,
 		"watcher_skipped_items_total":               1,
 		"watcher_open_items":                        1,
@@ -238,6 +239,9 @@ func TestPollerSeries(t *testing.T) {
 	m.Paced("cpn", 1500*time.Millisecond)
 	m.Paced("cpn", 2*time.Second)
 	m.Paced("elsewhere", time.Second)
+	m.Forgotten("cpn", 1000)
+	m.Forgotten("cpn", 24)
+	m.Forgotten("elsewhere", 5)
 	m.Items("cpn", 50)
 	m.Items("cpn", 1)
 	m.Skipped("cpn")
@@ -265,6 +269,8 @@ func TestPollerSeries(t *testing.T) {
 		{"watcher_backoff_wait_seconds_total", "reason=backoff,source=cpn", 0.5},
 		{"watcher_poll_paced_seconds_total", "source=cpn", 3.5},
 		{"watcher_poll_paced_seconds_total", "source=ramp", 0},
+		{"watcher_records_forgotten_total", "source=cpn", 1024},
+		{"watcher_records_forgotten_total", "source=ramp", 0},
 		{"watcher_items_seen_total", "source=cpn", 51},
 		{"watcher_skipped_items_total", "source=cpn", 1},
 		{"watcher_transitions_total", "kind=payment,source=cpn,state=failed", 2},

@@ -54,6 +54,9 @@ func (w *swappable) OutboxStats(ctx context.Context) (int, time.Time, error) {
 func (w *swappable) ForEach(ctx context.Context, source string, fn func(diff.Record) error) error {
 	return w.get().ForEach(ctx, source, fn)
 }
+func (w *swappable) Forget(ctx context.Context, source string, ids []string) error {
+	return w.get().Forget(ctx, source, ids)
+}
 
 // TestFullDiskFailsTheCycleAndIsRetried: when the state file cannot grow (bbolt's
 // size limit, which fails a commit as a full disk does), the page's commit fails, the

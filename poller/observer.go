@@ -38,6 +38,9 @@ type Observer interface {
 	// Paced reports a wait between two pages of a walk while the outbox held
 	// Config.PaceOutbox events or more (see Poller.pace); d is how long it lasted.
 	Paced(source string, d time.Duration)
+	// Forgotten reports n snapshot records removed from the state because no walk can
+	// reach their items again (see Poller.forget).
+	Forgotten(source string, n int)
 }
 
 // Provider anomalies (Observer.Anomaly). Each is logged once per source and counted.
@@ -93,3 +96,4 @@ func (nopObserver) Open(string, int, int, time.Time)            {}
 func (nopObserver) Success(string, time.Time)                   {}
 func (nopObserver) Anomaly(string, string)                      {}
 func (nopObserver) Paced(string, time.Duration)                 {}
+func (nopObserver) Forgotten(string, int)                       {}

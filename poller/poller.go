@@ -98,6 +98,9 @@ type Store interface {
 	// ForEach calls fn with every record of source, in id order; an error from fn
 	// stops the walk and is returned as is.
 	ForEach(ctx context.Context, source string, fn func(diff.Record) error) error
+	// Forget removes the records of the given ids of source and their open index
+	// entries; ids not stored are ignored. A later Commit of one of them stores it anew.
+	Forget(ctx context.Context, source string, ids []string) error
 }
 
 // ErrOutboxFull means a cycle was put off because the outbox reached nats.max_outbox.
@@ -152,6 +155,9 @@ type Poller struct {
 	baselined bool
 	// paced is the pacing state of walks (pace); owned by the Run goroutine.
 	paced pacer
+	// lastForget is when forget last swept the snapshot (the poller's clock); zero
+	// before the first pass. Owned by the Run goroutine.
+	lastForget time.Time
 
 	mu     sync.Mutex
 	health Health
@@ -330,6 +336,7 @@ func (p *Poller) Poll(ctx context.Context) (err error) {
 		return err
 	}
 	clear(p.unsaved)
+	p.forget(ctx, &meta)
 	return nil
 }
 

@@ -130,6 +130,7 @@ func (r *Recorder) Open(string, int, int, time.Time)   {}
 func (r *Recorder) Success(string, time.Time)          {}
 func (r *Recorder) Anomaly(string, string)             {}
 func (r *Recorder) Paced(string, time.Duration)        {}
+func (r *Recorder) Forgotten(string, int)              {}
 
 // Requests returns the requests of source in each of the last Minutes minutes,
 // oldest first (all 0 for an unknown source).
@@ -295,5 +296,10 @@ func (t tee) Anomaly(s, kind string) {
 func (t tee) Paced(s string, d time.Duration) {
 	for _, o := range t {
 		o.Paced(s, d)
+	}
+}
+func (t tee) Forgotten(s string, n int) {
+	for _, o := range t {
+		o.Forgotten(s, n)
 	}
 }

@@ -209,6 +209,7 @@ func (o *observer) Open(source string, _, stalled int, _ time.Time) {
 }
 func (o *observer) Anomaly(string, string)      {}
 func (o *observer) Paced(string, time.Duration) {}
+func (o *observer) Forgotten(string, int)       {}
 
 func (o *observer) Success(string, time.Time) {}
 

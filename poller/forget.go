@@ -1,0 +1,104 @@
+package poller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/payments-watcher/watcher/diff"
+	"github.com/payments-watcher/watcher/state"
+)
+
+// forgetEvery is how often a source's snapshot is swept for records no walk can reach.
+const forgetEvery = time.Hour
+
+// forgetBatch is the most ids one Store.Forget call removes.
+const forgetBatch = 1000
+
+// forget removes from the store the records that nothing reads again: those of items
+// created before now − Lookback − DiscoveryOverlap that are not in the open index
+// (final, or stalled). Such an item is below the floor of every walk (discovery and
+// refresh windows start at now − Lookback or later, and a walk leaves out an item
+// created before its floor even when the provider returns it), is not re-read by id
+// (it is not open), and a webhook hint for it is ignored once it is untracked
+// (beyondLookback). Keeping its record serves nothing and grows the state for as
+// long as watcher runs.
+//
+// It runs at the end of a successful cycle once the baseline is done: at the first
+// such cycle after the poller starts, then when forgetEvery has passed since the last
+// pass. Lookback 0 or less disables it. An error is logged and the pass is tried
+// again forgetEvery later; the cycle itself has succeeded.
+func (p *Poller) forget(ctx context.Context, meta *state.Meta) {
+	now := p.now()
+	if p.cfg.Lookback <= 0 || !meta.BaselineDone || meta.Rebaseline {
+		return
+	}
+	if !p.lastForget.IsZero() && now.Sub(p.lastForget) < forgetEvery {
+		return
+	}
+	p.lastForget = now
+	n, err := p.forgetBefore(ctx, now.Add(-p.cfg.Lookback-p.cfg.DiscoveryOverlap), now)
+	if n > 0 {
+		p.obs.Forgotten(p.cfg.Name, n)
+		p.log.Info("forgot the records of items created before lookback that are no longer open",
+			"records", n, "created_before", now.Add(-p.cfg.Lookback-p.cfg.DiscoveryOverlap))
+	}
+	if err != nil && ctx.Err() == nil {
+		p.log.Warn("forgetting records of items created before lookback failed; tried again in an hour",
+			"forgotten", n, "err", err)
+	}
+}
+
+// forgetBefore removes the records of items created before cutoff that are not in the
+// open index as of now, forgetBatch at a time, and returns how many it removed.
+func (p *Poller) forgetBefore(ctx context.Context, cutoff, now time.Time) (int, error) {
+	type candidate struct {
+		id      string
+		created time.Time
+	}
+	var old []candidate
+	err := p.store.ForEach(ctx, p.cfg.Name, func(r diff.Record) error {
+		if r.CreatedAt.Before(cutoff) && !state.InOpenIndex(&r, now) {
+			old = append(old, candidate{r.ID, r.CreatedAt})
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("source %q: find records created before %s: %w", p.cfg.Name, cutoff.Format(time.RFC3339), err)
+	}
+	done := 0
+	ids := make([]string, 0, min(len(old), forgetBatch))
+	for len(old) > 0 {
+		batch := old[:min(len(old), forgetBatch)]
+		old = old[len(batch):]
+		ids = ids[:0]
+		for _, c := range batch {
+			ids = append(ids, c.id)
+		}
+		if err := p.store.Forget(ctx, p.cfg.Name, ids); err != nil {
+			return done, fmt.Errorf("source %q: forget %d records: %w", p.cfg.Name, len(ids), err)
+		}
+		done += len(batch)
+		for _, c := range batch {
+			p.ages.remove(c.created)
+			delete(p.refreshed, c.id)
+			delete(p.unsaved, c.id)
+			delete(p.moved, c.id)
+		}
+	}
+	return done, nil
+}
+
+// remove uncounts a tracked item that was forgotten; before load it is a no-op (load
+// counts what the store holds then).
+func (a *ageIndex) remove(t time.Time) {
+	if !a.loaded {
+		return
+	}
+	h := t.Unix() / 3600
+	if a.hours[h] <= 1 {
+		delete(a.hours, h)
+		return
+	}
+	a.hours[h]--
+}
