@@ -48,6 +48,11 @@ type options struct {
 	// per provider, each a first-sight event (baseline: emit) the daemon publishes at
 	// once, so that the run shows the state file after a burst.
 	Burst int
+	// Lookback, when above 0, bounds what the daemon's sources track: each gets
+	// lookback and open_max_age Lookback, discovery_overlap 1m and settle_window 2m,
+	// so that the run shows the daemon with a tracked set bounded by lookback. 0 leaves
+	// those keys at their defaults.
+	Lookback time.Duration
 	// Watcher is the daemon binary measured; "" builds the current tree's.
 	Watcher string
 	// NATSServer is the nats-server binary; "" builds it from the module's dependency.
@@ -87,6 +92,7 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&o.Rate, "rate", o.Rate, "new items per second per provider (the simulator's --rate)")
 	fs.IntVar(&o.History, "history", o.History, "items per provider that exist when the simulator starts")
 	fs.IntVar(&o.Burst, "burst", 0, "start the simulator with this many items per provider instead of -history, a burst of first sights (0: off)")
+	fs.DurationVar(&o.Lookback, "lookback", 0, "give every source this lookback and open_max_age, discovery_overlap 1m and settle_window 2m (0: their defaults)")
 	fs.Int64Var(&o.Seed, "seed", o.Seed, "scenario seed of the simulator (the same seed gives the same load)")
 	fs.StringVar(&o.Watcher, "watcher", "", "daemon `binary` to measure (default: build the current tree's ./cmd/watcher)")
 	fs.StringVar(&o.NATSServer, "nats-server", "", "nats-server `binary` (default: build github.com/nats-io/nats-server/v2 from the module cache)")
@@ -109,9 +115,9 @@ func mainErr(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *compare != "" {
 		return compareRuns(strings.Split(*compare, ","), strings.Split(*labels, ","), *svgOut)
 	}
-	if o.Soak <= 0 || o.Every <= 0 || o.Rate <= 0 || o.History < 0 || o.Burst < 0 {
-		return fmt.Errorf("%w: -soak %s, -every %s and -rate %g must be positive, -history %d and -burst %d not negative",
-			errUsage, o.Soak, o.Every, o.Rate, o.History, o.Burst)
+	if o.Soak <= 0 || o.Every <= 0 || o.Rate <= 0 || o.History < 0 || o.Burst < 0 || o.Lookback < 0 {
+		return fmt.Errorf("%w: -soak %s, -every %s and -rate %g must be positive, -history %d, -burst %d and -lookback %s not negative",
+			errUsage, o.Soak, o.Every, o.Rate, o.History, o.Burst, o.Lookback)
 	}
 	if o.Burst > 0 {
 		o.History = o.Burst

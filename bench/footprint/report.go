@@ -82,6 +82,10 @@ func (r *report) Markdown() string {
 		"Five sources polled every %s, open items re-read every %s (`open_refresh`), `rate_limit` %d, `baseline: emit`; `nats.retain_acked` at its default (%s)%s. "+
 		"Samples every %s in %s and %s.\n\n",
 		o.Seed, o.Rate, o.History, pollInterval, openRefresh, rateLimit, r.RetainAcked, admin, o.Every, filepath.Base(r.CSV), filepath.Base(r.SVG))
+	if o.Lookback > 0 {
+		fmt.Fprintf(&b, "Every source with `lookback` and `open_max_age` %s, `discovery_overlap` %s, `settle_window` %s: the daemon tracks only what it can still reach.\n\n",
+			o.Lookback, boundedOverlap, boundedSettle)
+	}
 	if o.Burst > 0 {
 		fmt.Fprintf(&b, "A burst: the simulator starts with %d items per provider, each a first sight the daemon publishes at once (`baseline: emit`).\n\n", o.Burst)
 	}

@@ -58,12 +58,16 @@ var panels = []pipeline.Panel{
 // that there is steady work, and the simulator's items move on within seconds to
 // minutes, so that a steady set of items is open.
 const (
-	pollInterval  = "2s"
-	openRefresh   = "2s"
-	rateLimit     = 20
-	stopGrace     = 30 * time.Second
-	startTimeout  = 60 * time.Second
-	scenarioExtra = "history_span: 1h\nopen_share: 0.6\nopen_resume_within: 10m\nfailure_rate: 0.3\ndelays: {min: 1s, mean: 10s, max: 2m}\n"
+	pollInterval = "2s"
+	openRefresh  = "2s"
+	rateLimit    = 20
+	stopGrace    = 30 * time.Second
+	startTimeout = 60 * time.Second
+	// boundedOverlap and boundedSettle are discovery_overlap and settle_window with
+	// -lookback.
+	boundedOverlap = "1m"
+	boundedSettle  = "2m"
+	scenarioExtra  = "history_span: 1h\nopen_share: 0.6\nopen_resume_within: 10m\nfailure_rate: 0.3\ndelays: {min: 1s, mean: 10s, max: 2m}\n"
 )
 
 // report is what a run measured.
@@ -267,6 +271,9 @@ func (r *report) configure(ctx context.Context, bin, path, statePath, natsURL, s
 		}
 		fmt.Fprintf(&b, "  - name: %s\n    provider: %s\n    base_url: %q\n", s.Name, s.Provider, simURL)
 		fmt.Fprintf(&b, "    interval: %s\n    open_refresh: %s\n    rate_limit: %d\n    baseline: emit\n", pollInterval, openRefresh, rateLimit)
+		if lb := r.Options.Lookback; lb > 0 {
+			fmt.Fprintf(&b, "    lookback: %s\n    open_max_age: %s\n    discovery_overlap: %s\n    settle_window: %s\n", lb, lb, boundedOverlap, boundedSettle)
+		}
 		b.WriteString(s.KeyLines("    "))
 	}
 	common := b.String()
