@@ -2,6 +2,7 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -49,6 +50,17 @@ func (p *Poller) forget(ctx context.Context, meta *state.Meta) {
 	}
 }
 
+// forgetScan is the most candidates one walk over the records collects: a pass over
+// a large backlog (the first after an upgrade) forgets them a share at a time, in
+// bounded memory, walking the records again for each share, at most forgetShares
+// times; what is left waits for the next pass. A variable for tests.
+var forgetScan = 100_000
+
+const forgetShares = 1000
+
+// errScanFull stops a walk over the records once it holds forgetScan candidates.
+var errScanFull = errors.New("forget: candidates enough for one share")
+
 // forgetBefore removes the records of items created before cutoff that are not in the
 // open index as of now, forgetBatch at a time, and returns how many it removed.
 func (p *Poller) forgetBefore(ctx context.Context, cutoff, now time.Time) (int, error) {
@@ -56,37 +68,48 @@ func (p *Poller) forgetBefore(ctx context.Context, cutoff, now time.Time) (int, 
 		id      string
 		created time.Time
 	}
-	var old []candidate
-	err := p.store.ForEach(ctx, p.cfg.Name, func(r diff.Record) error {
-		if r.CreatedAt.Before(cutoff) && !state.InOpenIndex(&r, now) {
-			old = append(old, candidate{r.ID, r.CreatedAt})
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("source %q: find records created before %s: %w", p.cfg.Name, cutoff.Format(time.RFC3339), err)
-	}
 	done := 0
-	ids := make([]string, 0, min(len(old), forgetBatch))
-	for len(old) > 0 {
-		batch := old[:min(len(old), forgetBatch)]
-		old = old[len(batch):]
-		ids = ids[:0]
-		for _, c := range batch {
-			ids = append(ids, c.id)
+	ids := make([]string, 0, forgetBatch)
+	for share := 1; ; share++ {
+		var old []candidate
+		err := p.store.ForEach(ctx, p.cfg.Name, func(r diff.Record) error {
+			if r.CreatedAt.Before(cutoff) && !state.InOpenIndex(&r, now) {
+				old = append(old, candidate{r.ID, r.CreatedAt})
+				if len(old) >= forgetScan {
+					return errScanFull
+				}
+			}
+			return nil
+		})
+		full := errors.Is(err, errScanFull)
+		if err != nil && !full {
+			return done, fmt.Errorf("source %q: find records created before %s: %w", p.cfg.Name, cutoff.Format(time.RFC3339), err)
 		}
-		if err := p.store.Forget(ctx, p.cfg.Name, ids); err != nil {
-			return done, fmt.Errorf("source %q: forget %d records: %w", p.cfg.Name, len(ids), err)
+		for len(old) > 0 {
+			if err := ctx.Err(); err != nil {
+				return done, err
+			}
+			batch := old[:min(len(old), forgetBatch)]
+			old = old[len(batch):]
+			ids = ids[:0]
+			for _, c := range batch {
+				ids = append(ids, c.id)
+			}
+			if err := p.store.Forget(ctx, p.cfg.Name, ids); err != nil {
+				return done, fmt.Errorf("source %q: forget %d records: %w", p.cfg.Name, len(ids), err)
+			}
+			done += len(batch)
+			for _, c := range batch {
+				p.ages.remove(c.created)
+				delete(p.refreshed, c.id)
+				delete(p.unsaved, c.id)
+				delete(p.moved, c.id)
+			}
 		}
-		done += len(batch)
-		for _, c := range batch {
-			p.ages.remove(c.created)
-			delete(p.refreshed, c.id)
-			delete(p.unsaved, c.id)
-			delete(p.moved, c.id)
+		if !full || share >= forgetShares {
+			return done, nil
 		}
 	}
-	return done, nil
 }
 
 // remove uncounts a tracked item that was forgotten; before load it is a no-op (load

@@ -2,8 +2,10 @@ package poller
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -84,6 +86,17 @@ func TestForgetsFinalItemsBeyondLookback(t *testing.T) {
 	}
 	if rec.forgotten != 1 {
 		t.Errorf("Forgotten reported %d records, want 1", rec.forgotten)
+	}
+	// The creation times that window costs are estimated from leave the record out.
+	if !tp.ages.loaded {
+		t.Fatal("the refresh of open-old did not load the age index; the test shows nothing of it")
+	}
+	var fresh ageIndex
+	if err := fresh.load(t.Context(), tp.store, "src"); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(tp.ages.hours, fresh.hours) {
+		t.Errorf("age index after the pass = %v, want %v as the store holds it", tp.ages.hours, fresh.hours)
 	}
 }
 
@@ -183,5 +196,32 @@ func TestForgottenItemListedAgainIsNotPublished(t *testing.T) {
 	}
 	if !slices.Contains(rec.anomalies, AnomalyDateFilterIgnored) {
 		t.Errorf("anomalies %q: the list did not return old again, so the test shows nothing", strings.Join(rec.anomalies, ","))
+	}
+}
+
+// TestForgetsABacklogShareByShare: a pass with more candidates than one walk over the
+// records collects forgets them all, a share at a time, and keeps the rest.
+func TestForgetsABacklogShareByShare(t *testing.T) {
+	defer func(n int) { forgetScan = n }(forgetScan)
+	forgetScan = 3
+	src := &fakeSource{pageSize: 50}
+	var want []string
+	for i := range 10 {
+		src.add(fmt.Sprintf("old%d", i), "DONE", now0.Add(-20*time.Hour-time.Duration(i)*time.Minute))
+		id := fmt.Sprintf("young%d", i)
+		src.add(id, "DONE", now0.Add(-time.Duration(i+1)*time.Minute))
+		want = append(want, id)
+	}
+	tp := newTestPoller(t, forgetConfig(), getterSource{src})
+	rec := &forgetRecorder{}
+	tp.Observe(rec)
+
+	tp.pollAt(t, now0)
+	tp.pollAt(t, now0.Add(5*time.Hour))
+	if got := tp.stored(t); !slices.Equal(got, want) {
+		t.Fatalf("records after a pass over 10 candidates, 3 a share = %q, want %q", got, want)
+	}
+	if rec.forgotten != 10 {
+		t.Errorf("Forgotten reported %d records, want 10", rec.forgotten)
 	}
 }
