@@ -378,14 +378,18 @@ func (s *Store) commit(ctx context.Context, source string, b *state.Batch) error
 // deletions, the ids done so far staying forgotten and the others stored as they were.
 // The buckets keep one small deletion marker per forgotten key.
 //
-// A deletion does not go through the journal: it touches no outbox message, and the
-// guarantee the journal keeps (an event in the outbox is never left without the record
-// it came from) holds whatever order a Forget and a commit take effect in. A commit
-// whose view of the source began before the Forget wrote a forgotten record with a
-// revision check that the deletion fails: it gets ErrConflict and its cycle is
-// retried from a fresh read. A page replayed from the journal writes its records
-// unchecked and so may store a forgotten record again, but with the state its own
-// events carry: the record is then tracked as before, and forgotten by a later pass.
+// A deletion does not go through the journal, which keeps an event in the outbox from
+// being left without the record it came from so that the item's next change gets the
+// next sequence. A Forget writes no outbox message, and the poller forgets only items
+// that no walk reads again: they have no next change for a record to serve. A commit
+// that overlaps a Forget of the same record ends one of two ways, both safe. The commit
+// writes the record after the deletion: a write checked against the revision another
+// Store read before the deletion fails with ErrConflict (the deletion changed the key's
+// revision) and its cycle is retried from a fresh read; any other write (this Store's,
+// whose remembered revision Forget drops, or a page replayed unchecked from the
+// journal) stores the record again with the state its own events carry, tracked as it
+// was before the Forget until a later pass forgets it. Or the deletion comes last and
+// the record is forgotten. No event is lost or published twice either way.
 func (s *Store) Forget(ctx context.Context, source string, ids []string) error {
 	if len(ids) == 0 {
 		return nil
