@@ -17,12 +17,15 @@ const forgetEvery = time.Hour
 const forgetBatch = 1000
 
 // forget removes from the store the records that nothing reads again: those of items
-// created before now − Lookback − DiscoveryOverlap that are not in the open index
-// (final, or stalled). Such an item is below the floor of every walk (discovery and
-// refresh windows start at now − Lookback or later, and a walk leaves out an item
-// created before its floor even when the provider returns it), is not re-read by id
-// (it is not open), and a webhook hint for it is ignored once it is untracked
-// (beyondLookback). Keeping its record serves nothing and grows the state for as
+// that are not in the open index (final, or stalled) and were created before the
+// cutoff, now − Lookback − DiscoveryOverlap or the creation time of the oldest item in
+// the open index, whichever is earlier. Such an item is below the floor of every walk:
+// discovery starts at now − Lookback or later, a refresh window at the creation time
+// of an open item (which can be older than Lookback when OpenMaxAge is longer), and a
+// walk leaves out an item created before its floor even when the provider returns it.
+// It is not re-read by id (it is not open), and a webhook hint for it is ignored once
+// it is untracked (beyondLookback). So a forgotten item is never taken for a new one
+// and published again. Keeping its record serves nothing and grows the state for as
 // long as watcher runs.
 //
 // It runs at the end of a successful cycle once the baseline is done: at the first
@@ -38,11 +41,19 @@ func (p *Poller) forget(ctx context.Context, meta *state.Meta) {
 		return
 	}
 	p.lastForget = now
-	n, err := p.forgetBefore(ctx, now.Add(-p.cfg.Lookback-p.cfg.DiscoveryOverlap), now)
+	cutoff := now.Add(-p.cfg.Lookback - p.cfg.DiscoveryOverlap)
+	n := 0
+	open, err := p.store.OpenItems(ctx, p.cfg.Name)
+	if err == nil {
+		if len(open) > 0 && open[0].CreatedAt.Before(cutoff) {
+			cutoff = open[0].CreatedAt // a refresh window may list from there
+		}
+		n, err = p.forgetBefore(ctx, cutoff, now)
+	}
 	if n > 0 {
 		p.obs.Forgotten(p.cfg.Name, n)
 		p.log.Info("forgot the records of items created before lookback that are no longer open",
-			"records", n, "created_before", now.Add(-p.cfg.Lookback-p.cfg.DiscoveryOverlap))
+			"records", n, "created_before", cutoff)
 	}
 	if err != nil && ctx.Err() == nil {
 		p.log.Warn("forgetting records of items created before lookback failed; tried again in an hour",

@@ -65,7 +65,7 @@ func (tp testPoller) stored(t *testing.T) []string {
 // counted.
 func TestForgetsFinalItemsBeyondLookback(t *testing.T) {
 	src := &fakeSource{pageSize: 10}
-	src.add("final-old", "DONE", now0.Add(-20*time.Hour))
+	src.add("final-old", "DONE", now0.Add(-21*time.Hour))
 	src.add("open-old", "NEW", now0.Add(-20*time.Hour))
 	src.add("final-young", "DONE", now0.Add(-time.Hour))
 	tp := newTestPoller(t, forgetConfig(), getterSource{src})
@@ -77,9 +77,9 @@ func TestForgetsFinalItemsBeyondLookback(t *testing.T) {
 		t.Fatalf("records after the baseline = %q, want %q (all within lookback)", got, want)
 	}
 
-	tp.pollAt(t, now0.Add(5*time.Hour)) // final-old and open-old are 25h old
+	tp.pollAt(t, now0.Add(5*time.Hour)) // final-old is 26h old, open-old 25h
 	if got, want := tp.stored(t), []string{"final-young", "open-old"}; !slices.Equal(got, want) {
-		t.Fatalf("records 25h after final-old's creation = %q, want %q", got, want)
+		t.Fatalf("records 26h after final-old's creation = %q, want %q", got, want)
 	}
 	if _, open := tp.counts(t); open != 1 {
 		t.Errorf("open items = %d, want 1 (open-old)", open)
@@ -223,5 +223,35 @@ func TestForgetsABacklogShareByShare(t *testing.T) {
 	}
 	if rec.forgotten != 10 {
 		t.Errorf("Forgotten reported %d records, want 10", rec.forgotten)
+	}
+}
+
+// TestForgetKeepsWhatARefreshWindowReaches: with open_max_age longer than lookback,
+// an open item older than lookback is re-read by a list of its creation window, which
+// holds the items created after it; those are kept, so that the window does not take
+// them for new ones and publish them again. Older final items are forgotten.
+func TestForgetKeepsWhatARefreshWindowReaches(t *testing.T) {
+	src := &fakeSource{pageSize: 10} // no reads by id: open items are re-read by windows
+	src.add("final-older", "DONE", now0.Add(-22*time.Hour))
+	src.add("open-old", "NEW", now0.Add(-20*time.Hour))
+	src.add("final-within", "DONE", now0.Add(-18*time.Hour))
+	cfg := forgetConfig()
+	cfg.OpenRefresh = time.Minute
+	tp := newTestPoller(t, cfg, src)
+
+	tp.pollAt(t, now0)
+	tp.pollAt(t, now0.Add(10*time.Hour)) // every item is older than lookback now
+	if got, want := tp.stored(t), []string{"final-within", "open-old"}; !slices.Equal(got, want) {
+		t.Fatalf("records after the pass = %q, want %q (final-within is in open-old's window)", got, want)
+	}
+	tp.drained(t)
+
+	pages := src.pages.Load()
+	tp.pollAt(t, now0.Add(10*time.Hour+5*time.Minute))
+	if src.pages.Load()-pages < 2 {
+		t.Fatal("the cycle listed no window for open-old; the test shows nothing")
+	}
+	if evs := tp.drained(t); len(evs) != 0 {
+		t.Errorf("the window of open-old published %s, want nothing", transitions(evs))
 	}
 }
