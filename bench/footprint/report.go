@@ -83,7 +83,7 @@ func (r *report) Markdown() string {
 		"Samples every %s in %s and %s.\n\n",
 		o.Seed, o.Rate, o.History, pollInterval, openRefresh, rateLimit, r.RetainAcked, admin, o.Every, filepath.Base(r.CSV), filepath.Base(r.SVG))
 	if o.Lookback > 0 {
-		fmt.Fprintf(&b, "Every source with `lookback` and `open_max_age` %s, `discovery_overlap` %s, `settle_window` %s: the daemon tracks only what it can still reach.\n\n",
+		fmt.Fprintf(&b, "Every source with `lookback` and `open_max_age` %s, `discovery_overlap` %s, `settle_window` %s: open items leave the open set after `settle_window` or stall at `open_max_age`, and the records of items created before `lookback` that are no longer open are forgotten hourly.\n\n",
 			o.Lookback, boundedOverlap, boundedSettle)
 	}
 	if o.Burst > 0 {
