@@ -313,22 +313,8 @@ func TestOldItemsAreReadLessOften(t *testing.T) {
 			src.add("young", "NEW", now0.Add(-15*time.Minute))
 			src.add("newest", "DONE", now0) // sets the high-water mark
 			g := &countingGetter{getterSource: getterSource{src}}
-			cfg := testConfig()
-			cfg.OpenRefresh, cfg.OpenRefreshMax = 5*time.Minute, c.max
-			cfg.PageSize = 1 // make window lists look expensive
-			tp := newTestPoller(t, cfg, g)
-			if err := tp.Poll(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, at := range []time.Duration{5, 10, 15, 20, 25, 30, 60} {
-				*tp.clock = now0.Add(at*time.Minute + time.Second)
-				if err := tp.Poll(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, fmt.Sprint(g.take()))
-			}
-			if fmt.Sprint(got) != c.want {
+			tp := agedPoller(t, src, g, c.max)
+			if got := readsAt(t, tp, g, 5, 10, 15, 20, 25, 30, 60); got != c.want {
 				t.Fatalf("reads by id per cycle %v, want %s", got, c.want)
 			}
 		})
@@ -469,25 +455,40 @@ func TestMovedItemsAreReadAtTheBasePeriod(t *testing.T) {
 	src.add("still", "NEW", now0.Add(-48*time.Hour))
 	src.add("newest", "DONE", now0) // sets the high-water mark
 	g := &countingGetter{getterSource: getterSource{src}}
+	tp := agedPoller(t, src, g, time.Hour)
+	src.set("moving", "WORK")
+	// At 60m both are due (open_refresh_max); "moving" is seen processing, so it is
+	// due again at its processing period (2m30s) from then, "still" an hour later.
+	if got, want := readsAt(t, tp, g, 60, 63, 66, 70, 120), "[[moving still] [moving] [moving] [moving] [moving still]]"; got != want {
+		t.Fatalf("reads by id per cycle %v, want %s", got, want)
+	}
+}
+
+// agedPoller returns a poller (open_refresh 5m, open_refresh_max maxPeriod, window lists
+// made to look expensive) of src, read through g, after its baseline cycle.
+func agedPoller(t *testing.T, src *fakeSource, g *countingGetter, maxPeriod time.Duration) testPoller {
+	t.Helper()
 	cfg := testConfig()
-	cfg.OpenRefresh, cfg.OpenRefreshMax = 5*time.Minute, time.Hour
-	cfg.PageSize = 1 // make window lists look expensive
+	cfg.OpenRefresh, cfg.OpenRefreshMax = 5*time.Minute, maxPeriod
+	cfg.PageSize = 1
 	tp := newTestPoller(t, cfg, g)
 	if err := tp.Poll(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	src.set("moving", "WORK")
+	return tp
+}
+
+// readsAt polls tp at each of the given minutes after now0 (plus a second) and returns
+// the ids read by id in each cycle.
+func readsAt(t *testing.T, tp testPoller, g *countingGetter, minutes ...time.Duration) string {
+	t.Helper()
 	var got []string
-	for _, at := range []time.Duration{60, 63, 66, 70, 120} {
+	for _, at := range minutes {
 		*tp.clock = now0.Add(at*time.Minute + time.Second)
 		if err := tp.Poll(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		got = append(got, fmt.Sprint(g.take()))
 	}
-	// At 60m both are due (open_refresh_max); "moving" is seen processing, so it is
-	// due again at its processing period (2m30s) from then, "still" an hour later.
-	if want := "[[moving still] [moving] [moving] [moving] [moving still]]"; fmt.Sprint(got) != want {
-		t.Fatalf("reads by id per cycle %v, want %s", got, want)
-	}
+	return fmt.Sprint(got)
 }
