@@ -313,7 +313,7 @@ func TestOldItemsAreReadLessOften(t *testing.T) {
 			src.add("young", "NEW", now0.Add(-15*time.Minute))
 			src.add("newest", "DONE", now0) // sets the high-water mark
 			g := &countingGetter{getterSource: getterSource{src}}
-			tp := agedPoller(t, src, g, c.max)
+			tp := agedPoller(t, g, c.max)
 			if got := readsAt(t, tp, g, 5, 10, 15, 20, 25, 30, 60); got != c.want {
 				t.Fatalf("reads by id per cycle %v, want %s", got, c.want)
 			}
@@ -455,7 +455,7 @@ func TestMovedItemsAreReadAtTheBasePeriod(t *testing.T) {
 	src.add("still", "NEW", now0.Add(-48*time.Hour))
 	src.add("newest", "DONE", now0) // sets the high-water mark
 	g := &countingGetter{getterSource: getterSource{src}}
-	tp := agedPoller(t, src, g, time.Hour)
+	tp := agedPoller(t, g, time.Hour)
 	src.set("moving", "WORK")
 	// At 60m both are due (open_refresh_max); "moving" is seen processing, so it is
 	// due again at its processing period (2m30s) from then, "still" an hour later.
@@ -465,8 +465,8 @@ func TestMovedItemsAreReadAtTheBasePeriod(t *testing.T) {
 }
 
 // agedPoller returns a poller (open_refresh 5m, open_refresh_max maxPeriod, window lists
-// made to look expensive) of src, read through g, after its baseline cycle.
-func agedPoller(t *testing.T, src *fakeSource, g *countingGetter, maxPeriod time.Duration) testPoller {
+// made to look expensive) reading through g, after its baseline cycle.
+func agedPoller(t *testing.T, g *countingGetter, maxPeriod time.Duration) testPoller {
 	t.Helper()
 	cfg := testConfig()
 	cfg.OpenRefresh, cfg.OpenRefreshMax = 5*time.Minute, maxPeriod
