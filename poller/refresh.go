@@ -32,14 +32,14 @@ func (p *Poller) period(st diff.State, age time.Duration) time.Duration {
 // openFor is the age that sets o's re-read period: how long it has been in its
 // present status, that is since this poller last saw it change, or since its creation
 // when it has not (nothing seen since a start: what moved before it is not kept). An
-// item seen moving to an open status is re-read at its state's period again, however
-// old it is: a payment that moved after days often moves on within minutes, and a
-// lost webhook for its next step costs a short wait instead of open_refresh_max.
+// item seen moving is re-read at its state's period again, however old it is: a
+// payment that moved after days often moves on within minutes, and a lost webhook
+// for its next step costs a short wait instead of open_refresh_max.
 func (p *Poller) openFor(o state.OpenItem, now time.Time) time.Duration {
 	since := o.CreatedAt
-	// A settling item is final: its last move ended its lifecycle, and only a rare late
-	// nested item can change it, so its age stays its own.
-	if m, ok := p.moved[o.ID]; ok && m.After(since) && o.State != "" {
+	// A settling item counts too: a payment that has just become final is when late
+	// nested items (refunds, further transactions) come, if they come.
+	if m, ok := p.moved[o.ID]; ok && m.After(since) {
 		since = m
 	}
 	return now.Sub(since)
