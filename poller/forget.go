@@ -110,11 +110,10 @@ func (p *Poller) forgetBefore(ctx context.Context, cutoff, now time.Time) (int, 
 				return done, fmt.Errorf("source %q: forget %d records: %w", p.cfg.Name, len(ids), err)
 			}
 			done += len(batch)
+			// Only items outside the open index are forgotten; the poller's maps of
+			// open items (refreshed, unsaved, moved) drop such ids at the next refresh.
 			for _, c := range batch {
 				p.ages.remove(c.created)
-				delete(p.refreshed, c.id)
-				delete(p.unsaved, c.id)
-				delete(p.moved, c.id)
 			}
 		}
 		if !full || share >= forgetShares {
